@@ -1,0 +1,136 @@
+/**
+ * The durable records and the one interface both database backends implement.
+ *
+ * The server keeps its working state in memory (lib/state); the store is the durable copy. Every
+ * method that changes data commits before its promise resolves, so an acknowledged write survives a
+ * crash. Methods that touch several rows run in one transaction.
+ */
+
+export interface UserRecord {
+  id: number;
+  name: string;
+  displayName: string;
+  email: string;
+  /** OIDC subject; "" for local users. */
+  providerId: string;
+  /** "" for local users, "oidc" otherwise. */
+  provider: string;
+  profilePicUrl: string;
+  createdAt: Date;
+}
+
+export type RegisterMethod = "authkey" | "cli" | "oidc" | "unspecified";
+
+export interface NodeRecord {
+  id: number;
+  /** Text forms: `mkey:…`, `nodekey:…`, `discokey:…` (discokey may be "" before the first map). */
+  machineKey: string;
+  nodeKey: string;
+  discoKey: string;
+  ipv4: string | null;
+  ipv6: string | null;
+  /** The hostname the client reported. */
+  hostname: string;
+  /** The DNS-safe, unique name the node has in the tailnet. */
+  givenName: string;
+  /** Owner; null for a tagged node (tags then own it). */
+  userId: number | null;
+  tags: string[];
+  authKeyId: number | null;
+  registerMethod: RegisterMethod;
+  ephemeral: boolean;
+  /** The client's last tailcfg.Hostinfo, as JSON. */
+  hostinfo: Record<string, unknown> | null;
+  endpoints: string[];
+  approvedRoutes: string[];
+  /** Key expiry; null = never expires. */
+  expiry: Date | null;
+  lastSeen: Date | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface PreAuthKeyRecord {
+  id: number;
+  /** The public part of `hskey-auth-<prefix>-<secret>`, used to find the row. */
+  prefix: string;
+  /** Slow hash of the secret part (see lib/auth/secrets.ts). */
+  hash: string;
+  /** Null for a key that only makes tagged nodes. */
+  userId: number | null;
+  reusable: boolean;
+  ephemeral: boolean;
+  used: boolean;
+  tags: string[];
+  expiration: Date | null;
+  createdAt: Date;
+}
+
+export interface ApiKeyRecord {
+  id: number;
+  /** The public part of `hskey-api-<prefix>-<secret>`. */
+  prefix: string;
+  hash: string;
+  expiration: Date | null;
+  lastSeen: Date | null;
+  createdAt: Date;
+}
+
+export type NewUser = Omit<UserRecord, "id">;
+export type NewNode = Omit<NodeRecord, "id">;
+export type NewPreAuthKey = Omit<PreAuthKeyRecord, "id">;
+export type NewApiKey = Omit<ApiKeyRecord, "id">;
+
+/** Thrown for constraint violations (duplicate name, duplicate IP, …); the message says which. */
+export class StoreConflictError extends Error {
+  override name = "StoreConflictError";
+}
+
+/** Thrown when a row to update or delete does not exist. */
+export class StoreNotFoundError extends Error {
+  override name = "StoreNotFoundError";
+}
+
+/** Thrown when the database was written by a newer version of headscale-deno. */
+export class StoreVersionError extends Error {
+  override name = "StoreVersionError";
+}
+
+export interface Store {
+  readonly kind: "sqlite" | "postgres";
+  /** Applies pending migrations in order; refuses a database from a newer version. */
+  migrate(): Promise<void>;
+  /** Resolves when the database answers a trivial query; rejects otherwise. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+
+  listUsers(): Promise<UserRecord[]>;
+  insertUser(user: NewUser): Promise<UserRecord>;
+  updateUser(user: UserRecord): Promise<void>;
+  /** Deletes the user and its pre-auth keys; refuses (StoreConflictError) while it owns nodes. */
+  deleteUser(id: number): Promise<void>;
+
+  listNodes(): Promise<NodeRecord[]>;
+  /**
+   * Creates a node, or replaces the row with the same id when `node.id` is set, and marks the
+   * pre-auth key used (when `useKeyId` is given and the key is not reusable), in one transaction.
+   */
+  saveNode(node: NewNode | NodeRecord, useKeyId?: number): Promise<NodeRecord>;
+  /** Writes many nodes' changed fields in one transaction (endpoints, hostinfo, last seen…). */
+  updateNodes(nodes: NodeRecord[]): Promise<void>;
+  deleteNode(id: number): Promise<void>;
+
+  listPreAuthKeys(): Promise<PreAuthKeyRecord[]>;
+  insertPreAuthKey(key: NewPreAuthKey): Promise<PreAuthKeyRecord>;
+  updatePreAuthKey(key: PreAuthKeyRecord): Promise<void>;
+  deletePreAuthKey(id: number): Promise<void>;
+
+  listApiKeys(): Promise<ApiKeyRecord[]>;
+  insertApiKey(key: NewApiKey): Promise<ApiKeyRecord>;
+  updateApiKey(key: ApiKeyRecord): Promise<void>;
+  deleteApiKey(id: number): Promise<void>;
+
+  /** The policy stored for `policy.mode: database`; null when none was set. */
+  getPolicy(): Promise<string | null>;
+  setPolicy(data: string): Promise<void>;
+}
