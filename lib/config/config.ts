@@ -1,0 +1,78 @@
+/** The typed configuration the rest of the server reads. Durations are milliseconds. */
+
+export interface DnsExtraRecord {
+  name: string;
+  type: string;
+  value: string;
+}
+
+export interface Config {
+  serverUrl: string;
+  listenAddr: string;
+  metricsListenAddr: string;
+  grpcListenAddr: string;
+  grpcAllowInsecure: boolean;
+  trustedProxies: string[];
+  noisePrivateKeyPath: string;
+  prefixes: { v4: string; v6: string; allocation: "sequential" | "random" };
+  derp: {
+    server: {
+      enabled: boolean;
+      regionId: number;
+      regionCode: string;
+      regionName: string;
+      verifyClients: boolean;
+      stunEnabled: boolean;
+      stunListenAddr: string;
+      privateKeyPath: string;
+      automaticallyAddEmbeddedDerpRegion: boolean;
+      ipv4: string;
+      ipv6: string;
+    };
+    urls: string[];
+    paths: string[];
+    autoUpdateEnabled: boolean;
+    updateFrequencyMs: number;
+  };
+  node: {
+    expiryMs: number;
+    ephemeralInactivityTimeoutMs: number;
+  };
+  database:
+    | { type: "sqlite"; debug: boolean; sqlite: { path: string; writeAheadLog: boolean } }
+    | {
+      type: "postgres";
+      debug: boolean;
+      postgres: {
+        host: string;
+        port: number;
+        name: string;
+        user: string;
+        pass: string;
+        ssl: string;
+        maxOpenConns: number;
+      };
+    };
+  tls: { certPath: string; keyPath: string };
+  log: { level: "trace" | "debug" | "info" | "warn" | "error"; format: "text" | "json" };
+  policy: { mode: "file" | "database"; path: string };
+  dns: {
+    magicDns: boolean;
+    baseDomain: string;
+    overrideLocalDns: boolean;
+    nameservers: { global: string[]; split: Record<string, string[]> };
+    searchDomains: string[];
+    extraRecords: DnsExtraRecord[];
+    extraRecordsPath: string;
+  };
+  unixSocket: string;
+  /** File mode bits, e.g. 0o770. */
+  unixSocketPermission: number;
+  taildropEnabled: boolean;
+  cli: { address: string; apiKey: string; timeoutMs: number; insecure: boolean };
+  tuning: {
+    batchChangeDelayMs: number;
+    nodeStoreBatchSize: number;
+    nodeStoreBatchTimeoutMs: number;
+  };
+}
