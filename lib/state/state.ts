@@ -1,0 +1,757 @@
+/**
+ * The tailnet in memory: users, nodes, keys, and who is online. Every change is written to the
+ * store first and applied here only after the write committed, then announced as typed change
+ * events. Frequent soft updates (endpoints, hostinfo, last seen) are applied at once and written
+ * in batches.
+ */
+import { createHash } from "node:crypto";
+import type { Config } from "../config/config.ts";
+import type { Logger } from "../log/log.ts";
+import { parsePrefix } from "../net/ip.ts";
+import { generateKey, parseKey, verifySecret } from "../auth/secrets.ts";
+import type {
+  ApiKeyRecord,
+  NewNode,
+  NodeRecord,
+  PreAuthKeyRecord,
+  RegisterMethod,
+  Store,
+  UserRecord,
+} from "../store/types.ts";
+import { StoreConflictError, StoreNotFoundError } from "../store/types.ts";
+import type { Change, ChangeListener, NodePatch } from "./events.ts";
+import { ConflictError, InvalidArgumentError, KeyRejectedError, NotFoundError } from "./errors.ts";
+import { IpAllocator } from "./ip_allocator.ts";
+import { dnsSafeName, uniqueName, validGivenName } from "./names.ts";
+
+export interface StateDeps {
+  store: Store;
+  log: Logger;
+  config: Pick<Config, "prefixes" | "node" | "tuning">;
+  now?: () => Date;
+}
+
+export interface CreateUserInput {
+  name: string;
+  displayName?: string;
+  email?: string;
+  pictureUrl?: string;
+}
+
+export interface CreatePreAuthKeyInput {
+  userId: number | null;
+  reusable: boolean;
+  ephemeral: boolean;
+  expiration: Date | null;
+  tags: string[];
+}
+
+export interface RegisterInput {
+  machineKey: string;
+  nodeKey: string;
+  hostname: string;
+  hostinfo: Record<string, unknown> | null;
+  userId: number | null;
+  tags: string[];
+  authKeyId: number | null;
+  method: RegisterMethod;
+  ephemeral: boolean;
+  /** Requested key expiry; null = the server default (node.expiry). */
+  expiry: Date | null;
+}
+
+/** What a map request may report about the node itself. */
+export interface NodeReport {
+  discoKey?: string;
+  endpoints?: string[];
+  hostinfo?: Record<string, unknown>;
+}
+
+const USER_NAME = /^[a-zA-Z0-9][a-zA-Z0-9._@+-]{0,62}$/;
+const TAG = /^tag:[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
+
+export function validateTags(tags: string[]): string[] {
+  for (const tag of tags) {
+    if (!TAG.test(tag)) {
+      throw new InvalidArgumentError(`invalid tag "${tag}": tags look like tag:name`);
+    }
+  }
+  return [...new Set(tags)].sort();
+}
+
+export function validateRoutes(routes: string[]): string[] {
+  const out = new Set<string>();
+  for (const route of routes) {
+    const p = parsePrefix(route);
+    if (!p || !route.includes("/")) {
+      throw new InvalidArgumentError(`invalid route "${route}": expected a CIDR prefix`);
+    }
+    out.add(route);
+  }
+  return [...out].sort();
+}
+
+function homeDerpOf(hostinfo: Record<string, unknown> | null | undefined): number {
+  const netInfo = hostinfo?.NetInfo as Record<string, unknown> | undefined;
+  const region = netInfo?.PreferredDERP;
+  return typeof region === "number" ? region : 0;
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Hostinfo fields that only move on the network (NetInfo): they reach peers as patches. */
+function visibleHostinfo(h: Record<string, unknown> | null): string {
+  if (!h) return "";
+  const { NetInfo: _netInfo, ...rest } = h;
+  return JSON.stringify(rest);
+}
+
+export class State {
+  private readonly users = new Map<number, UserRecord>();
+  private readonly nodes = new Map<number, NodeRecord>();
+  private readonly nodeIdByMachineKey = new Map<string, number>();
+  private readonly nodeIdByNodeKey = new Map<string, number>();
+  private readonly nodeIdByGivenName = new Map<string, number>();
+  private readonly preAuthKeys = new Map<number, PreAuthKeyRecord>();
+  private readonly apiKeys = new Map<number, ApiKeyRecord>();
+  /** Open map streams per node: a node is online while it has one. */
+  private readonly streams = new Map<number, number>();
+  private readonly listeners = new Set<ChangeListener>();
+  private readonly dirty = new Set<number>();
+  /** sha256(api key) → key id, so a verified key skips the slow hash on later requests. */
+  private readonly apiKeyCache = new Map<string, number>();
+  private flushTimer: ReturnType<typeof setTimeout> | undefined;
+  private flushing: Promise<void> = Promise.resolve();
+  private readonly store: Store;
+  private readonly log: Logger;
+  private readonly config: StateDeps["config"];
+  private readonly now: () => Date;
+  readonly ips: IpAllocator;
+
+  private constructor(deps: StateDeps) {
+    this.store = deps.store;
+    this.log = deps.log;
+    this.config = deps.config;
+    this.now = deps.now ?? (() => new Date());
+    this.ips = new IpAllocator({
+      v4: deps.config.prefixes.v4,
+      v6: deps.config.prefixes.v6,
+      strategy: deps.config.prefixes.allocation,
+    });
+  }
+
+  /** Loads everything from the store into memory. */
+  static async open(deps: StateDeps): Promise<State> {
+    const state = new State(deps);
+    const [users, nodes, authKeys, apiKeys] = await Promise.all([
+      deps.store.listUsers(),
+      deps.store.listNodes(),
+      deps.store.listPreAuthKeys(),
+      deps.store.listApiKeys(),
+    ]);
+    for (const u of users) state.users.set(u.id, u);
+    for (const n of nodes) state.indexNode(n);
+    for (const k of authKeys) state.preAuthKeys.set(k.id, k);
+    for (const k of apiKeys) state.apiKeys.set(k.id, k);
+    return state;
+  }
+
+  // ---- change events ------------------------------------------------------------------------
+
+  subscribe(listener: ChangeListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(...changes: Change[]): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(changes);
+      } catch (e) {
+        this.log.error("change listener failed", { error: e });
+      }
+    }
+  }
+
+  /** Announces a change that happened outside the state (policy, DERP map, DNS). */
+  announce(change: Change): void {
+    this.emit(change);
+  }
+
+  // ---- users --------------------------------------------------------------------------------
+
+  listUsers(): UserRecord[] {
+    return [...this.users.values()].sort((a, b) => a.id - b.id);
+  }
+
+  getUser(id: number): UserRecord | undefined {
+    return this.users.get(id);
+  }
+
+  getUserByName(name: string): UserRecord | undefined {
+    for (const u of this.users.values()) if (u.name === name) return u;
+    return undefined;
+  }
+
+  /** Finds a user by id (digits) or by name. */
+  findUser(ref: string | number): UserRecord {
+    const user = typeof ref === "number" || /^\d+$/.test(ref)
+      ? this.users.get(Number(ref))
+      : this.getUserByName(ref);
+    if (!user) throw new NotFoundError(`user ${ref} not found`);
+    return user;
+  }
+
+  private checkUserName(name: string): void {
+    if (!USER_NAME.test(name) || name.split("@").length > 2) {
+      throw new InvalidArgumentError(
+        `invalid user name "${name}": use 1-63 letters, digits, and . _ - + @ (one @ at most), starting with a letter or digit`,
+      );
+    }
+    if (this.getUserByName(name)) throw new ConflictError(`user "${name}" already exists`);
+  }
+
+  async createUser(input: CreateUserInput): Promise<UserRecord> {
+    this.checkUserName(input.name);
+    if (input.email && !/^[^@\s]+@[^@\s]+$/.test(input.email)) {
+      throw new InvalidArgumentError(`invalid email "${input.email}"`);
+    }
+    const user = await this.write(() =>
+      this.store.insertUser({
+        name: input.name,
+        displayName: input.displayName ?? "",
+        email: input.email ?? "",
+        providerId: "",
+        provider: "",
+        profilePicUrl: input.pictureUrl ?? "",
+        createdAt: this.now(),
+      })
+    );
+    this.users.set(user.id, user);
+    return user;
+  }
+
+  async renameUser(id: number, newName: string): Promise<UserRecord> {
+    const user = this.findUser(id);
+    if (user.name === newName) return user;
+    this.checkUserName(newName);
+    const renamed = { ...user, name: newName };
+    await this.write(() => this.store.updateUser(renamed));
+    this.users.set(id, renamed);
+    this.emit({ kind: "user-updated", userId: id });
+    return renamed;
+  }
+
+  async deleteUser(id: number): Promise<void> {
+    const user = this.findUser(id);
+    for (const n of this.nodes.values()) {
+      if (n.userId === id) {
+        throw new ConflictError(`user "${user.name}" still owns nodes; delete them first`);
+      }
+    }
+    await this.write(() => this.store.deleteUser(id));
+    this.users.delete(id);
+    for (const [keyId, key] of this.preAuthKeys) {
+      if (key.userId === id) this.preAuthKeys.delete(keyId);
+    }
+  }
+
+  // ---- pre-auth keys ------------------------------------------------------------------------
+
+  listPreAuthKeys(userId?: number): PreAuthKeyRecord[] {
+    return [...this.preAuthKeys.values()]
+      .filter((k) => userId === undefined || k.userId === userId)
+      .sort((a, b) => a.id - b.id);
+  }
+
+  getPreAuthKey(id: number): PreAuthKeyRecord {
+    const key = this.preAuthKeys.get(id);
+    if (!key) throw new NotFoundError(`pre-auth key ${id} not found`);
+    return key;
+  }
+
+  /** Creates a key; returns the record and the full key, which is shown only now. */
+  async createPreAuthKey(
+    input: CreatePreAuthKeyInput,
+  ): Promise<{ record: PreAuthKeyRecord; key: string }> {
+    if (input.userId !== null) this.findUser(input.userId);
+    const tags = validateTags(input.tags);
+    if (input.userId === null && tags.length === 0) {
+      throw new InvalidArgumentError("a pre-auth key needs a user or at least one tag");
+    }
+    if (input.expiration && input.expiration.getTime() <= this.now().getTime()) {
+      throw new InvalidArgumentError("expiration must be in the future");
+    }
+    const secret = await generateKey("auth");
+    const record = await this.write(() =>
+      this.store.insertPreAuthKey({
+        prefix: secret.prefix,
+        hash: secret.hash,
+        userId: input.userId,
+        reusable: input.reusable,
+        ephemeral: input.ephemeral,
+        used: false,
+        tags,
+        expiration: input.expiration,
+        createdAt: this.now(),
+      })
+    );
+    this.preAuthKeys.set(record.id, record);
+    return { record, key: secret.full };
+  }
+
+  async expirePreAuthKey(id: number): Promise<PreAuthKeyRecord> {
+    const key = this.getPreAuthKey(id);
+    const expired = { ...key, expiration: this.now() };
+    await this.write(() => this.store.updatePreAuthKey(expired));
+    this.preAuthKeys.set(id, expired);
+    return expired;
+  }
+
+  async deletePreAuthKey(id: number): Promise<void> {
+    this.getPreAuthKey(id);
+    await this.write(() => this.store.deletePreAuthKey(id));
+    this.preAuthKeys.delete(id);
+    for (const n of this.nodes.values()) if (n.authKeyId === id) n.authKeyId = null;
+  }
+
+  /** Checks a pre-auth key for registration; throws KeyRejectedError saying why it is refused. */
+  async checkPreAuthKey(full: string): Promise<PreAuthKeyRecord> {
+    const parsed = parseKey(full, "auth");
+    if (!parsed) throw new KeyRejectedError("invalid auth key");
+    const key = [...this.preAuthKeys.values()].find((k) => k.prefix === parsed.prefix);
+    if (!key || !(await verifySecret(parsed.secret, key.hash))) {
+      throw new KeyRejectedError("invalid auth key");
+    }
+    if (key.expiration && key.expiration.getTime() <= this.now().getTime()) {
+      throw new KeyRejectedError("auth key expired");
+    }
+    if (key.used && !key.reusable) throw new KeyRejectedError("auth key already used");
+    return key;
+  }
+
+  // ---- API keys -----------------------------------------------------------------------------
+
+  listApiKeys(): ApiKeyRecord[] {
+    return [...this.apiKeys.values()].sort((a, b) => a.id - b.id);
+  }
+
+  findApiKey(ref: { id?: number; prefix?: string }): ApiKeyRecord {
+    const key = ref.id !== undefined
+      ? this.apiKeys.get(ref.id)
+      : [...this.apiKeys.values()].find((k) => k.prefix === ref.prefix);
+    if (!key) throw new NotFoundError(`API key ${ref.id ?? ref.prefix} not found`);
+    return key;
+  }
+
+  async createApiKey(expiration: Date | null): Promise<{ record: ApiKeyRecord; key: string }> {
+    if (expiration && expiration.getTime() <= this.now().getTime()) {
+      throw new InvalidArgumentError("expiration must be in the future");
+    }
+    const secret = await generateKey("api");
+    const record = await this.write(() =>
+      this.store.insertApiKey({
+        prefix: secret.prefix,
+        hash: secret.hash,
+        expiration,
+        lastSeen: null,
+        createdAt: this.now(),
+      })
+    );
+    this.apiKeys.set(record.id, record);
+    return { record, key: secret.full };
+  }
+
+  async expireApiKey(id: number): Promise<ApiKeyRecord> {
+    const key = this.findApiKey({ id });
+    const expired = { ...key, expiration: this.now() };
+    await this.write(() => this.store.updateApiKey(expired));
+    this.apiKeys.set(id, expired);
+    return expired;
+  }
+
+  async deleteApiKey(id: number): Promise<void> {
+    this.findApiKey({ id });
+    await this.write(() => this.store.deleteApiKey(id));
+    this.apiKeys.delete(id);
+    for (const [digest, keyId] of this.apiKeyCache) {
+      if (keyId === id) this.apiKeyCache.delete(digest);
+    }
+  }
+
+  /** True when `full` is a current API key. Expiry and deletion are checked on every call. */
+  async checkApiKey(full: string): Promise<boolean> {
+    const parsed = parseKey(full, "api");
+    if (!parsed) return false;
+    const digest = createHash("sha256").update(full).digest("base64");
+    let id = this.apiKeyCache.get(digest);
+    if (id === undefined) {
+      const key = [...this.apiKeys.values()].find((k) => k.prefix === parsed.prefix);
+      if (!key || !(await verifySecret(parsed.secret, key.hash))) return false;
+      id = key.id;
+      this.apiKeyCache.set(digest, id);
+    }
+    const key = this.apiKeys.get(id);
+    if (!key) return false;
+    return !key.expiration || key.expiration.getTime() > this.now().getTime();
+  }
+
+  // ---- nodes --------------------------------------------------------------------------------
+
+  listNodes(): NodeRecord[] {
+    return [...this.nodes.values()].sort((a, b) => a.id - b.id);
+  }
+
+  get nodeCount(): number {
+    return this.nodes.size;
+  }
+
+  getNode(id: number): NodeRecord | undefined {
+    return this.nodes.get(id);
+  }
+
+  findNode(id: number): NodeRecord {
+    const node = this.nodes.get(id);
+    if (!node) throw new NotFoundError(`node ${id} not found`);
+    return node;
+  }
+
+  nodeByNodeKey(nodeKey: string): NodeRecord | undefined {
+    const id = this.nodeIdByNodeKey.get(nodeKey);
+    return id === undefined ? undefined : this.nodes.get(id);
+  }
+
+  nodeByMachineKey(machineKey: string): NodeRecord | undefined {
+    const id = this.nodeIdByMachineKey.get(machineKey);
+    return id === undefined ? undefined : this.nodes.get(id);
+  }
+
+  isOnline(id: number): boolean {
+    return (this.streams.get(id) ?? 0) > 0;
+  }
+
+  isExpired(node: NodeRecord): boolean {
+    return node.expiry !== null && node.expiry.getTime() <= this.now().getTime();
+  }
+
+  private indexNode(n: NodeRecord): void {
+    this.nodes.set(n.id, n);
+    this.nodeIdByMachineKey.set(n.machineKey, n.id);
+    this.nodeIdByNodeKey.set(n.nodeKey, n.id);
+    this.nodeIdByGivenName.set(n.givenName, n.id);
+    this.ips.markUsed(n);
+  }
+
+  private unindexNode(n: NodeRecord): void {
+    this.nodes.delete(n.id);
+    if (this.nodeIdByMachineKey.get(n.machineKey) === n.id) {
+      this.nodeIdByMachineKey.delete(n.machineKey);
+    }
+    if (this.nodeIdByNodeKey.get(n.nodeKey) === n.id) this.nodeIdByNodeKey.delete(n.nodeKey);
+    if (this.nodeIdByGivenName.get(n.givenName) === n.id) {
+      this.nodeIdByGivenName.delete(n.givenName);
+    }
+    this.ips.release(n);
+  }
+
+  private replaceNode(before: NodeRecord, after: NodeRecord): void {
+    this.unindexNode(before);
+    this.indexNode(after);
+  }
+
+  private freeName(base: string, selfId?: number): string {
+    return uniqueName(base, (name) => {
+      const owner = this.nodeIdByGivenName.get(name);
+      return owner !== undefined && owner !== selfId;
+    });
+  }
+
+  private defaultExpiry(requested: Date | null, tagged: boolean): Date | null {
+    if (tagged) return null; // Tagged nodes never expire, as in headscale.
+    if (requested && requested.getTime() > this.now().getTime()) return requested;
+    const ms = this.config.node.expiryMs;
+    return ms > 0 ? new Date(this.now().getTime() + ms) : null;
+  }
+
+  /**
+   * Registers a machine, or re-registers a known one: a machine key seen before keeps its node id
+   * and addresses. The pre-auth key is marked used in the same transaction.
+   */
+  async registerNode(input: RegisterInput): Promise<NodeRecord> {
+    if (input.userId !== null) this.findUser(input.userId);
+    const tags = validateTags(input.tags);
+    const existing = this.nodeByMachineKey(input.machineKey);
+    const otherWithKey = this.nodeByNodeKey(input.nodeKey);
+    if (otherWithKey && otherWithKey.machineKey !== input.machineKey) {
+      throw new ConflictError("node key belongs to another machine");
+    }
+    const now = this.now();
+    const tagged = tags.length > 0;
+    const useKeyId = input.authKeyId ?? undefined;
+
+    if (existing) {
+      const updated: NodeRecord = {
+        ...existing,
+        nodeKey: input.nodeKey,
+        hostname: input.hostname || existing.hostname,
+        hostinfo: input.hostinfo ?? existing.hostinfo,
+        userId: tagged ? null : input.userId,
+        tags,
+        authKeyId: input.authKeyId ?? existing.authKeyId,
+        registerMethod: input.method,
+        ephemeral: input.ephemeral,
+        expiry: this.defaultExpiry(input.expiry, tagged),
+        updatedAt: now,
+      };
+      const saved = await this.write(() => this.store.saveNode(updated, useKeyId));
+      this.replaceNode(existing, saved);
+      this.markKeyUsed(useKeyId);
+      this.emit({ kind: "node-updated", nodeId: saved.id });
+      return saved;
+    }
+
+    const addrs = this.ips.allocate();
+    const givenName = this.freeName(dnsSafeName(input.hostname));
+    const fresh: NewNode = {
+      machineKey: input.machineKey,
+      nodeKey: input.nodeKey,
+      discoKey: "",
+      ipv4: addrs.ipv4,
+      ipv6: addrs.ipv6,
+      hostname: input.hostname,
+      givenName,
+      userId: tagged ? null : input.userId,
+      tags,
+      authKeyId: input.authKeyId,
+      registerMethod: input.method,
+      ephemeral: input.ephemeral,
+      hostinfo: input.hostinfo,
+      endpoints: [],
+      approvedRoutes: [],
+      expiry: this.defaultExpiry(input.expiry, tagged),
+      lastSeen: null,
+      createdAt: now,
+      updatedAt: now,
+    };
+    // Reserve the name too, so a concurrent registration cannot take it while we write.
+    this.nodeIdByGivenName.set(givenName, -1);
+    let saved: NodeRecord;
+    try {
+      saved = await this.write(() => this.store.saveNode(fresh, useKeyId));
+    } catch (e) {
+      this.ips.release(addrs);
+      throw e;
+    } finally {
+      if (this.nodeIdByGivenName.get(givenName) === -1) this.nodeIdByGivenName.delete(givenName);
+    }
+    this.indexNode(saved);
+    this.markKeyUsed(useKeyId);
+    this.emit({ kind: "node-added", nodeId: saved.id });
+    return saved;
+  }
+
+  private markKeyUsed(id: number | undefined): void {
+    if (id === undefined) return;
+    const key = this.preAuthKeys.get(id);
+    if (key && !key.used) this.preAuthKeys.set(id, { ...key, used: true });
+  }
+
+  private async saveNode(before: NodeRecord, after: NodeRecord): Promise<NodeRecord> {
+    const saved = await this.write(() => this.store.saveNode(after));
+    this.replaceNode(before, saved);
+    return saved;
+  }
+
+  /** Rotates the node key (the client sent OldNodeKey = current key). */
+  async rotateNodeKey(id: number, nodeKey: string, expiry: Date | null): Promise<NodeRecord> {
+    const node = this.findNode(id);
+    const other = this.nodeByNodeKey(nodeKey);
+    if (other && other.id !== id) throw new ConflictError("node key belongs to another machine");
+    const saved = await this.saveNode(node, {
+      ...node,
+      nodeKey,
+      expiry: this.defaultExpiry(expiry, node.tags.length > 0),
+      updatedAt: this.now(),
+    });
+    this.emit({
+      kind: "node-patched",
+      nodeId: id,
+      patch: { nodeKey, keyExpiry: saved.expiry },
+    });
+    return saved;
+  }
+
+  /** Sets the key expiry (null = never); a time in the past expires the node now. */
+  async setNodeExpiry(id: number, expiry: Date | null): Promise<NodeRecord> {
+    const node = this.findNode(id);
+    const saved = await this.saveNode(node, { ...node, expiry, updatedAt: this.now() });
+    this.emit({ kind: "node-updated", nodeId: id });
+    return saved;
+  }
+
+  expireNode(id: number): Promise<NodeRecord> {
+    return this.setNodeExpiry(id, this.now());
+  }
+
+  async renameNode(id: number, newName: string): Promise<NodeRecord> {
+    const problem = validGivenName(newName);
+    if (problem) throw new InvalidArgumentError(problem);
+    const node = this.findNode(id);
+    const owner = this.nodeIdByGivenName.get(newName);
+    if (owner !== undefined && owner !== id) {
+      throw new ConflictError(`another node is already named "${newName}"`);
+    }
+    const saved = await this.saveNode(node, { ...node, givenName: newName, updatedAt: this.now() });
+    this.emit({ kind: "node-updated", nodeId: id });
+    return saved;
+  }
+
+  /** Replaces the node's tags; a tagged node no longer belongs to a user. */
+  async setNodeTags(id: number, tags: string[]): Promise<NodeRecord> {
+    const clean = validateTags(tags);
+    const node = this.findNode(id);
+    if (clean.length === 0 && node.userId === null) {
+      throw new InvalidArgumentError("a node without a user must keep at least one tag");
+    }
+    const saved = await this.saveNode(node, {
+      ...node,
+      tags: clean,
+      userId: clean.length > 0 ? null : node.userId,
+      expiry: clean.length > 0 ? null : node.expiry,
+      updatedAt: this.now(),
+    });
+    this.emit({ kind: "node-updated", nodeId: id });
+    return saved;
+  }
+
+  async setApprovedRoutes(id: number, routes: string[]): Promise<NodeRecord> {
+    const clean = validateRoutes(routes);
+    const node = this.findNode(id);
+    const saved = await this.saveNode(node, {
+      ...node,
+      approvedRoutes: clean,
+      updatedAt: this.now(),
+    });
+    this.emit({ kind: "node-updated", nodeId: id });
+    return saved;
+  }
+
+  async deleteNode(id: number): Promise<NodeRecord> {
+    const node = this.findNode(id);
+    await this.write(() => this.store.deleteNode(id));
+    this.unindexNode(node);
+    this.dirty.delete(id);
+    this.streams.delete(id);
+    this.emit({ kind: "node-removed", nodeId: id });
+    return node;
+  }
+
+  /**
+   * Applies what a map request reports (disco key, endpoints, hostinfo). Peers hear about it as
+   * a patch when a PeerChange can carry it, as a full node otherwise. Written in the next batch.
+   */
+  applyReport(id: number, report: NodeReport): void {
+    const node = this.nodes.get(id);
+    if (!node) return;
+    const patch: NodePatch = {};
+    let full = false;
+    if (report.discoKey !== undefined && report.discoKey !== node.discoKey) {
+      node.discoKey = patch.discoKey = report.discoKey;
+    }
+    if (report.endpoints !== undefined && !sameList(report.endpoints, node.endpoints)) {
+      node.endpoints = patch.endpoints = report.endpoints;
+    }
+    if (report.hostinfo !== undefined) {
+      const derpBefore = homeDerpOf(node.hostinfo);
+      const derpAfter = homeDerpOf(report.hostinfo);
+      if (derpAfter !== derpBefore) patch.homeDerp = derpAfter;
+      if (visibleHostinfo(report.hostinfo) !== visibleHostinfo(node.hostinfo)) full = true;
+      node.hostinfo = report.hostinfo;
+      const hostname = report.hostinfo.Hostname;
+      if (typeof hostname === "string" && hostname !== "" && hostname !== node.hostname) {
+        node.hostname = hostname;
+        full = true;
+      }
+    }
+    if (!full && Object.keys(patch).length === 0) return;
+    node.updatedAt = this.now();
+    this.markDirty(id);
+    this.emit(
+      full ? { kind: "node-updated", nodeId: id } : { kind: "node-patched", nodeId: id, patch },
+    );
+  }
+
+  /** Counts map streams; the first opens the node, the last closing marks it offline. */
+  streamOpened(id: number): void {
+    const n = (this.streams.get(id) ?? 0) + 1;
+    this.streams.set(id, n);
+    if (n === 1) this.emit({ kind: "node-patched", nodeId: id, patch: { online: true } });
+  }
+
+  streamClosed(id: number): void {
+    const n = (this.streams.get(id) ?? 0) - 1;
+    if (n > 0) {
+      this.streams.set(id, n);
+      return;
+    }
+    this.streams.delete(id);
+    const node = this.nodes.get(id);
+    if (!node) return;
+    node.lastSeen = this.now();
+    this.markDirty(id);
+    this.emit({
+      kind: "node-patched",
+      nodeId: id,
+      patch: { online: false, lastSeen: node.lastSeen },
+    });
+  }
+
+  // ---- durability ---------------------------------------------------------------------------
+
+  private markDirty(id: number): void {
+    this.dirty.add(id);
+    if (this.dirty.size >= this.config.tuning.nodeStoreBatchSize) {
+      void this.flush();
+    } else if (this.flushTimer === undefined) {
+      this.flushTimer = setTimeout(() => {
+        this.flushTimer = undefined;
+        void this.flush();
+      }, this.config.tuning.nodeStoreBatchTimeoutMs);
+    }
+  }
+
+  /** Writes the batched soft updates now. */
+  flush(): Promise<void> {
+    if (this.flushTimer !== undefined) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = undefined;
+    }
+    const batch = [...this.dirty].map((id) => this.nodes.get(id)).filter((n) => n !== undefined);
+    this.dirty.clear();
+    if (batch.length === 0) return this.flushing;
+    const snapshot = batch.map((n) => ({ ...n }));
+    this.flushing = this.flushing.then(() => this.store.updateNodes(snapshot)).catch((e) => {
+      this.log.error("writing node updates failed", { error: e, nodes: snapshot.length });
+      for (const n of snapshot) if (this.nodes.has(n.id)) this.dirty.add(n.id);
+    });
+    return this.flushing;
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    this.listeners.clear();
+  }
+
+  /** Runs a store write, turning store errors into the state layer's errors. */
+  private async write<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      if (e instanceof StoreConflictError) throw new ConflictError(e.message);
+      if (e instanceof StoreNotFoundError) throw new NotFoundError(e.message);
+      throw e;
+    }
+  }
+}
