@@ -1,0 +1,536 @@
+/**
+ * The PostgreSQL store, on `npm:postgres` (postgres.js). Queries are prepared and cached per
+ * connection by the driver; operations on several rows run in `sql.begin` transactions. Every
+ * write has committed when its promise resolves.
+ */
+import postgres from "postgres";
+import {
+  checkDate,
+  checkId,
+  checkOptionalDate,
+  checkOptionalId,
+  decodeObject,
+  decodeOptionalTime,
+  decodeStrings,
+  decodeTime,
+  encodeObject,
+  encodeStrings,
+} from "./codec.ts";
+import { notFound, uniqueConflict, userOwnsNodes } from "./errors.ts";
+import { assertKnownVersion, type Migration, MIGRATIONS, pendingMigrations } from "./migrations.ts";
+import {
+  type ApiKeyRecord,
+  type NewApiKey,
+  type NewNode,
+  type NewPreAuthKey,
+  type NewUser,
+  type NodeRecord,
+  type PreAuthKeyRecord,
+  type RegisterMethod,
+  type Store,
+  StoreConflictError,
+  StoreNotFoundError,
+  type UserRecord,
+} from "./types.ts";
+
+export interface PostgresOptions {
+  /** Host name, or a directory holding the server's Unix socket (starts with "/"). */
+  host: string;
+  port: number;
+  name: string;
+  user: string;
+  pass: string;
+  /** headscale's `ssl` setting: "false"/"disable", "true"/"require", "prefer", "allow", "verify-full". */
+  ssl: string;
+  maxOpenConns: number;
+  /** Schema the tables live in (the connection's search_path); the user's default otherwise. */
+  schema?: string;
+  /** Only for tests of the upgrade path; the real list otherwise. */
+  migrations?: readonly Migration[];
+}
+
+type Sql = postgres.Sql<{ bigint: number }>;
+type Tx = postgres.TransactionSql<{ bigint: number }>;
+type Row = Record<string, unknown>;
+type Params = Record<string, string | number | boolean | Date | null>;
+
+const SSL_MODES: Record<string, false | "require" | "prefer" | "allow" | "verify-full"> = {
+  "": false,
+  false: false,
+  disable: false,
+  true: "require",
+  require: "require",
+  prefer: "prefer",
+  allow: "allow",
+  "verify-full": "verify-full",
+};
+
+/** The driver's ssl setting for headscale's `database.postgres.ssl` value. */
+export function sslMode(value: string): false | "require" | "prefer" | "allow" | "verify-full" {
+  const mode = SSL_MODES[value.trim().toLowerCase()];
+  if (mode === undefined) {
+    throw new Error(
+      `database.postgres.ssl ${JSON.stringify(value)} is not one of ${
+        Object.keys(SSL_MODES).filter(Boolean).join(", ")
+      }`,
+    );
+  }
+  return mode;
+}
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** Creates the connection pool (connections open on first use); does not migrate. */
+export function openPostgresStore(options: PostgresOptions): PostgresStore {
+  if (options.schema !== undefined && !SCHEMA_NAME.test(options.schema)) {
+    throw new Error(`postgres schema name ${JSON.stringify(options.schema)} is not a plain name`);
+  }
+  const socketDir = options.host.startsWith("/") ? options.host : undefined;
+  const sql = postgres({
+    host: socketDir ? undefined : options.host || undefined,
+    port: options.port,
+    path: socketDir ? `${socketDir}/.s.PGSQL.${options.port}` : undefined,
+    database: options.name,
+    user: options.user || undefined,
+    password: options.pass || undefined,
+    ssl: sslMode(options.ssl),
+    max: options.maxOpenConns > 0 ? options.maxOpenConns : 10,
+    connect_timeout: 10,
+    fetch_types: false,
+    // "relation already exists, skipping" and the like are not worth a line on stdout.
+    onnotice: () => {},
+    connection: {
+      application_name: "headscale-deno",
+      ...(options.schema ? { search_path: options.schema } : {}),
+    },
+    // Ids are bigint columns; JavaScript numbers hold them exactly up to 2^53.
+    types: {
+      bigint: {
+        to: 20,
+        from: [20],
+        serialize: (x: number) => String(x),
+        parse: (x: string) => Number(x),
+      },
+    },
+  });
+  return new PostgresStore(sql, options.migrations ?? MIGRATIONS);
+}
+
+// ---- row encoding ---------------------------------------------------------------------------
+
+function userParams(u: NewUser): Params {
+  return {
+    name: u.name,
+    display_name: u.displayName,
+    email: u.email,
+    provider_id: u.providerId,
+    provider: u.provider,
+    profile_pic_url: u.profilePicUrl,
+    created_at: checkDate(u.createdAt, "user createdAt"),
+  };
+}
+
+function nodeParams(n: NewNode): Params {
+  return {
+    machine_key: n.machineKey,
+    node_key: n.nodeKey,
+    disco_key: n.discoKey,
+    ipv4: n.ipv4,
+    ipv6: n.ipv6,
+    hostname: n.hostname,
+    given_name: n.givenName,
+    user_id: checkOptionalId(n.userId, "node userId"),
+    tags: encodeStrings(n.tags, "node tags"),
+    auth_key_id: checkOptionalId(n.authKeyId, "node authKeyId"),
+    register_method: n.registerMethod,
+    ephemeral: n.ephemeral,
+    hostinfo: encodeObject(n.hostinfo, "node hostinfo"),
+    endpoints: encodeStrings(n.endpoints, "node endpoints"),
+    approved_routes: encodeStrings(n.approvedRoutes, "node approvedRoutes"),
+    expiry: checkOptionalDate(n.expiry, "node expiry"),
+    last_seen: checkOptionalDate(n.lastSeen, "node lastSeen"),
+    created_at: checkDate(n.createdAt, "node createdAt"),
+    updated_at: checkDate(n.updatedAt, "node updatedAt"),
+  };
+}
+
+/** What a map session changes; see updateNodes. Plain JSON: it travels as one jsonb value. */
+function nodeSessionJson(n: NodeRecord) {
+  return {
+    id: checkId(n.id, "node id"),
+    disco_key: n.discoKey,
+    hostname: n.hostname,
+    hostinfo: encodeObject(n.hostinfo, "node hostinfo"),
+    endpoints: encodeStrings(n.endpoints, "node endpoints"),
+    last_seen: checkOptionalDate(n.lastSeen, "node lastSeen")?.toISOString() ?? null,
+    updated_at: checkDate(n.updatedAt, "node updatedAt").toISOString(),
+  };
+}
+
+function preAuthKeyParams(k: NewPreAuthKey): Params {
+  return {
+    prefix: k.prefix,
+    hash: k.hash,
+    user_id: checkOptionalId(k.userId, "pre-auth key userId"),
+    reusable: k.reusable,
+    ephemeral: k.ephemeral,
+    used: k.used,
+    tags: encodeStrings(k.tags, "pre-auth key tags"),
+    expiration: checkOptionalDate(k.expiration, "pre-auth key expiration"),
+    created_at: checkDate(k.createdAt, "pre-auth key createdAt"),
+  };
+}
+
+function apiKeyParams(k: NewApiKey): Params {
+  return {
+    prefix: k.prefix,
+    hash: k.hash,
+    expiration: checkOptionalDate(k.expiration, "API key expiration"),
+    last_seen: checkOptionalDate(k.lastSeen, "API key lastSeen"),
+    created_at: checkDate(k.createdAt, "API key createdAt"),
+  };
+}
+
+// ---- row decoding ---------------------------------------------------------------------------
+
+const optionalNumber = (v: unknown) => v === null ? null : Number(v);
+
+function userFromRow(r: Row): UserRecord {
+  return {
+    id: Number(r.id),
+    name: String(r.name),
+    displayName: String(r.display_name),
+    email: String(r.email),
+    providerId: String(r.provider_id),
+    provider: String(r.provider),
+    profilePicUrl: String(r.profile_pic_url),
+    createdAt: decodeTime(r.created_at, `users row ${r.id} created_at`),
+  };
+}
+
+function nodeFromRow(r: Row): NodeRecord {
+  const where = `nodes row ${r.id}`;
+  return {
+    id: Number(r.id),
+    machineKey: String(r.machine_key),
+    nodeKey: String(r.node_key),
+    discoKey: String(r.disco_key),
+    ipv4: r.ipv4 === null ? null : String(r.ipv4),
+    ipv6: r.ipv6 === null ? null : String(r.ipv6),
+    hostname: String(r.hostname),
+    givenName: String(r.given_name),
+    userId: optionalNumber(r.user_id),
+    tags: decodeStrings(r.tags, `${where} tags`),
+    authKeyId: optionalNumber(r.auth_key_id),
+    registerMethod: String(r.register_method) as RegisterMethod,
+    ephemeral: r.ephemeral === true,
+    hostinfo: decodeObject(r.hostinfo, `${where} hostinfo`),
+    endpoints: decodeStrings(r.endpoints, `${where} endpoints`),
+    approvedRoutes: decodeStrings(r.approved_routes, `${where} approved_routes`),
+    expiry: decodeOptionalTime(r.expiry, `${where} expiry`),
+    lastSeen: decodeOptionalTime(r.last_seen, `${where} last_seen`),
+    createdAt: decodeTime(r.created_at, `${where} created_at`),
+    updatedAt: decodeTime(r.updated_at, `${where} updated_at`),
+  };
+}
+
+function preAuthKeyFromRow(r: Row): PreAuthKeyRecord {
+  const where = `pre_auth_keys row ${r.id}`;
+  return {
+    id: Number(r.id),
+    prefix: String(r.prefix),
+    hash: String(r.hash),
+    userId: optionalNumber(r.user_id),
+    reusable: r.reusable === true,
+    ephemeral: r.ephemeral === true,
+    used: r.used === true,
+    tags: decodeStrings(r.tags, `${where} tags`),
+    expiration: decodeOptionalTime(r.expiration, `${where} expiration`),
+    createdAt: decodeTime(r.created_at, `${where} created_at`),
+  };
+}
+
+function apiKeyFromRow(r: Row): ApiKeyRecord {
+  const where = `api_keys row ${r.id}`;
+  return {
+    id: Number(r.id),
+    prefix: String(r.prefix),
+    hash: String(r.hash),
+    expiration: decodeOptionalTime(r.expiration, `${where} expiration`),
+    lastSeen: decodeOptionalTime(r.last_seen, `${where} last_seen`),
+    createdAt: decodeTime(r.created_at, `${where} created_at`),
+  };
+}
+
+// ---- errors ---------------------------------------------------------------------------------
+
+interface PgError extends Error {
+  code?: string;
+  table_name?: string;
+  constraint_name?: string;
+}
+
+const UNIQUE_VIOLATION = "23505";
+const FOREIGN_KEY_VIOLATION = "23503";
+/** Which table a foreign key column points at. */
+const REFERENCED: Record<string, string> = { user_id: "users", auth_key_id: "pre_auth_keys" };
+
+/** Maps a constraint violation to a StoreConflictError or StoreNotFoundError naming the field. */
+function translate(e: unknown, row: Params): unknown {
+  if (e instanceof StoreConflictError || e instanceof StoreNotFoundError) return e;
+  const err = e as PgError;
+  if (err?.name !== "PostgresError") return e;
+  const table = err.table_name ?? "";
+  const constraint = err.constraint_name ?? "";
+  if (err.code === UNIQUE_VIOLATION) {
+    // Constraints are named <table>_<column>_key (migrations.ts), the primary key <table>_pkey.
+    const column = constraint === `${table}_pkey`
+      ? "id"
+      : constraint.replace(`${table}_`, "").replace(/_key$/, "");
+    return uniqueConflict(table, column, row);
+  }
+  if (err.code === FOREIGN_KEY_VIOLATION) {
+    const column = constraint.replace(`${table}_`, "").replace(/_fkey$/, "");
+    const id = row[column];
+    if (REFERENCED[column] && typeof id === "number") return notFound(REFERENCED[column], id);
+  }
+  return e;
+}
+
+// ---- the store ------------------------------------------------------------------------------
+
+export class PostgresStore implements Store {
+  readonly kind = "postgres";
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly migrations: readonly Migration[] = MIGRATIONS,
+  ) {}
+
+  private async write<T>(row: Params, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      throw translate(e, row);
+    }
+  }
+
+  private async databaseVersion(sql: Sql | Tx): Promise<number> {
+    const [row] = await sql`SELECT coalesce(max(version), 0)::bigint AS v FROM schema_migrations`;
+    return Number(row.v);
+  }
+
+  async migrate(): Promise<void> {
+    await this.sql`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version integer PRIMARY KEY,
+      name text NOT NULL,
+      applied_at timestamptz NOT NULL
+    )`;
+    const known = Math.max(0, ...this.migrations.map((m) => m.version));
+    const start = await this.databaseVersion(this.sql);
+    assertKnownVersion(start, known);
+    for (const m of pendingMigrations(start, this.migrations)) {
+      await this.sql.begin(async (tx) => {
+        // One migrator at a time; another server may have done the work while we waited.
+        await tx`LOCK TABLE schema_migrations IN EXCLUSIVE MODE`;
+        const now = await this.databaseVersion(tx);
+        assertKnownVersion(now, known);
+        if (now >= m.version) return;
+        await tx.unsafe(m.postgres);
+        await tx`INSERT INTO schema_migrations (version, name, applied_at)
+          VALUES (${m.version}, ${m.name}, ${new Date()})`;
+      });
+    }
+  }
+
+  async ping(): Promise<void> {
+    await this.sql`SELECT 1`;
+  }
+
+  async close(): Promise<void> {
+    await this.sql.end({ timeout: 5 });
+  }
+
+  // ---- users --------------------------------------------------------------------------------
+
+  async listUsers(): Promise<UserRecord[]> {
+    const rows = await this.sql`SELECT * FROM users ORDER BY id`;
+    return rows.map(userFromRow);
+  }
+
+  insertUser(user: NewUser): Promise<UserRecord> {
+    const row = userParams(user);
+    return this.write(row, async () => {
+      const [saved] = await this.sql`INSERT INTO users ${this.sql(row)} RETURNING *`;
+      return userFromRow(saved);
+    });
+  }
+
+  async updateUser(user: UserRecord): Promise<void> {
+    const id = checkId(user.id, "user id");
+    const row = userParams(user);
+    const result = await this.write(
+      row,
+      () => this.sql`UPDATE users SET ${this.sql(row)} WHERE id = ${id}`,
+    );
+    if (result.count === 0) throw notFound("users", id);
+  }
+
+  async deleteUser(id: number): Promise<void> {
+    checkId(id, "user id");
+    try {
+      await this.sql.begin(async (tx) => {
+        const [user] = await tx`SELECT id FROM users WHERE id = ${id} FOR UPDATE`;
+        if (!user) throw notFound("users", id);
+        const [{ n }] = await tx`SELECT count(*) AS n FROM nodes WHERE user_id = ${id}`;
+        if (Number(n) > 0) throw userOwnsNodes(id, Number(n));
+        await tx`DELETE FROM users WHERE id = ${id}`;
+      });
+    } catch (e) {
+      // A node added for this user between the count and the delete.
+      if ((e as PgError).code === FOREIGN_KEY_VIOLATION) throw userOwnsNodes(id, 1);
+      throw e;
+    }
+  }
+
+  // ---- nodes --------------------------------------------------------------------------------
+
+  async listNodes(): Promise<NodeRecord[]> {
+    const rows = await this.sql`SELECT * FROM nodes ORDER BY id`;
+    return rows.map(nodeFromRow);
+  }
+
+  async saveNode(node: NewNode | NodeRecord, useKeyId?: number): Promise<NodeRecord> {
+    const existingId = "id" in node && node.id !== undefined ? checkId(node.id, "node id") : null;
+    if (useKeyId !== undefined) checkId(useKeyId, "pre-auth key id");
+    const row = nodeParams(node);
+    return await this.write(row, () =>
+      this.sql.begin(async (tx) => {
+        const [saved] = existingId === null
+          ? await tx`INSERT INTO nodes ${tx(row)} RETURNING *`
+          : await tx`UPDATE nodes SET ${tx(row)} WHERE id = ${existingId} RETURNING *`;
+        if (!saved) throw notFound("nodes", existingId ?? 0);
+        if (useKeyId !== undefined) {
+          // Marks a single-use key used; a reusable key is left alone.
+          const [key] = await tx`SELECT reusable FROM pre_auth_keys WHERE id = ${useKeyId}
+            FOR UPDATE`;
+          if (!key) throw notFound("pre_auth_keys", useKeyId);
+          if (!key.reusable) await tx`UPDATE pre_auth_keys SET used = true WHERE id = ${useKeyId}`;
+        }
+        return nodeFromRow(saved);
+      }));
+  }
+
+  /**
+   * Writes what a map session changes (disco key, hostname, hostinfo, endpoints, last seen,
+   * updated at) for many nodes in one transaction, as one statement per 1,000 nodes. Other
+   * fields, unique ones included, change only through saveNode, so a batch built from an older
+   * snapshot cannot undo a rename or a new address, and one node cannot make the whole batch
+   * fail. Nodes deleted meanwhile are skipped.
+   */
+  async updateNodes(nodes: NodeRecord[]): Promise<void> {
+    // The last entry for a node wins, as it would with one UPDATE each.
+    const latest = new Map(nodes.map((n) => [n.id, nodeSessionJson(n)]));
+    const rows = [...latest.values()];
+    if (rows.length === 0) return;
+    const chunk = 1000;
+    await this.sql.begin(async (tx) => {
+      for (let i = 0; i < rows.length; i += chunk) {
+        const json = JSON.stringify(rows.slice(i, i + chunk));
+        await tx`
+          UPDATE nodes AS n SET
+            disco_key = v.disco_key,
+            hostname = v.hostname,
+            hostinfo = v.hostinfo,
+            endpoints = v.endpoints,
+            last_seen = v.last_seen,
+            updated_at = v.updated_at
+          FROM jsonb_to_recordset(${json}::jsonb) AS v(
+            id bigint, disco_key text, hostname text, hostinfo text, endpoints text,
+            last_seen timestamptz, updated_at timestamptz
+          )
+          WHERE n.id = v.id`;
+      }
+    });
+  }
+
+  async deleteNode(id: number): Promise<void> {
+    checkId(id, "node id");
+    const result = await this.sql`DELETE FROM nodes WHERE id = ${id}`;
+    if (result.count === 0) throw notFound("nodes", id);
+  }
+
+  // ---- pre-auth keys ------------------------------------------------------------------------
+
+  async listPreAuthKeys(): Promise<PreAuthKeyRecord[]> {
+    const rows = await this.sql`SELECT * FROM pre_auth_keys ORDER BY id`;
+    return rows.map(preAuthKeyFromRow);
+  }
+
+  insertPreAuthKey(key: NewPreAuthKey): Promise<PreAuthKeyRecord> {
+    const row = preAuthKeyParams(key);
+    return this.write(row, async () => {
+      const [saved] = await this.sql`INSERT INTO pre_auth_keys ${this.sql(row)} RETURNING *`;
+      return preAuthKeyFromRow(saved);
+    });
+  }
+
+  async updatePreAuthKey(key: PreAuthKeyRecord): Promise<void> {
+    const id = checkId(key.id, "pre-auth key id");
+    const row = preAuthKeyParams(key);
+    const result = await this.write(
+      row,
+      () => this.sql`UPDATE pre_auth_keys SET ${this.sql(row)} WHERE id = ${id}`,
+    );
+    if (result.count === 0) throw notFound("pre_auth_keys", id);
+  }
+
+  async deletePreAuthKey(id: number): Promise<void> {
+    checkId(id, "pre-auth key id");
+    const result = await this.sql`DELETE FROM pre_auth_keys WHERE id = ${id}`;
+    if (result.count === 0) throw notFound("pre_auth_keys", id);
+  }
+
+  // ---- API keys -----------------------------------------------------------------------------
+
+  async listApiKeys(): Promise<ApiKeyRecord[]> {
+    const rows = await this.sql`SELECT * FROM api_keys ORDER BY id`;
+    return rows.map(apiKeyFromRow);
+  }
+
+  insertApiKey(key: NewApiKey): Promise<ApiKeyRecord> {
+    const row = apiKeyParams(key);
+    return this.write(row, async () => {
+      const [saved] = await this.sql`INSERT INTO api_keys ${this.sql(row)} RETURNING *`;
+      return apiKeyFromRow(saved);
+    });
+  }
+
+  async updateApiKey(key: ApiKeyRecord): Promise<void> {
+    const id = checkId(key.id, "API key id");
+    const row = apiKeyParams(key);
+    const result = await this.write(
+      row,
+      () => this.sql`UPDATE api_keys SET ${this.sql(row)} WHERE id = ${id}`,
+    );
+    if (result.count === 0) throw notFound("api_keys", id);
+  }
+
+  async deleteApiKey(id: number): Promise<void> {
+    checkId(id, "API key id");
+    const result = await this.sql`DELETE FROM api_keys WHERE id = ${id}`;
+    if (result.count === 0) throw notFound("api_keys", id);
+  }
+
+  // ---- policy -------------------------------------------------------------------------------
+
+  async getPolicy(): Promise<string | null> {
+    const [row] = await this.sql`SELECT data FROM policies ORDER BY id DESC LIMIT 1`;
+    return row ? String(row.data) : null;
+  }
+
+  async setPolicy(data: string): Promise<void> {
+    if (typeof data !== "string") throw new TypeError("policy data must be a string");
+    await this.sql`INSERT INTO policies (data, created_at) VALUES (${data}, ${new Date()})`;
+  }
+}

@@ -1,0 +1,584 @@
+/**
+ * The SQLite store, on `node:sqlite` (built into Deno, works in a compiled binary).
+ *
+ * Durability: WAL with synchronous=FULL. NORMAL would already keep every acknowledged write
+ * across a crash of the process (the WAL frames are in the OS page cache before COMMIT returns),
+ * but could lose the last transactions on power loss or a kernel crash. FULL adds one fsync of
+ * the WAL per commit, so an acknowledged registration survives that too. It costs little here:
+ * hard writes (registrations, key and user changes) are rare and map-session updates arrive in
+ * batches, one transaction each. Without WAL the rollback journal is used, also with FULL.
+ *
+ * DatabaseSync is synchronous: each method runs to completion before its promise settles, so no
+ * two transactions interleave within the process. busy_timeout covers other processes (the CLI
+ * or a backup) holding the write lock for a moment.
+ */
+// Every method is async, with nothing to await, so that a synchronous throw becomes a rejection.
+// deno-lint-ignore-file require-await
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import {
+  checkId,
+  checkOptionalId,
+  decodeObject,
+  decodeOptionalTime,
+  decodeStrings,
+  decodeTime,
+  encodeObject,
+  encodeOptionalTime,
+  encodeStrings,
+  encodeTime,
+} from "./codec.ts";
+import { notFound, uniqueConflict, userOwnsNodes } from "./errors.ts";
+import { assertKnownVersion, type Migration, MIGRATIONS, pendingMigrations } from "./migrations.ts";
+import {
+  type ApiKeyRecord,
+  type NewApiKey,
+  type NewNode,
+  type NewPreAuthKey,
+  type NewUser,
+  type NodeRecord,
+  type PreAuthKeyRecord,
+  type RegisterMethod,
+  type Store,
+  StoreConflictError,
+  StoreNotFoundError,
+  type UserRecord,
+} from "./types.ts";
+
+export interface SqliteOptions {
+  path: string;
+  writeAheadLog: boolean;
+  /** How long to wait for another process's write lock, in ms. */
+  busyTimeoutMs?: number;
+  /** Only for tests of the upgrade path; the real list otherwise. */
+  migrations?: readonly Migration[];
+}
+
+type Row = Record<string, unknown>;
+type Params = Record<string, string | number | null>;
+
+const NODE_COLUMNS = [
+  "machine_key",
+  "node_key",
+  "disco_key",
+  "ipv4",
+  "ipv6",
+  "hostname",
+  "given_name",
+  "user_id",
+  "tags",
+  "auth_key_id",
+  "register_method",
+  "ephemeral",
+  "hostinfo",
+  "endpoints",
+  "approved_routes",
+  "expiry",
+  "last_seen",
+  "created_at",
+  "updated_at",
+];
+/** What a map session changes; updateNodes writes only these (see updateNodes). */
+const NODE_SESSION_COLUMNS = [
+  "disco_key",
+  "hostname",
+  "hostinfo",
+  "endpoints",
+  "last_seen",
+  "updated_at",
+];
+const USER_COLUMNS = [
+  "name",
+  "display_name",
+  "email",
+  "provider_id",
+  "provider",
+  "profile_pic_url",
+  "created_at",
+];
+const PRE_AUTH_KEY_COLUMNS = [
+  "prefix",
+  "hash",
+  "user_id",
+  "reusable",
+  "ephemeral",
+  "used",
+  "tags",
+  "expiration",
+  "created_at",
+];
+const API_KEY_COLUMNS = ["prefix", "hash", "expiration", "last_seen", "created_at"];
+
+function insertSql(table: string, columns: string[]): string {
+  const values = columns.map((c) => `$${c}`).join(", ");
+  return `INSERT INTO ${table} (${columns.join(", ")}) VALUES (${values}) RETURNING *`;
+}
+
+function updateSql(table: string, columns: string[]): string {
+  const sets = columns.map((c) => `${c} = $${c}`).join(", ");
+  return `UPDATE ${table} SET ${sets} WHERE id = $id`;
+}
+
+/** The statements every call reuses; prepared once the schema exists. */
+function prepareStatements(db: DatabaseSync) {
+  const p = (sql: string) => db.prepare(sql);
+  return {
+    listUsers: p("SELECT * FROM users ORDER BY id"),
+    insertUser: p(insertSql("users", USER_COLUMNS)),
+    updateUser: p(updateSql("users", USER_COLUMNS)),
+    userExists: p("SELECT 1 AS found FROM users WHERE id = ?"),
+    countUserNodes: p("SELECT count(*) AS n FROM nodes WHERE user_id = ?"),
+    deleteUser: p("DELETE FROM users WHERE id = ?"),
+
+    listNodes: p("SELECT * FROM nodes ORDER BY id"),
+    nodeById: p("SELECT * FROM nodes WHERE id = ?"),
+    insertNode: p(insertSql("nodes", NODE_COLUMNS)),
+    updateNode: p(updateSql("nodes", NODE_COLUMNS)),
+    updateNodeSession: p(updateSql("nodes", NODE_SESSION_COLUMNS)),
+    deleteNode: p("DELETE FROM nodes WHERE id = ?"),
+
+    listPreAuthKeys: p("SELECT * FROM pre_auth_keys ORDER BY id"),
+    preAuthKeyReusable: p("SELECT reusable FROM pre_auth_keys WHERE id = ?"),
+    markPreAuthKeyUsed: p("UPDATE pre_auth_keys SET used = 1 WHERE id = ?"),
+    insertPreAuthKey: p(insertSql("pre_auth_keys", PRE_AUTH_KEY_COLUMNS)),
+    updatePreAuthKey: p(updateSql("pre_auth_keys", PRE_AUTH_KEY_COLUMNS)),
+    deletePreAuthKey: p("DELETE FROM pre_auth_keys WHERE id = ?"),
+
+    listApiKeys: p("SELECT * FROM api_keys ORDER BY id"),
+    insertApiKey: p(insertSql("api_keys", API_KEY_COLUMNS)),
+    updateApiKey: p(updateSql("api_keys", API_KEY_COLUMNS)),
+    deleteApiKey: p("DELETE FROM api_keys WHERE id = ?"),
+
+    latestPolicy: p("SELECT data FROM policies ORDER BY id DESC LIMIT 1"),
+    insertPolicy: p("INSERT INTO policies (data, created_at) VALUES (?, ?)"),
+  } satisfies Record<string, StatementSync>;
+}
+type Statements = ReturnType<typeof prepareStatements>;
+
+// ---- row encoding ---------------------------------------------------------------------------
+
+const bit = (b: boolean) => b ? 1 : 0;
+
+function userParams(u: NewUser): Params {
+  return {
+    name: u.name,
+    display_name: u.displayName,
+    email: u.email,
+    provider_id: u.providerId,
+    provider: u.provider,
+    profile_pic_url: u.profilePicUrl,
+    created_at: encodeTime(u.createdAt, "user createdAt"),
+  };
+}
+
+function nodeParams(n: NewNode): Params {
+  return {
+    machine_key: n.machineKey,
+    node_key: n.nodeKey,
+    disco_key: n.discoKey,
+    ipv4: n.ipv4,
+    ipv6: n.ipv6,
+    hostname: n.hostname,
+    given_name: n.givenName,
+    user_id: checkOptionalId(n.userId, "node userId"),
+    tags: encodeStrings(n.tags, "node tags"),
+    auth_key_id: checkOptionalId(n.authKeyId, "node authKeyId"),
+    register_method: n.registerMethod,
+    ephemeral: bit(n.ephemeral),
+    hostinfo: encodeObject(n.hostinfo, "node hostinfo"),
+    endpoints: encodeStrings(n.endpoints, "node endpoints"),
+    approved_routes: encodeStrings(n.approvedRoutes, "node approvedRoutes"),
+    expiry: encodeOptionalTime(n.expiry, "node expiry"),
+    last_seen: encodeOptionalTime(n.lastSeen, "node lastSeen"),
+    created_at: encodeTime(n.createdAt, "node createdAt"),
+    updated_at: encodeTime(n.updatedAt, "node updatedAt"),
+  };
+}
+
+function nodeSessionParams(n: NodeRecord): Params {
+  return {
+    id: checkId(n.id, "node id"),
+    disco_key: n.discoKey,
+    hostname: n.hostname,
+    hostinfo: encodeObject(n.hostinfo, "node hostinfo"),
+    endpoints: encodeStrings(n.endpoints, "node endpoints"),
+    last_seen: encodeOptionalTime(n.lastSeen, "node lastSeen"),
+    updated_at: encodeTime(n.updatedAt, "node updatedAt"),
+  };
+}
+
+function preAuthKeyParams(k: NewPreAuthKey): Params {
+  return {
+    prefix: k.prefix,
+    hash: k.hash,
+    user_id: checkOptionalId(k.userId, "pre-auth key userId"),
+    reusable: bit(k.reusable),
+    ephemeral: bit(k.ephemeral),
+    used: bit(k.used),
+    tags: encodeStrings(k.tags, "pre-auth key tags"),
+    expiration: encodeOptionalTime(k.expiration, "pre-auth key expiration"),
+    created_at: encodeTime(k.createdAt, "pre-auth key createdAt"),
+  };
+}
+
+function apiKeyParams(k: NewApiKey): Params {
+  return {
+    prefix: k.prefix,
+    hash: k.hash,
+    expiration: encodeOptionalTime(k.expiration, "API key expiration"),
+    last_seen: encodeOptionalTime(k.lastSeen, "API key lastSeen"),
+    created_at: encodeTime(k.createdAt, "API key createdAt"),
+  };
+}
+
+// ---- row decoding ---------------------------------------------------------------------------
+
+const optionalNumber = (v: unknown) => v === null ? null : Number(v);
+
+function userFromRow(r: Row): UserRecord {
+  const where = `users row ${r.id}`;
+  return {
+    id: Number(r.id),
+    name: String(r.name),
+    displayName: String(r.display_name),
+    email: String(r.email),
+    providerId: String(r.provider_id),
+    provider: String(r.provider),
+    profilePicUrl: String(r.profile_pic_url),
+    createdAt: decodeTime(r.created_at, `${where} created_at`),
+  };
+}
+
+function nodeFromRow(r: Row): NodeRecord {
+  const where = `nodes row ${r.id}`;
+  return {
+    id: Number(r.id),
+    machineKey: String(r.machine_key),
+    nodeKey: String(r.node_key),
+    discoKey: String(r.disco_key),
+    ipv4: r.ipv4 === null ? null : String(r.ipv4),
+    ipv6: r.ipv6 === null ? null : String(r.ipv6),
+    hostname: String(r.hostname),
+    givenName: String(r.given_name),
+    userId: optionalNumber(r.user_id),
+    tags: decodeStrings(r.tags, `${where} tags`),
+    authKeyId: optionalNumber(r.auth_key_id),
+    registerMethod: String(r.register_method) as RegisterMethod,
+    ephemeral: r.ephemeral === 1,
+    hostinfo: decodeObject(r.hostinfo, `${where} hostinfo`),
+    endpoints: decodeStrings(r.endpoints, `${where} endpoints`),
+    approvedRoutes: decodeStrings(r.approved_routes, `${where} approved_routes`),
+    expiry: decodeOptionalTime(r.expiry, `${where} expiry`),
+    lastSeen: decodeOptionalTime(r.last_seen, `${where} last_seen`),
+    createdAt: decodeTime(r.created_at, `${where} created_at`),
+    updatedAt: decodeTime(r.updated_at, `${where} updated_at`),
+  };
+}
+
+function preAuthKeyFromRow(r: Row): PreAuthKeyRecord {
+  const where = `pre_auth_keys row ${r.id}`;
+  return {
+    id: Number(r.id),
+    prefix: String(r.prefix),
+    hash: String(r.hash),
+    userId: optionalNumber(r.user_id),
+    reusable: r.reusable === 1,
+    ephemeral: r.ephemeral === 1,
+    used: r.used === 1,
+    tags: decodeStrings(r.tags, `${where} tags`),
+    expiration: decodeOptionalTime(r.expiration, `${where} expiration`),
+    createdAt: decodeTime(r.created_at, `${where} created_at`),
+  };
+}
+
+function apiKeyFromRow(r: Row): ApiKeyRecord {
+  const where = `api_keys row ${r.id}`;
+  return {
+    id: Number(r.id),
+    prefix: String(r.prefix),
+    hash: String(r.hash),
+    expiration: decodeOptionalTime(r.expiration, `${where} expiration`),
+    lastSeen: decodeOptionalTime(r.last_seen, `${where} last_seen`),
+    createdAt: decodeTime(r.created_at, `${where} created_at`),
+  };
+}
+
+// ---- the store ------------------------------------------------------------------------------
+
+interface SqliteError extends Error {
+  errcode?: number;
+}
+
+const UNIQUE_FAILED = /^UNIQUE constraint failed: (\w+)\.(\w+)/;
+const FOREIGN_KEY_FAILED = /FOREIGN KEY constraint failed/;
+
+/** Opens (creating if needed) the database file and sets the connection up; does not migrate. */
+export function openSqliteStore(options: SqliteOptions): SqliteStore {
+  const { path } = options;
+  if (path !== ":memory:" && !path.startsWith("file:")) {
+    mkdirSync(dirname(path), { recursive: true });
+  }
+  let db: DatabaseSync;
+  try {
+    db = new DatabaseSync(path, { enableForeignKeyConstraints: true });
+  } catch (e) {
+    throw new Error(`cannot open the SQLite database ${path}: ${(e as Error).message}`);
+  }
+  try {
+    db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.trunc(options.busyTimeoutMs ?? 5000))}`);
+    db.exec(`PRAGMA journal_mode = ${options.writeAheadLog ? "WAL" : "DELETE"}`);
+    db.exec("PRAGMA synchronous = FULL");
+    db.exec("PRAGMA foreign_keys = ON");
+  } catch (e) {
+    db.close();
+    throw new Error(`cannot set up the SQLite database ${path}: ${(e as Error).message}`);
+  }
+  return new SqliteStore(db, options.migrations ?? MIGRATIONS);
+}
+
+export class SqliteStore implements Store {
+  readonly kind = "sqlite";
+  private statements: Statements | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly db: DatabaseSync,
+    private readonly migrations: readonly Migration[] = MIGRATIONS,
+  ) {}
+
+  private get q(): Statements {
+    this.statements ??= prepareStatements(this.db);
+    return this.statements;
+  }
+
+  /** Runs `fn` in one write transaction; rolls back and rethrows if it throws. */
+  private transaction<T>(fn: () => T): T {
+    this.db.exec("BEGIN IMMEDIATE");
+    try {
+      const result = fn();
+      this.db.exec("COMMIT");
+      return result;
+    } catch (e) {
+      if (this.db.isTransaction) this.db.exec("ROLLBACK");
+      throw e;
+    }
+  }
+
+  /** Maps a constraint failure to a StoreConflictError or StoreNotFoundError naming the field. */
+  private translate(e: unknown, table: string, row: Params): unknown {
+    if (e instanceof StoreConflictError || e instanceof StoreNotFoundError) return e;
+    const err = e as SqliteError;
+    const unique = UNIQUE_FAILED.exec(err?.message ?? "");
+    if (unique) return uniqueConflict(unique[1], unique[2], row);
+    if (err?.errcode === 787 || FOREIGN_KEY_FAILED.test(err?.message ?? "")) {
+      return this.explainMissingReference(table, row) ?? e;
+    }
+    return e;
+  }
+
+  /** SQLite does not say which foreign key failed; look at what the row refers to. */
+  private explainMissingReference(table: string, row: Params): StoreNotFoundError | undefined {
+    const userId = row.user_id;
+    if (typeof userId === "number" && !this.q.userExists.get(userId)) {
+      return notFound("users", userId);
+    }
+    const keyId = row.auth_key_id;
+    if (table === "nodes" && typeof keyId === "number" && !this.q.preAuthKeyReusable.get(keyId)) {
+      return notFound("pre_auth_keys", keyId);
+    }
+    return undefined;
+  }
+
+  private write<T>(table: string, row: Params, fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      throw this.translate(e, table, row);
+    }
+  }
+
+  private databaseVersion(): number {
+    const row = this.db.prepare("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")
+      .get() as Row;
+    return Number(row.v);
+  }
+
+  async migrate(): Promise<void> {
+    this.db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version INTEGER PRIMARY KEY,
+      name TEXT NOT NULL,
+      applied_at TEXT NOT NULL
+    )`);
+    const known = Math.max(0, ...this.migrations.map((m) => m.version));
+    const start = this.databaseVersion();
+    assertKnownVersion(start, known);
+    for (const m of pendingMigrations(start, this.migrations)) {
+      this.transaction(() => {
+        // Another process may have migrated while we waited for the write lock.
+        const now = this.databaseVersion();
+        assertKnownVersion(now, known);
+        if (now >= m.version) return;
+        this.db.exec(m.sqlite);
+        this.db.prepare(
+          "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+        )
+          .run(m.version, m.name, new Date().toISOString());
+      });
+    }
+    this.statements = undefined;
+  }
+
+  async ping(): Promise<void> {
+    this.db.prepare("SELECT 1").get();
+  }
+
+  async close(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      this.statements = undefined;
+      this.db.close();
+    }
+  }
+
+  // ---- users --------------------------------------------------------------------------------
+
+  async listUsers(): Promise<UserRecord[]> {
+    return this.q.listUsers.all().map(userFromRow);
+  }
+
+  async insertUser(user: NewUser): Promise<UserRecord> {
+    const row = userParams(user);
+    return this.write("users", row, () => userFromRow(this.q.insertUser.get(row) as Row));
+  }
+
+  async updateUser(user: UserRecord): Promise<void> {
+    const row = { ...userParams(user), id: checkId(user.id, "user id") };
+    const result = this.write("users", row, () => this.q.updateUser.run(row));
+    if (result.changes === 0) throw notFound("users", user.id);
+  }
+
+  async deleteUser(id: number): Promise<void> {
+    checkId(id, "user id");
+    this.transaction(() => {
+      if (!this.q.userExists.get(id)) throw notFound("users", id);
+      const owned = Number((this.q.countUserNodes.get(id) as Row).n);
+      if (owned > 0) throw userOwnsNodes(id, owned);
+      this.q.deleteUser.run(id);
+    });
+  }
+
+  // ---- nodes --------------------------------------------------------------------------------
+
+  async listNodes(): Promise<NodeRecord[]> {
+    return this.q.listNodes.all().map(nodeFromRow);
+  }
+
+  async saveNode(node: NewNode | NodeRecord, useKeyId?: number): Promise<NodeRecord> {
+    const existingId = "id" in node && node.id !== undefined ? checkId(node.id, "node id") : null;
+    if (useKeyId !== undefined) checkId(useKeyId, "pre-auth key id");
+    const row = nodeParams(node);
+    return this.write("nodes", row, () =>
+      this.transaction(() => {
+        let saved: Row;
+        if (existingId === null) {
+          saved = this.q.insertNode.get(row) as Row;
+        } else {
+          if (this.q.updateNode.run({ ...row, id: existingId }).changes === 0) {
+            throw notFound("nodes", existingId);
+          }
+          saved = this.q.nodeById.get(existingId) as Row;
+        }
+        if (useKeyId !== undefined) this.markKeyUsed(useKeyId);
+        return nodeFromRow(saved);
+      }));
+  }
+
+  /** Marks a single-use key used; a reusable key is left alone. */
+  private markKeyUsed(id: number): void {
+    const key = this.q.preAuthKeyReusable.get(id) as Row | undefined;
+    if (!key) throw notFound("pre_auth_keys", id);
+    if (key.reusable !== 1) this.q.markPreAuthKeyUsed.run(id);
+  }
+
+  /**
+   * Writes what a map session changes (disco key, hostname, hostinfo, endpoints, last seen,
+   * updated at) for many nodes in one transaction. Other fields, unique ones included, change
+   * only through saveNode, so a batch built from an older snapshot cannot undo a rename or a
+   * new address, and one node cannot make the whole batch fail. Nodes deleted meanwhile are
+   * skipped.
+   */
+  async updateNodes(nodes: NodeRecord[]): Promise<void> {
+    if (nodes.length === 0) return;
+    const rows = nodes.map(nodeSessionParams);
+    const stmt = this.q.updateNodeSession;
+    this.transaction(() => {
+      for (const row of rows) stmt.run(row);
+    });
+  }
+
+  async deleteNode(id: number): Promise<void> {
+    checkId(id, "node id");
+    if (this.q.deleteNode.run(id).changes === 0) throw notFound("nodes", id);
+  }
+
+  // ---- pre-auth keys ------------------------------------------------------------------------
+
+  async listPreAuthKeys(): Promise<PreAuthKeyRecord[]> {
+    return this.q.listPreAuthKeys.all().map(preAuthKeyFromRow);
+  }
+
+  async insertPreAuthKey(key: NewPreAuthKey): Promise<PreAuthKeyRecord> {
+    const row = preAuthKeyParams(key);
+    return this.write(
+      "pre_auth_keys",
+      row,
+      () => preAuthKeyFromRow(this.q.insertPreAuthKey.get(row) as Row),
+    );
+  }
+
+  async updatePreAuthKey(key: PreAuthKeyRecord): Promise<void> {
+    const row = { ...preAuthKeyParams(key), id: checkId(key.id, "pre-auth key id") };
+    const result = this.write("pre_auth_keys", row, () => this.q.updatePreAuthKey.run(row));
+    if (result.changes === 0) throw notFound("pre_auth_keys", key.id);
+  }
+
+  async deletePreAuthKey(id: number): Promise<void> {
+    checkId(id, "pre-auth key id");
+    if (this.q.deletePreAuthKey.run(id).changes === 0) throw notFound("pre_auth_keys", id);
+  }
+
+  // ---- API keys -----------------------------------------------------------------------------
+
+  async listApiKeys(): Promise<ApiKeyRecord[]> {
+    return this.q.listApiKeys.all().map(apiKeyFromRow);
+  }
+
+  async insertApiKey(key: NewApiKey): Promise<ApiKeyRecord> {
+    const row = apiKeyParams(key);
+    return this.write("api_keys", row, () => apiKeyFromRow(this.q.insertApiKey.get(row) as Row));
+  }
+
+  async updateApiKey(key: ApiKeyRecord): Promise<void> {
+    const row = { ...apiKeyParams(key), id: checkId(key.id, "API key id") };
+    const result = this.write("api_keys", row, () => this.q.updateApiKey.run(row));
+    if (result.changes === 0) throw notFound("api_keys", key.id);
+  }
+
+  async deleteApiKey(id: number): Promise<void> {
+    checkId(id, "API key id");
+    if (this.q.deleteApiKey.run(id).changes === 0) throw notFound("api_keys", id);
+  }
+
+  // ---- policy -------------------------------------------------------------------------------
+
+  async getPolicy(): Promise<string | null> {
+    const row = this.q.latestPolicy.get() as Row | undefined;
+    return row ? String(row.data) : null;
+  }
+
+  async setPolicy(data: string): Promise<void> {
+    if (typeof data !== "string") throw new TypeError("policy data must be a string");
+    this.q.insertPolicy.run(data, new Date().toISOString());
+  }
+}
