@@ -1,0 +1,223 @@
+/**
+ * NoiseConn: a node:stream Duplex of plaintext over a raw byte stream of Noise record frames.
+ * It is what node:http2 serves (server.emit("connection", conn)) or dials
+ * (http2.connect(url, { createConnection: () => conn })).
+ *
+ * A frame of the wrong type, an oversized frame or a record that fails to decrypt ends THIS
+ * connection: the conn is destroyed with a NoiseProtocolError (an 'error' then 'close' event) and
+ * the socket under it is destroyed. The conn always has an 'error' listener of its own, so a
+ * caller that forgets one does not crash the process; read the reason from `closeError`.
+ */
+import { Duplex } from "node:stream";
+import { formatKey } from "../tailcfg/keys.ts";
+import { HEADER_LEN, MAX_CIPHERTEXT_LEN, MSG_ERROR, MSG_RECORD } from "./messages.ts";
+import { RecordOpener, RecordSealer } from "./records.ts";
+
+/** The peer broke the framing (type, size) of the record stream. */
+export class NoiseProtocolError extends Error {
+  override name = "NoiseProtocolError";
+}
+
+export interface NoiseConnOptions {
+  /** The raw transport (TCP socket after the HTTP upgrade, or a WebSocket byte stream). */
+  socket: Duplex;
+  sealer: RecordSealer;
+  opener: RecordOpener;
+  /** The authenticated static public key of the other side (raw 32 bytes). */
+  peerPublicKey: Uint8Array;
+  /** Protocol version from the initiation header (= the client's capability version). */
+  protocolVersion: number;
+  handshakeHash: Uint8Array;
+  /** Bytes of the record stream that were already read off the socket. */
+  head?: Uint8Array;
+}
+
+export class NoiseConn extends Duplex {
+  readonly peerPublicKey: Uint8Array;
+  readonly protocolVersion: number;
+  readonly handshakeHash: Uint8Array;
+  /** The first error that ended this conn, if any. */
+  closeError: Error | undefined;
+
+  readonly #socket: Duplex;
+  readonly #sealer: RecordSealer;
+  readonly #opener: RecordOpener;
+  /** Bytes of an incomplete frame carried over to the next chunk. */
+  #pending: Buffer | null = null;
+  #socketEnded = false;
+
+  constructor(opts: NoiseConnOptions) {
+    // Half-open makes no sense for HTTP/2 inside Noise: when one side ends, so do we.
+    super({ allowHalfOpen: false });
+    this.peerPublicKey = opts.peerPublicKey;
+    this.protocolVersion = opts.protocolVersion;
+    this.handshakeHash = opts.handshakeHash;
+    this.#socket = opts.socket;
+    this.#sealer = opts.sealer;
+    this.#opener = opts.opener;
+
+    this.on("error", (e: Error) => {
+      this.closeError ??= e;
+    });
+    const socket = this.#socket;
+    socket.on("data", this.#onData);
+    socket.on("end", () => {
+      this.#socketEnded = true;
+      if (this.#pending && this.#pending.length > 0) {
+        this.destroy(new NoiseProtocolError("connection closed in the middle of a frame"));
+      } else this.push(null);
+    });
+    socket.on("error", (e: Error) => this.destroy(e));
+    socket.on("close", () => {
+      if (!this.destroyed) this.destroy();
+    });
+    if (opts.head && opts.head.length > 0) this.#onData(Buffer.from(opts.head));
+  }
+
+  /** The peer's static key as text, `mkey:<hex>` (the client's machine key on the server). */
+  get peerKeyText(): string {
+    return formatKey(this.peerPublicKey, "mkey");
+  }
+
+  get remoteAddress(): string | undefined {
+    return (this.#socket as { remoteAddress?: string }).remoteAddress;
+  }
+
+  get remotePort(): number | undefined {
+    return (this.#socket as { remotePort?: number }).remotePort;
+  }
+
+  get localAddress(): string | undefined {
+    return (this.#socket as { localAddress?: string }).localAddress;
+  }
+
+  get localPort(): number | undefined {
+    return (this.#socket as { localPort?: number }).localPort;
+  }
+
+  /** Records sent and received so far. */
+  get recordCounts(): { sent: number; received: number } {
+    return { sent: this.#sealer.count, received: this.#opener.count };
+  }
+
+  // node:http2 calls these on its socket; pass them to the TCP socket when it has them.
+  setTimeout(ms: number, callback?: () => void): this {
+    const s = this.#socket as { setTimeout?: (ms: number) => unknown };
+    s.setTimeout?.call(this.#socket, ms);
+    if (callback) this.once("timeout", callback);
+    if (!this.#forwardsTimeout) {
+      this.#forwardsTimeout = true;
+      this.#socket.on("timeout", () => this.emit("timeout"));
+    }
+    return this;
+  }
+  #forwardsTimeout = false;
+
+  setNoDelay(noDelay?: boolean): this {
+    (this.#socket as { setNoDelay?: (v?: boolean) => unknown }).setNoDelay?.call(
+      this.#socket,
+      noDelay,
+    );
+    return this;
+  }
+
+  setKeepAlive(enable?: boolean, delay?: number): this {
+    (this.#socket as { setKeepAlive?: (e?: boolean, d?: number) => unknown }).setKeepAlive
+      ?.call(this.#socket, enable, delay);
+    return this;
+  }
+
+  ref(): this {
+    (this.#socket as { ref?: () => unknown }).ref?.call(this.#socket);
+    return this;
+  }
+
+  unref(): this {
+    (this.#socket as { unref?: () => unknown }).unref?.call(this.#socket);
+    return this;
+  }
+
+  #onData = (chunk: Buffer): void => {
+    if (this.destroyed) return;
+    let buf = this.#pending ? Buffer.concat([this.#pending, chunk]) : chunk;
+    this.#pending = null;
+    let off = 0;
+    try {
+      while (buf.length - off >= HEADER_LEN) {
+        const type = buf[off];
+        const length = (buf[off + 1] << 8) | buf[off + 2];
+        if (type !== MSG_RECORD) throw unexpectedType(type, buf, off);
+        if (length > MAX_CIPHERTEXT_LEN) {
+          throw new NoiseProtocolError(
+            `frame of ${HEADER_LEN + length} bytes exceeds the 4096-byte Noise frame limit`,
+          );
+        }
+        if (buf.length - off < HEADER_LEN + length) break;
+        const plain = this.#opener.open(buf.subarray(off + HEADER_LEN, off + HEADER_LEN + length));
+        off += HEADER_LEN + length;
+        if (plain.length > 0 && !this.push(plain)) this.#socket.pause();
+      }
+    } catch (e) {
+      this.destroy(e as Error);
+      return;
+    }
+    if (off < buf.length) {
+      // Copy small leftovers so one big socket chunk is not kept alive by a few bytes.
+      buf = buf.subarray(off);
+      this.#pending = buf.length < 4096 ? Buffer.from(buf) : buf;
+    }
+  };
+
+  override _read(): void {
+    if (!this.#socketEnded) this.#socket.resume();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
+    this.#send(chunk, cb);
+  }
+
+  override _writev(
+    chunks: { chunk: Buffer }[],
+    cb: (e?: Error | null) => void,
+  ): void {
+    // HTTP/2 writes many small frames: pack them into as few records as possible.
+    this.#send(
+      chunks.length === 1 ? chunks[0].chunk : Buffer.concat(chunks.map((c) => c.chunk)),
+      cb,
+    );
+  }
+
+  #send(plain: Buffer, cb: (e?: Error | null) => void): void {
+    let frames: Buffer;
+    try {
+      frames = this.#sealer.seal(plain);
+    } catch (e) {
+      cb(e as Error);
+      return;
+    }
+    this.#socket.write(frames, (e) => cb(e ?? null));
+  }
+
+  override _final(cb: (e?: Error | null) => void): void {
+    this.#socket.end(() => cb());
+  }
+
+  override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
+    this.#pending = null;
+    this.#socket.destroy();
+    cb(err);
+  }
+}
+
+function unexpectedType(type: number, buf: Buffer, off: number): NoiseProtocolError {
+  if (type === MSG_ERROR) {
+    // An error frame from the peer: show its (unauthenticated) text, printable ASCII only.
+    const len = (buf[off + 1] << 8) | buf[off + 2];
+    const text = buf.subarray(off + HEADER_LEN, off + HEADER_LEN + Math.min(len, 200))
+      .toString("latin1").replace(/[^\x20-\x7e]/g, "?");
+    return new NoiseProtocolError(`peer sent an error frame: ${JSON.stringify(text)}`);
+  }
+  return new NoiseProtocolError(
+    `received frame with unexpected type ${type}, want ${MSG_RECORD} (record)`,
+  );
+}
