@@ -1,0 +1,57 @@
+/**
+ * headscale-deno server entry: `deno task start [-c config.yaml]`. Without a config file it runs
+ * on embedded defaults (SQLite under ./data, listening on 127.0.0.1:8080).
+ */
+import { parseArgs } from "node:util";
+import { ConfigError, loadConfig } from "./lib/config/load.ts";
+import { createLogger } from "./lib/log/log.ts";
+import { startServer } from "./lib/server/server.ts";
+
+async function main(): Promise<number> {
+  let args;
+  try {
+    args = parseArgs({
+      args: Deno.args,
+      options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } },
+      allowPositionals: true,
+    });
+  } catch (e) {
+    console.error(`headscale-deno: ${(e as Error).message}`);
+    return 2;
+  }
+  if (args.values.help) {
+    console.log(
+      "usage: headscale-deno [serve] [-c config.yaml]\n(see cli.ts for management commands)",
+    );
+    return 0;
+  }
+
+  let loaded;
+  try {
+    loaded = loadConfig({ path: args.values.config });
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(`headscale-deno: configuration error:\n${e.message}`);
+      return 1;
+    }
+    throw e;
+  }
+  const { config } = loaded;
+  const log = createLogger({ level: config.log.level, format: config.log.format });
+  log.info("starting headscale-deno", { config: loaded.path ?? "(embedded defaults)" });
+  for (const w of loaded.warnings) log.warn(w);
+
+  const server = await startServer(config, log);
+  const stopped = Promise.withResolvers<void>();
+  const stop = (signal: string) => {
+    log.info("shutting down", { signal });
+    stopped.resolve();
+  };
+  Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
+  Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
+  await stopped.promise;
+  await server.close();
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main());
