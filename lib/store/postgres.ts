@@ -358,9 +358,9 @@ export class PostgresStore implements Store {
     return rows.map(userFromRow);
   }
 
-  insertUser(user: NewUser): Promise<UserRecord> {
+  async insertUser(user: NewUser): Promise<UserRecord> {
     const row = userParams(user);
-    return this.write(row, async () => {
+    return await this.write(row, async () => {
       const [saved] = await this.sql`INSERT INTO users ${this.sql(row)} RETURNING *`;
       return userFromRow(saved);
     });
@@ -436,6 +436,7 @@ export class PostgresStore implements Store {
     const chunk = 1000;
     await this.sql.begin(async (tx) => {
       for (let i = 0; i < rows.length; i += chunk) {
+        // Sent as text: a jsonb parameter would make the driver encode the string once more.
         const json = JSON.stringify(rows.slice(i, i + chunk));
         await tx`
           UPDATE nodes AS n SET
@@ -445,7 +446,7 @@ export class PostgresStore implements Store {
             endpoints = v.endpoints,
             last_seen = v.last_seen,
             updated_at = v.updated_at
-          FROM jsonb_to_recordset(${json}::jsonb) AS v(
+          FROM jsonb_to_recordset(${json}::text::jsonb) AS v(
             id bigint, disco_key text, hostname text, hostinfo text, endpoints text,
             last_seen timestamptz, updated_at timestamptz
           )
@@ -467,9 +468,9 @@ export class PostgresStore implements Store {
     return rows.map(preAuthKeyFromRow);
   }
 
-  insertPreAuthKey(key: NewPreAuthKey): Promise<PreAuthKeyRecord> {
+  async insertPreAuthKey(key: NewPreAuthKey): Promise<PreAuthKeyRecord> {
     const row = preAuthKeyParams(key);
-    return this.write(row, async () => {
+    return await this.write(row, async () => {
       const [saved] = await this.sql`INSERT INTO pre_auth_keys ${this.sql(row)} RETURNING *`;
       return preAuthKeyFromRow(saved);
     });
@@ -498,9 +499,9 @@ export class PostgresStore implements Store {
     return rows.map(apiKeyFromRow);
   }
 
-  insertApiKey(key: NewApiKey): Promise<ApiKeyRecord> {
+  async insertApiKey(key: NewApiKey): Promise<ApiKeyRecord> {
     const row = apiKeyParams(key);
-    return this.write(row, async () => {
+    return await this.write(row, async () => {
       const [saved] = await this.sql`INSERT INTO api_keys ${this.sql(row)} RETURNING *`;
       return apiKeyFromRow(saved);
     });
