@@ -5,6 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import {
+  create,
   type DescMethod,
   type DescService,
   fromJson,
@@ -183,7 +184,9 @@ export function createRestHandler(opts: RestHandlerOptions) {
           requestHeader: new Headers(),
           signal: new AbortController().signal,
         });
-        const json = toJson(route.method.output, out as never, { alwaysEmitImplicit: true });
+        const json = toJson(route.method.output, create(route.method.output, out as never), {
+          alwaysEmitImplicit: true,
+        });
         res.writeHead(200, { "content-type": "application/json" });
         res.end(JSON.stringify(json));
         return;
