@@ -4,7 +4,7 @@
  */
 import { openPostgresStore, type PostgresOptions } from "./postgres.ts";
 import { openSqliteStore, type SqliteOptions } from "./sqlite.ts";
-import type { Store } from "./types.ts";
+import { type Store, StoreVersionError } from "./types.ts";
 
 export * from "./types.ts";
 export { LATEST_VERSION } from "./migrations.ts";
@@ -39,7 +39,17 @@ export async function openStore(config: StoreConfig): Promise<Store> {
     await store.ping();
   } catch (e) {
     await store.close().catch(() => {});
-    throw e;
+    if (e instanceof StoreVersionError) throw e;
+    throw new Error(`cannot open the ${describe(config)}: ${(e as Error)?.message ?? e}`, {
+      cause: e,
+    });
   }
   return store;
+}
+
+/** Names the database in errors (never with its password). */
+function describe(config: StoreConfig): string {
+  if (config.type === "sqlite") return `SQLite database ${config.sqlite.path}`;
+  const { user, host, port, name } = config.postgres;
+  return `PostgreSQL database ${name} at ${user ? `${user}@` : ""}${host}:${port}`;
 }

@@ -320,19 +320,30 @@ export class PostgresStore implements Store {
     return Number(row.v);
   }
 
+  /**
+   * Serialises migrators (several servers may start at once) on a lock per schema, held until
+   * the transaction ends. Even CREATE TABLE IF NOT EXISTS races without it.
+   */
+  private async lockMigrations(tx: Tx): Promise<void> {
+    await tx`SELECT pg_advisory_xact_lock(hashtext('headscale-deno migrate ' || current_schema()))`;
+  }
+
   async migrate(): Promise<void> {
-    await this.sql`CREATE TABLE IF NOT EXISTS schema_migrations (
-      version integer PRIMARY KEY,
-      name text NOT NULL,
-      applied_at timestamptz NOT NULL
-    )`;
+    await this.sql.begin(async (tx) => {
+      await this.lockMigrations(tx);
+      await tx`CREATE TABLE IF NOT EXISTS schema_migrations (
+        version integer PRIMARY KEY,
+        name text NOT NULL,
+        applied_at timestamptz NOT NULL
+      )`;
+    });
     const known = Math.max(0, ...this.migrations.map((m) => m.version));
     const start = await this.databaseVersion(this.sql);
     assertKnownVersion(start, known);
     for (const m of pendingMigrations(start, this.migrations)) {
       await this.sql.begin(async (tx) => {
-        // One migrator at a time; another server may have done the work while we waited.
-        await tx`LOCK TABLE schema_migrations IN EXCLUSIVE MODE`;
+        await this.lockMigrations(tx);
+        // Another server may have done the work while we waited for the lock.
         const now = await this.databaseVersion(tx);
         assertKnownVersion(now, known);
         if (now >= m.version) return;

@@ -313,6 +313,17 @@ interface SqliteError extends Error {
 const UNIQUE_FAILED = /^UNIQUE constraint failed: (\w+)\.(\w+)/;
 const FOREIGN_KEY_FAILED = /FOREIGN KEY constraint failed/;
 
+/** Journal, durability (see the top of this file), foreign keys and lock waiting. */
+export function configureConnection(
+  db: DatabaseSync,
+  options: Pick<SqliteOptions, "writeAheadLog" | "busyTimeoutMs">,
+): void {
+  db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.trunc(options.busyTimeoutMs ?? 5000))}`);
+  db.exec(`PRAGMA journal_mode = ${options.writeAheadLog ? "WAL" : "DELETE"}`);
+  db.exec("PRAGMA synchronous = FULL");
+  db.exec("PRAGMA foreign_keys = ON");
+}
+
 /** Opens (creating if needed) the database file and sets the connection up; does not migrate. */
 export function openSqliteStore(options: SqliteOptions): SqliteStore {
   const { path } = options;
@@ -326,10 +337,7 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
     throw new Error(`cannot open the SQLite database ${path}: ${(e as Error).message}`);
   }
   try {
-    db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.trunc(options.busyTimeoutMs ?? 5000))}`);
-    db.exec(`PRAGMA journal_mode = ${options.writeAheadLog ? "WAL" : "DELETE"}`);
-    db.exec("PRAGMA synchronous = FULL");
-    db.exec("PRAGMA foreign_keys = ON");
+    configureConnection(db, options);
   } catch (e) {
     db.close();
     throw new Error(`cannot set up the SQLite database ${path}: ${(e as Error).message}`);
