@@ -1,0 +1,167 @@
+/**
+ * `POST /machine/map`. Three shapes:
+ * - Stream:true — the long poll: a full map first, then deltas from the notifier and
+ *   `{"KeepAlive":true}` every 50 s + jitter. The node is online while the stream is open; a new
+ *   stream from the same node replaces the old one.
+ * - Stream:false, OmitPeers:true — a "lite" update: store endpoints/Hostinfo/disco key, 200, end.
+ * - Stream:false, OmitPeers:false — one full map, then end.
+ * Every request carries Hostinfo/Endpoints/DiscoKey; they are applied before the map is built.
+ */
+import type { Http2ServerResponse } from "node:http2";
+import type { Logger } from "../log/log.ts";
+import type { State } from "../state/state.ts";
+import type { NodeReport } from "../state/state.ts";
+import type { MapRequest } from "../tailcfg/types.ts";
+import { KEEP_ALIVE, SharedMessage } from "../mapper/framing.ts";
+import type { Mapper } from "../mapper/mapper.ts";
+import type { MapSink, Notifier } from "../mapper/notifier.ts";
+import type { EphemeralGc } from "./ephemeral_gc.ts";
+import { HttpError } from "./http_util.ts";
+import { sanitizeEndpoints, sanitizeHostinfo, usableKey } from "./sanitize.ts";
+
+export interface MapServiceDeps {
+  state: State;
+  mapper: Mapper;
+  notifier: Notifier;
+  ephemeral: EphemeralGc;
+  log: Logger;
+  keepAliveMs?: number;
+  keepAliveJitterMs?: number;
+  /** A stream with more unsent bytes than this is closed (the client reconnects). */
+  maxBufferedBytes?: number;
+}
+
+/** One open long poll. */
+class MapStream implements MapSink {
+  private closed = false;
+  private keepAliveTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(
+    readonly nodeId: number,
+    private readonly res: Http2ServerResponse,
+    private readonly zstd: boolean,
+    private readonly opts: { keepAliveMs: number; jitterMs: number; maxBufferedBytes: number },
+    private readonly log: Logger,
+  ) {}
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  send(msg: SharedMessage): void {
+    if (this.closed || this.res.destroyed) return;
+    if (this.res.writableLength > this.opts.maxBufferedBytes) {
+      this.log.warn("map stream too slow, closing it", { node: this.nodeId });
+      this.close("client too slow");
+      return;
+    }
+    try {
+      this.res.write(msg.frame(this.zstd));
+    } catch (e) {
+      this.log.debug("map stream write failed", { node: this.nodeId, error: e });
+      this.close("write failed");
+      return;
+    }
+    this.armKeepAlive();
+  }
+
+  armKeepAlive(): void {
+    if (this.keepAliveTimer !== undefined) clearTimeout(this.keepAliveTimer);
+    if (this.closed) return;
+    const delay = this.opts.keepAliveMs + Math.floor(Math.random() * this.opts.jitterMs);
+    this.keepAliveTimer = setTimeout(() => {
+      this.keepAliveTimer = undefined;
+      this.send(KEEP_ALIVE);
+    }, delay);
+  }
+
+  close(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.keepAliveTimer !== undefined) clearTimeout(this.keepAliveTimer);
+    this.keepAliveTimer = undefined;
+    this.log.debug("map stream closed", { node: this.nodeId, reason });
+    if (!this.res.destroyed && !this.res.writableEnded) this.res.end();
+  }
+}
+
+export class MapService {
+  private readonly keepAliveMs: number;
+  private readonly jitterMs: number;
+  private readonly maxBufferedBytes: number;
+
+  constructor(private readonly deps: MapServiceDeps) {
+    this.keepAliveMs = deps.keepAliveMs ?? 50_000;
+    this.jitterMs = deps.keepAliveJitterMs ?? 9_000;
+    this.maxBufferedBytes = deps.maxBufferedBytes ?? 64 << 20;
+  }
+
+  /** Serves one map request from the Noise peer `machineKey`. Throws HttpError before replying. */
+  handle(req: MapRequest, machineKey: string, res: Http2ServerResponse): void {
+    const { state, mapper, notifier, ephemeral, log } = this.deps;
+    const nodeKey = usableKey(req.NodeKey, "nodekey:");
+    if (!nodeKey) throw new HttpError(400, "NodeKey is missing or not a valid nodekey");
+    const node = state.nodeByNodeKey(nodeKey);
+    if (!node) throw new HttpError(404, "node not found");
+    if (node.machineKey !== machineKey) {
+      throw new HttpError(404, "node key in request does not match the one of this machine key");
+    }
+    const id = node.id;
+    state.applyReport(id, reportOf(req));
+    const zstd = req.Compress === "zstd";
+
+    if (!req.Stream) {
+      if (req.OmitPeers) {
+        res.writeHead(200);
+        res.end();
+        return;
+      }
+      const json = mapper.fullMapJson(id);
+      if (json === null) throw new HttpError(404, "node not found");
+      res.writeHead(200, { "content-type": "application/octet-stream" });
+      res.end(new SharedMessage(json).frame(zstd));
+      return;
+    }
+
+    const stream = new MapStream(id, res, zstd, {
+      keepAliveMs: this.keepAliveMs,
+      jitterMs: this.jitterMs,
+      maxBufferedBytes: this.maxBufferedBytes,
+    }, log.child({ node: id }));
+    res.writeHead(200, { "content-type": "application/octet-stream" });
+    // Opened before the old stream (if any) is closed, so the node does not flap offline.
+    state.streamOpened(id);
+    ephemeral.cancel(id);
+    notifier.noteCapVersion(id, req.Version);
+    notifier.register(stream);
+    let cleanedUp = false;
+    const cleanUp = () => {
+      if (cleanedUp) return;
+      cleanedUp = true;
+      stream.close("stream ended");
+      notifier.unregister(stream);
+      state.streamClosed(id);
+      if (!state.isOnline(id)) ephemeral.schedule(id);
+    };
+    res.on("close", cleanUp);
+    res.on("error", (e) => log.debug("map stream error", { node: id, error: e }));
+
+    const json = mapper.fullMapJson(id);
+    if (json === null) {
+      cleanUp();
+      return;
+    }
+    stream.send(new SharedMessage(json));
+    log.debug("map stream opened", { node: id, bytes: json.length });
+  }
+}
+
+function reportOf(req: MapRequest): NodeReport {
+  const report: NodeReport = {};
+  const disco = usableKey(req.DiscoKey, "discokey:");
+  if (disco) report.discoKey = disco;
+  if (Array.isArray(req.Endpoints)) report.endpoints = sanitizeEndpoints(req.Endpoints);
+  const hostinfo = sanitizeHostinfo(req.Hostinfo);
+  if (hostinfo) report.hostinfo = hostinfo;
+  return report;
+}

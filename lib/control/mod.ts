@@ -1,0 +1,154 @@
+/**
+ * The control plane: what a Tailscale client talks to inside Noise.
+ *
+ * ```ts
+ * const control = createControlPlane({ state, config, log, derpMap: () => derp.map() });
+ * // ts2021 upgrade → for each established Noise connection:
+ * control.handleNoiseConnection(noiseConn, "mkey:…", capVersion);
+ * // main listener: GET /register/<id> (the AuthURL of interactive logins)
+ * router.on("GET", "/register/", control.registerPage);
+ * // API / CLI: `auth register --auth-id <id> --user <name>` and `auth reject`
+ * await control.pendingAuths.approve(id, userId);
+ * control.pendingAuths.reject(id, "reason");
+ * control.pendingAuths.list();
+ * // when the policy engine is ready (it then announces policy changes on the state):
+ * control.setPolicy(policyView);
+ * await control.close();
+ * ```
+ *
+ * - `handleNoiseConnection(conn, machineKey, capVersion)` serves HTTP/2 over the plaintext Duplex
+ *   of one Noise connection. Routes: POST /machine/register, POST /machine/map, POST
+ *   /machine/update-health (200), POST /machine/set-dns ({}), other /machine/* → 501.
+ * - The map stream, deltas, keep-alives, key-expiry and ephemeral-node clean-up all run from
+ *   here; `close()` stops them and closes every connection.
+ *
+ * Modules: register.ts (register semantics), pending_auths.ts (interactive logins),
+ * map_session.ts (map requests), noise_server.ts (HTTP/2 routing), ../mapper (map building and
+ * fan-out), ../dns (DNSConfig).
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
+import type { Config, DnsExtraRecord } from "../config/config.ts";
+import type { Logger } from "../log/log.ts";
+import type { State } from "../state/state.ts";
+import type { DERPMap } from "../tailcfg/types.ts";
+import { Mapper } from "../mapper/mapper.ts";
+import { Notifier } from "../mapper/notifier.ts";
+import type { PolicyView } from "../mapper/policy_view.ts";
+import { EphemeralGc } from "./ephemeral_gc.ts";
+import { MapService } from "./map_session.ts";
+import { type BodyLimits, createControlHandler, MIN_CAP_VERSION } from "./noise_server.ts";
+import { PendingAuths } from "./pending_auths.ts";
+import { createRegisterPageHandler } from "./register_page.ts";
+import { registerApproved, RegisterService } from "./register.ts";
+
+export { MIN_CAP_VERSION };
+export type { PolicyView };
+export { ALLOW_ALL_FILTER, allowAllPolicy } from "../mapper/policy_view.ts";
+export type { AuthVerdict, PendingAuthInfo, PendingAuths } from "./pending_auths.ts";
+
+export interface ControlPlaneDeps {
+  state: State;
+  config: Config;
+  log: Logger;
+  /** The current DERP map (at least one region); called for every full map, so keep it cheap. */
+  derpMap: () => DERPMap;
+  /** Defaults to allow-all (everyone sees everyone, all ports open). */
+  policy?: PolicyView;
+  /** Current extra DNS records when they come from a hot-reloaded file. */
+  extraRecords?: () => readonly DnsExtraRecord[];
+  /** Knobs for tests; production uses the defaults. */
+  tuning?: {
+    keepAliveMs?: number;
+    keepAliveJitterMs?: number;
+    /** Overrides config.tuning.batchChangeDelayMs. */
+    batchDelayMs?: number;
+    followupWaitMs?: number;
+    authTtlMs?: number;
+    minCapVersion?: number;
+    bodyLimits?: Partial<BodyLimits>;
+  };
+}
+
+export interface ControlPlane {
+  handleNoiseConnection(conn: Duplex, machineKey: string, capVersion: number): void;
+  registerPage(req: IncomingMessage, res: ServerResponse): void;
+  pendingAuths: PendingAuths;
+  mapper: Mapper;
+  notifier: Notifier;
+  /** Plugs in a (new) policy and resyncs every session. */
+  setPolicy(policy: PolicyView): void;
+  close(): Promise<void>;
+}
+
+export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
+  const { state, config, tuning = {} } = deps;
+  const log = deps.log.child({ component: "control" });
+  const mapper = new Mapper({
+    state,
+    config,
+    policy: deps.policy,
+    derpMap: deps.derpMap,
+    extraRecords: deps.extraRecords,
+  });
+  const notifier = new Notifier({
+    state,
+    mapper,
+    log: log.child({ component: "notifier" }),
+    batchDelayMs: tuning.batchDelayMs ?? config.tuning.batchChangeDelayMs,
+  });
+  const ephemeral = new EphemeralGc({
+    state,
+    timeoutMs: config.node.ephemeralInactivityTimeoutMs,
+    log,
+  });
+  ephemeral.start();
+  const pendingAuths = new PendingAuths({
+    register: registerApproved({ state, config }),
+    log,
+    ttlMs: tuning.authTtlMs,
+  });
+  const register = new RegisterService({
+    state,
+    pendingAuths,
+    config,
+    log,
+    followupWaitMs: tuning.followupWaitMs,
+  });
+  const maps = new MapService({
+    state,
+    mapper,
+    notifier,
+    ephemeral,
+    log,
+    keepAliveMs: tuning.keepAliveMs,
+    keepAliveJitterMs: tuning.keepAliveJitterMs,
+  });
+  const handler = createControlHandler({
+    state,
+    register,
+    maps,
+    log,
+    minCapVersion: tuning.minCapVersion,
+    limits: tuning.bodyLimits,
+  });
+  const registerPage = createRegisterPageHandler(pendingAuths);
+
+  return {
+    handleNoiseConnection: handler,
+    registerPage,
+    pendingAuths,
+    mapper,
+    notifier,
+    setPolicy(next) {
+      mapper.setPolicy(next);
+      state.announce({ kind: "policy-changed" });
+    },
+    async close() {
+      pendingAuths.close();
+      notifier.close();
+      ephemeral.close();
+      await handler.close();
+    },
+  };
+}

@@ -1,0 +1,177 @@
+/**
+ * HTTP/2 inside Noise: one node:http2 server per Noise connection (it knows that connection's
+ * machine key), routing by path. Every request is bound to the peer's machine key; bodies are
+ * bounded; bad input gets a 4xx with the reason and never throws out of a handler.
+ */
+import { createServer, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
+import type { Http2Session } from "node:http2";
+import type { Duplex } from "node:stream";
+import type { Logger } from "../log/log.ts";
+import type { State } from "../state/state.ts";
+import type { MapRequest, RegisterRequest } from "../tailcfg/types.ts";
+import { HttpError, readJsonObject, sendJson, sendText } from "./http_util.ts";
+import type { MapService } from "./map_session.ts";
+import type { RegisterService } from "./register.ts";
+import { usableKey } from "./sanitize.ts";
+
+/** Oldest client served: Tailscale v1.80 (capability version 113), as headscale. */
+export const MIN_CAP_VERSION = 113;
+
+export interface BodyLimits {
+  register: number;
+  map: number;
+  other: number;
+}
+
+export const DEFAULT_BODY_LIMITS: BodyLimits = {
+  register: 1 << 20,
+  map: 4 << 20,
+  other: 64 << 10,
+};
+
+export interface ControlHandlerDeps {
+  state: Pick<State, "nodeByNodeKey">;
+  register: RegisterService;
+  maps: MapService;
+  log: Logger;
+  minCapVersion?: number;
+  limits?: Partial<BodyLimits>;
+  /** Concurrent streams per connection (Go's server allows 250; at least 100 needed). */
+  maxConcurrentStreams?: number;
+}
+
+export type ControlHandler = ((conn: Duplex, machineKey: string, capVersion: number) => void) & {
+  /** Open Noise connections being served. */
+  readonly connectionCount: number;
+  /** Sends GOAWAY on every connection and waits (bounded) for them to close. */
+  close(): Promise<void>;
+};
+
+/** Optional endpoints: 200 with a fixed body, or 501 as headscale answers. */
+const OPTIONAL_OK: Record<string, string> = {
+  "/machine/update-health": "",
+  "/machine/set-dns": "{}",
+};
+
+export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
+  const minCap = deps.minCapVersion ?? MIN_CAP_VERSION;
+  const limits = { ...DEFAULT_BODY_LIMITS, ...deps.limits };
+  const sessions = new Set<Http2Session>();
+  let closing = false;
+
+  const checkVersion = (body: Record<string, unknown>): number => {
+    const v = body.Version;
+    if (typeof v !== "number" || !Number.isInteger(v)) {
+      throw new HttpError(400, "Version (capability version) is missing");
+    }
+    if (v < minCap) {
+      throw new HttpError(
+        400,
+        `unsupported client version: capability version ${v} is older than ${minCap} ` +
+          `(Tailscale v1.80); please upgrade`,
+      );
+    }
+    return v;
+  };
+
+  /** For endpoints that name a NodeKey: it must belong to this machine. */
+  const checkNodeKeyBinding = (body: Record<string, unknown>, machineKey: string): void => {
+    const nodeKey = usableKey(body.NodeKey, "nodekey:");
+    if (!nodeKey) throw new HttpError(400, "NodeKey is missing or not a valid nodekey");
+    const node = deps.state.nodeByNodeKey(nodeKey);
+    if (!node || node.machineKey !== machineKey) throw new HttpError(404, "node not found");
+  };
+
+  async function route(
+    req: Http2ServerRequest,
+    res: Http2ServerResponse,
+    machineKey: string,
+    log: Logger,
+  ): Promise<void> {
+    const path = (req.url ?? "/").split("?")[0];
+    const method = req.method;
+    if (path === "/machine/register" || path === "/machine/map") {
+      if (method !== "POST") throw new HttpError(405, "method not allowed; use POST");
+      const isMap = path === "/machine/map";
+      const body = await readJsonObject(req, isMap ? limits.map : limits.register);
+      checkVersion(body);
+      if (isMap) {
+        deps.maps.handle(body as unknown as MapRequest, machineKey, res);
+        return;
+      }
+      const abort = new AbortController();
+      res.on("close", () => abort.abort());
+      const reply = await deps.register.handle(
+        body as unknown as RegisterRequest,
+        machineKey,
+        abort.signal,
+      );
+      sendJson(res, 200, reply);
+      return;
+    }
+    if (path in OPTIONAL_OK) {
+      if (method !== "POST") throw new HttpError(405, "method not allowed; use POST");
+      const body = await readJsonObject(req, limits.other);
+      if (path === "/machine/set-dns") checkNodeKeyBinding(body, machineKey);
+      res.writeHead(200, { "content-type": "application/json; charset=utf-8" });
+      res.end(OPTIONAL_OK[path]);
+      return;
+    }
+    if (path.startsWith("/machine/")) {
+      log.debug("unimplemented control endpoint", { path, method });
+      throw new HttpError(501, "not implemented");
+    }
+    throw new HttpError(404, "not found");
+  }
+
+  const handle = (conn: Duplex, machineKey: string, capVersion: number): void => {
+    const log = deps.log.child({ machine: machineKey.slice(0, 13) });
+    if (closing) {
+      conn.destroy();
+      return;
+    }
+    const server = createServer({
+      settings: { maxConcurrentStreams: deps.maxConcurrentStreams ?? 250 },
+      // Go's client announces a 1 GiB connection window; map streams can be many MiB.
+      maxSessionMemory: 64,
+    });
+    server.on("session", (session) => {
+      sessions.add(session);
+      session.on("close", () => sessions.delete(session));
+      session.on("error", (e) => log.debug("http2 session error", { error: e }));
+    });
+    server.on("sessionError", (e) => log.debug("http2 session error", { error: e }));
+    server.on("request", (req, res) => {
+      req.on("error", (e) => log.debug("http2 request error", { error: e }));
+      route(req, res, machineKey, log).catch((e) => {
+        if (e instanceof HttpError) {
+          if (e.status >= 500 && e.status !== 501) log.warn("control request failed", { error: e });
+          else log.debug("control request refused", { status: e.status, reason: e.message });
+          sendText(res, e.status, e.message);
+          // A refused upload may still be streaming in: reset it once the answer is out.
+          if (!req.complete) res.on("finish", () => req.stream.close());
+        } else {
+          log.error("control request failed", { path: req.url, error: e });
+          sendText(res, 500, "internal error");
+        }
+      });
+    });
+    conn.on("error", (e) => log.debug("noise connection error", { error: e }));
+    log.debug("serving control connection", { cap_version: capVersion });
+    server.emit("connection", conn);
+  };
+
+  Object.defineProperty(handle, "connectionCount", { get: () => sessions.size });
+  return Object.assign(handle, {
+    async close() {
+      closing = true;
+      for (const s of sessions) s.close();
+      const deadline = Date.now() + 2_000;
+      while (sessions.size > 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      for (const s of sessions) s.destroy();
+      sessions.clear();
+    },
+  }) as ControlHandler;
+}

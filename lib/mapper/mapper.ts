@@ -1,0 +1,287 @@
+/**
+ * Builds MapResponse JSON from the state. Built for large tailnets: each node's peer JSON is
+ * receiver-independent and cached until the node changes, so a full map is a string join of
+ * cached fragments, and a delta fragment is built once and shared by every receiver.
+ */
+import type { Config, DnsExtraRecord } from "../config/config.ts";
+import type { NodeRecord, UserRecord } from "../store/types.ts";
+import type { CapMap, DERPMap, DNSConfig, Node } from "../tailcfg/types.ts";
+import { buildDnsConfig, usesNextDns, withNextDnsMetadata } from "../dns/dns_config.ts";
+import type { NodePatch } from "../state/events.ts";
+import { peerNode } from "./node_view.ts";
+import { allowAllPolicy, type PolicyView } from "./policy_view.ts";
+import { PrimaryRoutes } from "./routes.ts";
+import { TAGGED_DEVICES, TAGGED_DEVICES_USER_ID, userProfile, wireUserId } from "./users.ts";
+
+/** What the mapper reads from the state (State satisfies it). */
+export interface MapSource {
+  getNode(id: number): NodeRecord | undefined;
+  getUser(id: number): UserRecord | undefined;
+  listNodes(): NodeRecord[];
+  isOnline(id: number): boolean;
+}
+
+export interface MapperDeps {
+  state: MapSource;
+  config: Pick<Config, "dns" | "prefixes" | "taildropEnabled">;
+  /** Defaults to allow-all. */
+  policy?: PolicyView;
+  derpMap: () => DERPMap;
+  /** Current extra DNS records (hot-reloaded file); defaults to the configured list. */
+  extraRecords?: () => readonly DnsExtraRecord[];
+  now?: () => Date;
+}
+
+/** A NodePatch plus the peer's capability version, which a PeerChange can also carry. */
+export type PeerPatch = NodePatch & { cap?: number };
+
+export const CAP_FILE_SHARING = "https://tailscale.com/cap/file-sharing";
+export const CAP_SSH = "https://tailscale.com/cap/ssh";
+
+/** True when a PeerChange can express the patch; otherwise peers need the full node. */
+export function patchable(p: PeerPatch): boolean {
+  return p.keyExpiry !== null && p.homeDerp !== 0;
+}
+
+export function peerChangeJson(nodeId: number, p: PeerPatch): string {
+  const change: Record<string, unknown> = { NodeID: nodeId };
+  if (p.homeDerp) change.DERPRegion = p.homeDerp;
+  if (p.cap) change.Cap = p.cap;
+  if (p.endpoints) change.Endpoints = p.endpoints;
+  if (p.nodeKey) change.Key = p.nodeKey;
+  if (p.discoKey) change.DiscoKey = p.discoKey;
+  if (p.online !== undefined) change.Online = p.online;
+  if (p.lastSeen) change.LastSeen = p.lastSeen.toISOString();
+  if (p.keyExpiry) change.KeyExpiry = p.keyExpiry.toISOString();
+  return JSON.stringify(change);
+}
+
+/** Merges a later patch into an earlier one (later values win). */
+export function mergePatch(into: PeerPatch, later: PeerPatch): PeerPatch {
+  for (const [k, v] of Object.entries(later)) {
+    if (v !== undefined) (into as Record<string, unknown>)[k] = v;
+  }
+  return into;
+}
+
+export class Mapper {
+  private readonly peerJson = new Map<number, string>();
+  private readonly profileJson = new Map<number, string>();
+  private readonly capVersions = new Map<number, number>();
+  private sortedIds: number[] | null = null;
+  private derpCache: { map: DERPMap; json: string } | null = null;
+  private dnsCache: { cfg: DNSConfig; json: string; perNode: boolean } | null = null;
+  readonly routes: PrimaryRoutes;
+  private readonly now: () => Date;
+  private policyView: PolicyView;
+
+  constructor(private readonly deps: MapperDeps) {
+    this.now = deps.now ?? (() => new Date());
+    this.policyView = deps.policy ?? allowAllPolicy(() => this.nodeIds());
+    this.routes = new PrimaryRoutes(deps.state);
+    this.routes.update(this.nodeIds());
+  }
+
+  get policy(): PolicyView {
+    return this.policyView;
+  }
+
+  /** Swaps the policy; the caller announces policy-changed so every session resyncs. */
+  setPolicy(policy: PolicyView): void {
+    this.policyView = policy;
+  }
+
+  // ---- cache maintenance (driven by the notifier's change handling) ---------------------------
+
+  /** All node ids, ascending. */
+  nodeIds(): readonly number[] {
+    this.sortedIds ??= this.deps.state.listNodes().map((n) => n.id);
+    return this.sortedIds;
+  }
+
+  /** Forget the node's cached JSON (it changed). */
+  invalidateNode(id: number): void {
+    this.peerJson.delete(id);
+  }
+
+  /** A node joined or left: the id list changes too. */
+  membershipChanged(id: number): void {
+    this.peerJson.delete(id);
+    this.sortedIds = null;
+  }
+
+  invalidateUser(userId: number): void {
+    this.profileJson.delete(userId);
+  }
+
+  invalidateDerpMap(): void {
+    this.derpCache = null;
+  }
+
+  invalidateDns(): void {
+    this.dnsCache = null;
+  }
+
+  /** Records the capability version a node's map request carried; true when it changed. */
+  setCapVersion(id: number, capVer: number): boolean {
+    if (this.capVersions.get(id) === capVer) return false;
+    this.capVersions.set(id, capVer);
+    this.peerJson.delete(id);
+    return true;
+  }
+
+  forgetCapVersion(id: number): void {
+    this.capVersions.delete(id);
+  }
+
+  // ---- fragments ----------------------------------------------------------------------------
+
+  private nodeView(node: NodeRecord): Node {
+    return peerNode(node, {
+      baseDomain: this.deps.config.dns.baseDomain,
+      now: this.now(),
+      online: this.deps.state.isOnline(node.id),
+      capVer: this.capVersions.get(node.id),
+      primaryRoutes: this.routes.primaryRoutesOf(node.id),
+    });
+  }
+
+  /** The node's peer JSON (cached), or null when it does not exist. */
+  peerJsonOf(id: number): string | null {
+    let json = this.peerJson.get(id);
+    if (json === undefined) {
+      const node = this.deps.state.getNode(id);
+      if (!node) return null;
+      json = JSON.stringify(this.nodeView(node));
+      this.peerJson.set(id, json);
+    }
+    return json;
+  }
+
+  /** The profile JSON of a wire user id (tagged-devices included), or null if unknown. */
+  profileJsonOf(userId: number): string | null {
+    let json = this.profileJson.get(userId);
+    if (json === undefined) {
+      const user = userId === TAGGED_DEVICES_USER_ID
+        ? TAGGED_DEVICES
+        : this.deps.state.getUser(userId);
+      if (!user) return null;
+      json = JSON.stringify(userProfile(user));
+      this.profileJson.set(userId, json);
+    }
+    return json;
+  }
+
+  wireUserOf(id: number): number | null {
+    const node = this.deps.state.getNode(id);
+    return node ? wireUserId(node) : null;
+  }
+
+  derpMapJson(): string {
+    const map = this.deps.derpMap();
+    if (this.derpCache?.map !== map) this.derpCache = { map, json: JSON.stringify(map) };
+    return this.derpCache.json;
+  }
+
+  private dns(): { cfg: DNSConfig; json: string; perNode: boolean } {
+    if (!this.dnsCache) {
+      const { dns, prefixes } = this.deps.config;
+      const cfg = buildDnsConfig(dns, prefixes, this.deps.extraRecords?.() ?? dns.extraRecords);
+      this.dnsCache = { cfg, json: JSON.stringify(cfg), perNode: usesNextDns(cfg) };
+    }
+    return this.dnsCache;
+  }
+
+  dnsIsPerNode(): boolean {
+    return this.dns().perNode;
+  }
+
+  /** The DNSConfig JSON for a node (shared unless NextDNS needs per-device metadata). */
+  dnsConfigJsonFor(node: NodeRecord): string {
+    const d = this.dns();
+    if (!d.perNode) return d.json;
+    return JSON.stringify(withNextDnsMetadata(d.cfg, {
+      hostname: node.hostname,
+      os: typeof node.hostinfo?.OS === "string" ? node.hostinfo.OS : "",
+      ip: node.ipv4 ?? node.ipv6,
+    }));
+  }
+
+  /** The node as it sees itself: its peer view plus its own capabilities. */
+  selfNode(node: NodeRecord): Node {
+    const self = this.nodeView(node);
+    const capMap: CapMap = {};
+    if (this.deps.config.taildropEnabled) capMap[CAP_FILE_SHARING] = [];
+    if (this.policyView.sshPolicyFor(node.id)) capMap[CAP_SSH] = [];
+    Object.assign(capMap, this.policyView.nodeCapMap?.(node.id) ?? {});
+    if (Object.keys(capMap).length > 0) self.CapMap = capMap;
+    return self;
+  }
+
+  selfNodeJson(id: number): string | null {
+    const node = this.deps.state.getNode(id);
+    return node ? JSON.stringify(this.selfNode(node)) : null;
+  }
+
+  /** The ids `nodeId` sees, ascending, without itself. */
+  peerIdsOf(nodeId: number): number[] {
+    const ids: number[] = [];
+    let sorted = true;
+    for (const id of this.policyView.peersOf(nodeId)) {
+      if (id === nodeId) continue;
+      if (ids.length > 0 && id < ids[ids.length - 1]) sorted = false;
+      ids.push(id);
+    }
+    if (!sorted) ids.sort((a, b) => a - b);
+    return ids;
+  }
+
+  /**
+   * The full MapResponse for a node as JSON, or null if the node is gone. With `resync` (a
+   * later full map on a running stream) an empty peer list is spelled as PeersRemoved, since
+   * the client reads `Peers: []` as "no change".
+   */
+  fullMapJson(nodeId: number, opts: { resync?: boolean } = {}): string | null {
+    const node = this.deps.state.getNode(nodeId);
+    if (!node) return null;
+    const policy = this.policyView;
+    const peerIds = this.peerIdsOf(nodeId);
+    const peers: string[] = [];
+    const users = new Set<number>([wireUserId(node)]);
+    for (const id of peerIds) {
+      const json = this.peerJsonOf(id);
+      if (json === null) continue;
+      peers.push(json);
+      const peer = this.deps.state.getNode(id);
+      if (peer) users.add(wireUserId(peer));
+    }
+    const profiles: string[] = [];
+    for (const uid of users) {
+      const json = this.profileJsonOf(uid);
+      if (json !== null) profiles.push(json);
+    }
+    const parts = [
+      `"Node":${JSON.stringify(this.selfNode(node))}`,
+      `"DERPMap":${this.derpMapJson()}`,
+      `"Peers":[${peers.join(",")}]`,
+    ];
+    if (opts.resync && peers.length === 0) {
+      const others = this.nodeIds().filter((id) => id !== nodeId);
+      if (others.length > 0) parts.push(`"PeersRemoved":[${others.join(",")}]`);
+    }
+    parts.push(
+      `"DNSConfig":${this.dnsConfigJsonFor(node)}`,
+      `"Domain":${JSON.stringify(this.deps.config.dns.baseDomain)}`,
+      `"CollectServices":false`,
+      `"PacketFilter":${JSON.stringify(policy.filterFor(nodeId))}`,
+    );
+    const ssh = policy.sshPolicyFor(nodeId);
+    if (ssh) parts.push(`"SSHPolicy":${JSON.stringify(ssh)}`);
+    parts.push(
+      `"UserProfiles":[${profiles.join(",")}]`,
+      `"ControlTime":"${this.now().toISOString()}"`,
+      `"Debug":{"DisableLogTail":true}`,
+    );
+    return `{${parts.join(",")}}`;
+  }
+}

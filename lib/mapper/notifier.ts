@@ -1,0 +1,359 @@
+/**
+ * The session registry and change fan-out. State change events are collected for a short window
+ * (tuning.batch_change_delay) and then turned into one delta per session:
+ *
+ * - node added/updated → PeersChanged (full node) to the nodes that see it, Node to itself;
+ * - node patched → PeersChangedPatch to the nodes that see it;
+ * - node removed → PeersRemoved; user renamed → UserProfiles; DERP/DNS → DERPMap/DNSConfig;
+ * - policy changed → a fresh full map for everyone.
+ *
+ * Cost is proportional to the affected receivers: each changed node's fragment is built once,
+ * receivers are grouped by the exact set of fragments they get (a trie of item indexes), and
+ * each group's message is built and compressed once, its bytes shared by all its sessions.
+ * A node's own patch is included in its group's message (clients ignore patches for ids that
+ * are not their peers) so that one change produces one message for everyone.
+ */
+import type { Logger } from "../log/log.ts";
+import type { NodeRecord } from "../store/types.ts";
+import type { Change } from "../state/events.ts";
+import { ExpiryWatch } from "./expiry_watch.ts";
+import { SharedMessage } from "./framing.ts";
+import { type Mapper, mergePatch, patchable, peerChangeJson, type PeerPatch } from "./mapper.ts";
+
+/** One open map stream, as the notifier sees it. */
+export interface MapSink {
+  readonly nodeId: number;
+  /** Queue a message on the stream (the sink frames and compresses via SharedMessage). */
+  send(msg: SharedMessage): void;
+  /** Close the stream (replaced by a newer one, node deleted, or shutdown). */
+  close(reason: string): void;
+}
+
+export interface NotifierDeps {
+  state: {
+    subscribe(listener: (changes: readonly Change[]) => void): () => void;
+    listNodes(): NodeRecord[];
+    getNode(id: number): NodeRecord | undefined;
+  };
+  mapper: Mapper;
+  log: Logger;
+  /** How long changes are collected before deltas go out. */
+  batchDelayMs: number;
+  now?: () => Date;
+}
+
+interface Batch {
+  full: Set<number>;
+  patches: Map<number, PeerPatch>;
+  removed: Set<number>;
+  /** Nodes that must get their own Node again (key, expiry, or anything a full update covers). */
+  self: Set<number>;
+  users: Set<number>;
+  derp: boolean;
+  dns: boolean;
+  policy: boolean;
+}
+
+function emptyBatch(): Batch {
+  return {
+    full: new Set(),
+    patches: new Map(),
+    removed: new Set(),
+    self: new Set(),
+    users: new Set(),
+    derp: false,
+    dns: false,
+    policy: false,
+  };
+}
+
+interface Item {
+  json: string;
+  full: boolean;
+  /** Wire user id of a full node (for UserProfiles). */
+  user: number | null;
+}
+
+/** A set of items, as a path in a trie keyed by item index (items are added in order). */
+class Group {
+  private children: Map<number, Group> | undefined;
+  message: SharedMessage | undefined;
+
+  constructor(readonly parent: Group | null, readonly item: number) {}
+
+  with(item: number): Group {
+    this.children ??= new Map();
+    let child = this.children.get(item);
+    if (!child) {
+      child = new Group(this, item);
+      this.children.set(item, child);
+    }
+    return child;
+  }
+
+  items(): number[] {
+    const out: number[] = [];
+    if (!this.parent) return out;
+    out.push(this.item);
+    for (let g = this.parent; g.parent; g = g.parent) out.push(g.item);
+    return out.reverse();
+  }
+}
+
+export class Notifier {
+  private readonly sessions = new Map<number, MapSink>();
+  private batch = emptyBatch();
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private readonly unsubscribe: () => void;
+  private readonly expiry: ExpiryWatch;
+  private closed = false;
+
+  constructor(private readonly deps: NotifierDeps) {
+    this.unsubscribe = deps.state.subscribe((changes) => this.onChanges(changes));
+    this.expiry = new ExpiryWatch({
+      listNodes: () => deps.state.listNodes(),
+      now: deps.now,
+      onExpired: (ids) => {
+        for (const id of ids) {
+          deps.mapper.invalidateNode(id);
+          this.batch.full.add(id);
+          this.batch.self.add(id);
+        }
+        this.scheduleFlush();
+      },
+    });
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  hasSession(nodeId: number): boolean {
+    return this.sessions.has(nodeId);
+  }
+
+  /** Adds a stream; a previous stream of the same node is closed (a new poll replaces it). */
+  register(sink: MapSink): void {
+    const previous = this.sessions.get(sink.nodeId);
+    this.sessions.set(sink.nodeId, sink);
+    if (previous && previous !== sink) previous.close("replaced by a newer map stream");
+  }
+
+  /** Removes a stream if it is still the node's current one. */
+  unregister(sink: MapSink): void {
+    if (this.sessions.get(sink.nodeId) === sink) this.sessions.delete(sink.nodeId);
+  }
+
+  /** Records a node's capability version; peers learn it with the next patch. */
+  noteCapVersion(nodeId: number, capVer: number): void {
+    if (!this.deps.mapper.setCapVersion(nodeId, capVer)) return;
+    this.addPatch(nodeId, { cap: capVer });
+    this.scheduleFlush();
+  }
+
+  private addPatch(id: number, patch: PeerPatch): void {
+    const prev = this.batch.patches.get(id);
+    this.batch.patches.set(id, prev ? mergePatch(prev, patch) : { ...patch });
+  }
+
+  private onChanges(changes: readonly Change[]): void {
+    if (this.closed) return;
+    const { mapper } = this.deps;
+    const b = this.batch;
+    const routeCandidates: number[] = [];
+    for (const c of changes) {
+      switch (c.kind) {
+        case "node-added":
+        case "node-updated": {
+          mapper[c.kind === "node-added" ? "membershipChanged" : "invalidateNode"](c.nodeId);
+          b.full.add(c.nodeId);
+          b.self.add(c.nodeId);
+          routeCandidates.push(c.nodeId);
+          this.expiry.noteExpiry(this.deps.state.getNode(c.nodeId)?.expiry ?? null);
+          break;
+        }
+        case "node-patched": {
+          const p = c.patch;
+          mapper.invalidateNode(c.nodeId);
+          if (patchable(p)) this.addPatch(c.nodeId, p);
+          else b.full.add(c.nodeId);
+          if (p.nodeKey !== undefined || p.keyExpiry !== undefined) b.self.add(c.nodeId);
+          if (p.keyExpiry) this.expiry.noteExpiry(p.keyExpiry);
+          if (p.online !== undefined) routeCandidates.push(c.nodeId);
+          break;
+        }
+        case "node-removed": {
+          mapper.membershipChanged(c.nodeId);
+          mapper.forgetCapVersion(c.nodeId);
+          b.removed.add(c.nodeId);
+          routeCandidates.push(c.nodeId);
+          const sink = this.sessions.get(c.nodeId);
+          if (sink) {
+            this.sessions.delete(c.nodeId);
+            sink.close("node deleted");
+          }
+          break;
+        }
+        case "user-updated":
+          mapper.invalidateUser(c.userId);
+          b.users.add(c.userId);
+          break;
+        case "policy-changed":
+          b.policy = true;
+          break;
+        case "derp-map-changed":
+          mapper.invalidateDerpMap();
+          b.derp = true;
+          break;
+        case "dns-changed":
+          mapper.invalidateDns();
+          b.dns = true;
+          break;
+      }
+    }
+    // Who is primary for a subnet route can change when a router comes, goes, or goes offline;
+    // the nodes concerned then have new AllowedIPs, which needs a full node.
+    for (const id of mapper.routes.update(routeCandidates)) {
+      mapper.invalidateNode(id);
+      if (!b.removed.has(id)) b.full.add(id);
+    }
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.timer !== undefined || this.closed) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.flush();
+    }, this.deps.batchDelayMs);
+  }
+
+  /** Sends what the current batch holds now (tests, shutdown). */
+  flush(): void {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    const b = this.batch;
+    this.batch = emptyBatch();
+    try {
+      if (b.policy) this.resyncAll();
+      else this.sendDeltas(b);
+    } catch (e) {
+      this.deps.log.error("sending map updates failed", { error: e });
+    }
+  }
+
+  private resyncAll(): void {
+    const { mapper } = this.deps;
+    for (const sink of [...this.sessions.values()]) {
+      const json = mapper.fullMapJson(sink.nodeId, { resync: true });
+      if (json !== null) sink.send(new SharedMessage(json));
+    }
+  }
+
+  private sendDeltas(b: Batch): void {
+    const { mapper } = this.deps;
+    const items: Item[] = [];
+    const receivers = new Map<number, Group>();
+    const root = new Group(null, -1);
+
+    // Removed nodes drop out of everything else; vanished nodes count as removed.
+    const full = [...b.full].filter((id) => !b.removed.has(id)).sort((a, z) => a - z);
+    for (const id of full) {
+      const json = mapper.peerJsonOf(id);
+      if (json === null) {
+        b.removed.add(id);
+        continue;
+      }
+      const index = items.push({ json, full: true, user: mapper.wireUserOf(id) }) - 1;
+      for (const r of mapper.policy.peersOf(id)) {
+        if (r === id || !this.sessions.has(r)) continue;
+        receivers.set(r, (receivers.get(r) ?? root).with(index));
+      }
+    }
+    const patched = [...b.patches.keys()]
+      .filter((id) => !b.full.has(id) && !b.removed.has(id))
+      .sort((a, z) => a - z);
+    for (const id of patched) {
+      const index = items.push({
+        json: peerChangeJson(id, b.patches.get(id)!),
+        full: false,
+        user: null,
+      }) - 1;
+      if (this.sessions.has(id)) receivers.set(id, (receivers.get(id) ?? root).with(index));
+      for (const r of mapper.policy.peersOf(id)) {
+        if (r === id || !this.sessions.has(r)) continue;
+        receivers.set(r, (receivers.get(r) ?? root).with(index));
+      }
+    }
+
+    const removed = [...b.removed].sort((a, z) => a - z);
+    const userProfiles = [...b.users]
+      .map((u) => mapper.profileJsonOf(u))
+      .filter((j): j is string => j !== null);
+    const everyone: string[] = [];
+    if (removed.length > 0) everyone.push(`"PeersRemoved":[${removed.join(",")}]`);
+    if (b.derp) everyone.push(`"DERPMap":${mapper.derpMapJson()}`);
+
+    for (const sink of [...this.sessions.values()]) {
+      const id = sink.nodeId;
+      const group = receivers.get(id) ?? root;
+      const node = b.self.has(id) || b.dns ? this.deps.state.getNode(id) : undefined;
+      const selfJson = b.self.has(id) && node ? JSON.stringify(mapper.selfNode(node)) : null;
+      const dnsJson = b.dns && node ? mapper.dnsConfigJsonFor(node) : null;
+      if (group === root && selfJson === null && dnsJson === null) {
+        if (everyone.length === 0 && userProfiles.length === 0) continue;
+      }
+      const personal = selfJson !== null || (dnsJson !== null && mapper.dnsIsPerNode());
+      let msg = personal ? undefined : group.message;
+      if (!msg) {
+        msg = new SharedMessage(
+          this.deltaJson(group.items().map((i) => items[i]), everyone, userProfiles, {
+            selfJson,
+            dnsJson,
+          }),
+        );
+        if (!personal) group.message = msg;
+      }
+      sink.send(msg);
+    }
+  }
+
+  private deltaJson(
+    list: Item[],
+    everyone: string[],
+    updatedProfiles: string[],
+    extra: { selfJson: string | null; dnsJson: string | null },
+  ): string {
+    const parts: string[] = [];
+    if (extra.selfJson !== null) parts.push(`"Node":${extra.selfJson}`);
+    const changed = list.filter((i) => i.full);
+    const patches = list.filter((i) => !i.full);
+    if (changed.length > 0) parts.push(`"PeersChanged":[${changed.map((i) => i.json).join(",")}]`);
+    if (patches.length > 0) {
+      parts.push(`"PeersChangedPatch":[${patches.map((i) => i.json).join(",")}]`);
+    }
+    parts.push(...everyone);
+    if (extra.dnsJson !== null) parts.push(`"DNSConfig":${extra.dnsJson}`);
+    const profiles = new Set(updatedProfiles);
+    for (const i of changed) {
+      const p = i.user === null ? null : this.deps.mapper.profileJsonOf(i.user);
+      if (p !== null) profiles.add(p);
+    }
+    if (profiles.size > 0) parts.push(`"UserProfiles":[${[...profiles].join(",")}]`);
+    return `{${parts.join(",")}}`;
+  }
+
+  /** Stops batching and closes every stream. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.unsubscribe();
+    this.expiry.close();
+    for (const sink of [...this.sessions.values()]) sink.close("server shutting down");
+    this.sessions.clear();
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * What the mapper asks the policy: who sees whom, each node's inbound packet filter and SSH
+ * policy. The policy engine implements this; until it is plugged in, `allowAllPolicy` lets every
+ * node see and reach every other node.
+ *
+ * Contract for implementations:
+ * - Visibility is symmetric: `peersOf(a)` holds b exactly when `peersOf(b)` holds a, so the same
+ *   call answers "whose map contains X" when X changes. `peersOf` never yields the node itself.
+ * - Results are stable until the policy announces `{ kind: "policy-changed" }` on the state
+ *   (State.announce), which makes every session receive a fresh full map. A node change that
+ *   alters relationships (tags, addresses) must therefore be followed by that announcement.
+ */
+import type { CapMap, FilterRule, SSHPolicy } from "../tailcfg/types.ts";
+
+export interface PolicyView {
+  /** Nodes whose maps contain `nodeId` (= the nodes `nodeId` sees). Sorted ascending is cheapest. */
+  peersOf(nodeId: number): Iterable<number>;
+  canSee(a: number, b: number): boolean;
+  /** Inbound rules for the node; `[]` denies all inbound traffic. */
+  filterFor(nodeId: number): FilterRule[];
+  /** The node's SSH policy, or null for none (then no SSH capability is granted). */
+  sshPolicyFor(nodeId: number): SSHPolicy | null;
+  /** Extra self capabilities (policy nodeAttrs); optional. */
+  nodeCapMap?(nodeId: number): CapMap | null;
+}
+
+/** Every port of every node, from everyone: what headscale does without a policy. */
+export const ALLOW_ALL_FILTER: FilterRule[] = [
+  { SrcIPs: ["*"], DstPorts: [{ IP: "*", Ports: { First: 0, Last: 65535 } }] },
+];
+
+/** Everyone sees everyone. `nodeIds` lists all nodes in ascending order. */
+export function allowAllPolicy(nodeIds: () => readonly number[]): PolicyView {
+  return {
+    *peersOf(nodeId) {
+      for (const id of nodeIds()) if (id !== nodeId) yield id;
+    },
+    canSee: () => true,
+    filterFor: () => ALLOW_ALL_FILTER,
+    sshPolicyFor: () => null,
+  };
+}
