@@ -116,7 +116,11 @@ export interface Store {
    * pre-auth key used (when `useKeyId` is given and the key is not reusable), in one transaction.
    */
   saveNode(node: NewNode | NodeRecord, useKeyId?: number): Promise<NodeRecord>;
-  /** Writes many nodes' changed fields in one transaction (endpoints, hostinfo, last seen…). */
+  /**
+   * Writes what a map session changes — discoKey, hostname, hostinfo, endpoints, lastSeen,
+   * updatedAt — for many nodes in one transaction. Other fields change only through saveNode, so
+   * a batch from an older snapshot cannot undo them. Nodes deleted meanwhile are skipped.
+   */
   updateNodes(nodes: NodeRecord[]): Promise<void>;
   deleteNode(id: number): Promise<void>;
 
