@@ -25,7 +25,12 @@ import {
   runCommand,
   type RunOptions,
 } from "./harness/command.ts";
-import { type Namespace, TEST_SUBNET, TestNetwork } from "./harness/network.ts";
+import {
+  listHarnessInterfaces,
+  type Namespace,
+  TEST_SUBNET,
+  TestNetwork,
+} from "./harness/network.ts";
 import { type ListenAddress, type ServerOptions, ServerProcess } from "./harness/server.ts";
 
 export {
@@ -141,7 +146,9 @@ export class Harness {
       const runId = `${options.name}-${stamp}-n${network.index}`;
       const artifactsDir = `${options.artifactsRoot ?? `${REPO_ROOT}.artifacts`}/${runId}`;
       await Deno.mkdir(artifactsDir, { recursive: true });
-      const workDir = await Deno.makeTempDir({ prefix: `hsd-it-${network.index}-` });
+      const tmp = Deno.env.get("TMPDIR") || "/tmp";
+      await sweepStaleWorkDirs(tmp);
+      const workDir = await Deno.makeTempDir({ dir: tmp, prefix: `hsd-it-${network.index}-` });
       return new Harness(options, runId, network, artifactsDir, workDir, dieWithParent);
     } catch (error) {
       await network.destroy();
@@ -315,6 +322,16 @@ export class Harness {
 
   #assertOpen(): void {
     if (this.#closed) throw new Error("harness already closed");
+  }
+}
+
+/** Removes `<tmp>/hsd-it-N-*` work directories of runs whose bridge `hsdbrN` is gone. */
+async function sweepStaleWorkDirs(tmp: string): Promise<void> {
+  const live = new Set(await listHarnessInterfaces());
+  for await (const entry of Deno.readDir(tmp)) {
+    const match = /^hsd-it-(\d+)-/.exec(entry.name);
+    if (!entry.isDirectory || !match || live.has(`hsdbr${match[1]}`)) continue;
+    await Deno.remove(`${tmp}/${entry.name}`, { recursive: true }).catch(() => {});
   }
 }
 

@@ -161,9 +161,8 @@ Deno.test({
     );
     await ip("rule", "add", "priority", "1000", "iif", `hsdbr${index}`, "unreachable");
 
-    const removed = await sweepStaleRuns();
-    assert.ok(removed.includes(`bridge hsdbr${index}`), `swept: ${removed.join(", ")}`);
-    assert.ok(removed.includes(`netns hsd${index}-c0`), `swept: ${removed.join(", ")}`);
+    // A concurrent run's sweep may get there first, so check what is left, not who removed it.
+    await sweepStaleRuns();
     assert.deepEqual(ofRun(await listHarnessInterfaces(), index), []);
     const rules = (await runCommand(["ip", "rule", "show"])).stdout;
     assert.ok(!rules.includes(`hsdbr${index} `), `rule left behind:\n${rules}`);

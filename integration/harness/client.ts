@@ -229,7 +229,7 @@ export class TailscaleClient {
   async cliChecked(args: readonly string[], options: RunOptions = {}): Promise<string> {
     const result = await this.cli(args, options);
     if (!result.success) {
-      const shown = displayCommand([`[${this.name}] tailscale`, ...args], options.redact);
+      const shown = `[${this.name}] tailscale ${displayCommand(args, options.redact)}`;
       throw new CommandError(shown, result);
     }
     return result.stdout;
