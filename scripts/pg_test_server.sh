@@ -6,7 +6,8 @@
 #   scripts/pg_test_server.sh [port] stop   # stops it and removes its data
 #
 # Running it again while the server is up just prints the URL. The data lives in a temp dir
-# named after the port; fsync is off because nothing in it needs to outlive the test run.
+# named after the port (or $HEADSCALE_PG_TEST_DIR); fsync is off because nothing in it needs
+# to outlive the test run.
 set -euo pipefail
 
 port="${1:-5433}"
@@ -14,7 +15,8 @@ action="${2:-start}"
 db_name=headscale_test
 db_user=headscale_test
 db_pass=headscale_test
-base="${TMPDIR:-/tmp}/headscale-pg-${port}"
+# Not $TMPDIR: the postgres user must be able to reach it.
+base="${HEADSCALE_PG_TEST_DIR:-/tmp/headscale-pg-${port}}"
 data="$base/data"
 url="postgres://${db_user}:${db_pass}@127.0.0.1:${port}/${db_name}"
 

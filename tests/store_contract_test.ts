@@ -389,6 +389,17 @@ export function storeContract(
     );
   });
 
+  test("tables without migration records are not taken over", async (fx, store) => {
+    await store.insertUser(newUser("alice"));
+    await store.close();
+    await fx.exec("DROP TABLE schema_migrations");
+    await assert.rejects(
+      fx.open(),
+      /already has tables \(.*users.*\).*not created by headscale-deno/,
+    );
+    await fx.exec("INSERT INTO users (name, created_at) VALUES ('still', '2025-01-01T00:00:00Z')");
+  });
+
   test("an upgrade applies only new migrations; a failing one rolls back", async (fx, store) => {
     await store.insertUser(newUser("alice"));
     await store.close();

@@ -193,6 +193,20 @@ export function assertKnownVersion(databaseVersion: number, known = LATEST_VERSI
   }
 }
 
+/** Tables that say a database without migration records belongs to some other program. */
+export const OWN_TABLES = ["users", "nodes", "pre_auth_keys", "api_keys", "policies"];
+
+/** Refuses to migrate over tables this build did not create (e.g. a headscale database). */
+export function assertNoForeignTables(databaseVersion: number, existing: string[]): void {
+  if (databaseVersion === 0 && existing.length > 0) {
+    throw new Error(
+      `the database already has tables (${existing.sort().join(", ")}) but no headscale-deno ` +
+        `schema records; it was not created by headscale-deno (a headscale database cannot be ` +
+        `used directly)`,
+    );
+  }
+}
+
 /** The migrations a database at `databaseVersion` still needs, oldest first. */
 export function pendingMigrations(
   databaseVersion: number,

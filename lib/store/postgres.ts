@@ -17,7 +17,14 @@ import {
   encodeStrings,
 } from "./codec.ts";
 import { notFound, uniqueConflict, userOwnsNodes } from "./errors.ts";
-import { assertKnownVersion, type Migration, MIGRATIONS, pendingMigrations } from "./migrations.ts";
+import {
+  assertKnownVersion,
+  assertNoForeignTables,
+  type Migration,
+  MIGRATIONS,
+  OWN_TABLES,
+  pendingMigrations,
+} from "./migrations.ts";
 import {
   type ApiKeyRecord,
   type NewApiKey,
@@ -340,6 +347,9 @@ export class PostgresStore implements Store {
     const known = Math.max(0, ...this.migrations.map((m) => m.version));
     const start = await this.databaseVersion(this.sql);
     assertKnownVersion(start, known);
+    const existing = await this.sql`SELECT table_name FROM information_schema.tables
+      WHERE table_schema = current_schema() AND table_name IN ${this.sql(OWN_TABLES)}`;
+    assertNoForeignTables(start, existing.map((r) => String(r.table_name)));
     for (const m of pendingMigrations(start, this.migrations)) {
       await this.sql.begin(async (tx) => {
         await this.lockMigrations(tx);

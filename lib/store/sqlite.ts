@@ -30,7 +30,14 @@ import {
   encodeTime,
 } from "./codec.ts";
 import { notFound, uniqueConflict, userOwnsNodes } from "./errors.ts";
-import { assertKnownVersion, type Migration, MIGRATIONS, pendingMigrations } from "./migrations.ts";
+import {
+  assertKnownVersion,
+  assertNoForeignTables,
+  type Migration,
+  MIGRATIONS,
+  OWN_TABLES,
+  pendingMigrations,
+} from "./migrations.ts";
 import {
   type ApiKeyRecord,
   type NewApiKey,
@@ -421,6 +428,12 @@ export class SqliteStore implements Store {
     const known = Math.max(0, ...this.migrations.map((m) => m.version));
     const start = this.databaseVersion();
     assertKnownVersion(start, known);
+    const existing = this.db.prepare(
+      `SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (${
+        OWN_TABLES.map(() => "?").join(", ")
+      })`,
+    ).all(...OWN_TABLES).map((r) => String(r.name));
+    assertNoForeignTables(start, existing);
     for (const m of pendingMigrations(start, this.migrations)) {
       this.transaction(() => {
         // Another process may have migrated while we waited for the write lock.
