@@ -297,6 +297,15 @@ export function storeContract(
 
     await store.updateNodes([]);
     assert.deepEqual(await store.listNodes(), changed);
+
+    // All or nothing: one bad node in the batch and no node changes.
+    const bad = changed.map((n, i) => ({
+      ...n,
+      hostname: "never written",
+      updatedAt: i === 20 ? new Date(NaN) : n.updatedAt,
+    }));
+    await assert.rejects(store.updateNodes(bad), /node updatedAt is not a valid date/);
+    assert.deepEqual(await store.listNodes(), changed);
   });
 
   test("policy: none at first, then the latest one set", async (_fx, store) => {
