@@ -48,10 +48,13 @@ export interface TestControl {
 
 export async function startTestControl(opts: {
   configYaml?: string;
+  /** Adjusts the parsed config (e.g. values validation would refuse, for fast tests). */
+  configure?: (config: Config) => void;
   tuning?: ControlPlaneDeps["tuning"];
   policy?: ControlPlaneDeps["policy"];
 } = {}): Promise<TestControl> {
   const { config } = parseConfigText(opts.configYaml ?? "", { env: {} });
+  opts.configure?.(config);
   const log = silentLogger();
   const store = await openStore({
     type: "sqlite",
