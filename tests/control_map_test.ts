@@ -82,7 +82,7 @@ async function setup(
 }
 
 Deno.test("map: the first message is a full map", async () => {
-  await setup(async (t, a, b) => {
+  await setup(async (_t, a, b) => {
     const stream = a.client.map(mapRequest(a));
     assert.equal(await stream.status, 200);
     const m = (await stream.next())!;
