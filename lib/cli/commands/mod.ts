@@ -1,0 +1,21 @@
+/** Every command the CLI knows, in the order help lists them. */
+import type { RootEntry } from "../command.ts";
+import { apiKeysGroup } from "./apikeys.ts";
+import { authGroup } from "./auth.ts";
+import { configTest, health, version } from "./misc.ts";
+import { nodesGroup } from "./nodes.ts";
+import { policyGroup } from "./policy.ts";
+import { preAuthKeysGroup } from "./preauthkeys.ts";
+import { usersGroup } from "./users.ts";
+
+export const COMMANDS: RootEntry[] = [
+  usersGroup,
+  nodesGroup,
+  preAuthKeysGroup,
+  apiKeysGroup,
+  authGroup,
+  policyGroup,
+  configTest,
+  health,
+  version,
+];
