@@ -32,13 +32,14 @@ function resolvers(list: readonly string[]): DNSResolver[] {
 
 /**
  * The in-addr.arpa zones covering an IPv4 prefix, at octet granularity (RFC 1035 style, no
- * RFC 2317 classless delegation): 100.64.0.0/10 → 64.100.in-addr.arpa … 127.100.in-addr.arpa.
+ * RFC 2317 classless delegation): 100.64.0.0/10 → 64.100.in-addr.arpa … 127.100.in-addr.arpa;
+ * a prefix on an octet boundary is one zone (172.16.0.0/16 → 16.172.in-addr.arpa).
  */
 export function ipv4ReverseZones(prefix: Prefix): string[] {
   const octets = [24n, 16n, 8n, 0n].map((s) => Number((prefix.addr >> s) & 0xffn));
   const whole = Math.floor(prefix.bits / 8);
-  if (whole >= 4) return [[...octets].reverse().join(".") + ".in-addr.arpa"];
   const base = octets.slice(0, whole).reverse();
+  if (prefix.bits % 8 === 0) return [[...base, "in-addr.arpa"].join(".")];
   const span = 1 << (8 - (prefix.bits % 8));
   const zones: string[] = [];
   for (let i = octets[whole]; i < octets[whole] + span; i++) {

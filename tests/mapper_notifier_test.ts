@@ -1,0 +1,280 @@
+import assert from "node:assert/strict";
+import { parseConfigText } from "../lib/config/load.ts";
+import { randomKey, TEST_DERP_MAP } from "../lib/control/testing.ts";
+import { silentLogger } from "../lib/log/log.ts";
+import { decodeFrames, encodeFrame, type SharedMessage } from "../lib/mapper/framing.ts";
+import { Mapper } from "../lib/mapper/mapper.ts";
+import { type MapSink, Notifier } from "../lib/mapper/notifier.ts";
+import { ALLOW_ALL_FILTER, type PolicyView } from "../lib/mapper/policy_view.ts";
+import { State } from "../lib/state/state.ts";
+import { openStore } from "../lib/store/mod.ts";
+import type { Store } from "../lib/store/types.ts";
+import type { DERPMap, MapResponse } from "../lib/tailcfg/types.ts";
+
+class FakeSink implements MapSink {
+  readonly got: SharedMessage[] = [];
+  closedWith: string | null = null;
+  constructor(readonly nodeId: number) {}
+  send(msg: SharedMessage) {
+    this.got.push(msg);
+  }
+  close(reason: string) {
+    this.closedWith = reason;
+  }
+  take(): MapResponse[] {
+    return this.got.splice(0).map((m) => JSON.parse(m.json));
+  }
+}
+
+interface World {
+  store: Store;
+  state: State;
+  mapper: Mapper;
+  notifier: Notifier;
+  ids: number[];
+  sinks: Map<number, FakeSink>;
+  derp: { map: DERPMap };
+  close(): Promise<void>;
+}
+
+async function world(n: number, policy?: PolicyView): Promise<World> {
+  const { config } = parseConfigText("", { env: {} });
+  const log = silentLogger();
+  const store = await openStore({
+    type: "sqlite",
+    sqlite: { path: ":memory:", writeAheadLog: false },
+  });
+  const state = await State.open({ store, log, config });
+  const user = await state.createUser({ name: "alice" });
+  const ids: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const node = await state.registerNode({
+      machineKey: randomKey("mkey:"),
+      nodeKey: randomKey("nodekey:"),
+      hostname: `n${i}`,
+      hostinfo: { Hostname: `n${i}` },
+      userId: user.id,
+      tags: [],
+      authKeyId: null,
+      method: "cli",
+      ephemeral: false,
+      expiry: null,
+    });
+    ids.push(node.id);
+  }
+  const derp = { map: TEST_DERP_MAP };
+  const mapper = new Mapper({ state, config, policy, derpMap: () => derp.map });
+  const notifier = new Notifier({ state, mapper, log, batchDelayMs: 60_000 });
+  const sinks = new Map<number, FakeSink>();
+  for (const id of ids) {
+    const sink = new FakeSink(id);
+    sinks.set(id, sink);
+    notifier.register(sink);
+  }
+  return {
+    store,
+    state,
+    mapper,
+    notifier,
+    ids,
+    sinks,
+    derp,
+    async close() {
+      notifier.close();
+      await state.close();
+      await store.close();
+    },
+  };
+}
+
+Deno.test("notifier: one endpoint change is one message, built and compressed once for all", async () => {
+  const w = await world(20);
+  try {
+    const [x] = w.ids;
+    w.state.applyReport(x, { endpoints: ["192.0.2.9:41641"] });
+    w.notifier.flush();
+    const messages = [...w.sinks.values()].map((s) => s.got);
+    assert.ok(messages.every((m) => m.length === 1));
+    const first = messages[0][0];
+    assert.ok(messages.every((m) => m[0] === first), "the very same message object");
+    assert.deepEqual(JSON.parse(first.json), {
+      PeersChangedPatch: [{ NodeID: x, Endpoints: ["192.0.2.9:41641"] }],
+    });
+    assert.equal(first.frame(true), first.frame(true), "bytes encoded once and shared");
+  } finally {
+    await w.close();
+  }
+});
+
+Deno.test("notifier: changes in one window are coalesced per node", async () => {
+  const w = await world(3);
+  try {
+    const [x, y, z] = w.ids;
+    w.state.applyReport(x, { endpoints: ["192.0.2.1:1"] });
+    w.state.applyReport(x, { endpoints: ["192.0.2.2:2"], discoKey: randomKey("discokey:") });
+    w.state.streamOpened(x);
+    await w.state.renameNode(y, "renamed");
+    w.notifier.flush();
+    const [toZ] = w.sinks.get(z)!.take();
+    assert.equal(toZ.PeersChanged!.length, 1);
+    assert.equal(toZ.PeersChanged![0].Name, "renamed.tailnet.internal.");
+    assert.equal(toZ.PeersChangedPatch!.length, 1);
+    const patch = toZ.PeersChangedPatch![0];
+    assert.equal(patch.NodeID, x);
+    assert.deepEqual(patch.Endpoints, ["192.0.2.2:2"]);
+    assert.ok(patch.DiscoKey);
+    assert.equal(patch.Online, true);
+    assert.deepEqual(toZ.UserProfiles!.map((u) => u.LoginName), ["alice"]);
+
+    const [toY] = w.sinks.get(y)!.take();
+    assert.equal(toY.Node!.Name, "renamed.tailnet.internal.", "the renamed node gets itself");
+    assert.equal(toY.PeersChanged, undefined, "and is not its own peer");
+  } finally {
+    await w.close();
+  }
+});
+
+Deno.test("notifier: removals, user renames, DERP and DNS changes reach every session", async () => {
+  const w = await world(3);
+  try {
+    const [x, y] = w.ids;
+    await w.state.deleteNode(x);
+    assert.equal(w.sinks.get(x)!.closedWith, "node deleted");
+    const user = w.state.listUsers()[0];
+    await w.state.renameUser(user.id, "alicia");
+    w.derp.map = { Regions: { ...TEST_DERP_MAP.Regions, "998": null } };
+    w.state.announce({ kind: "derp-map-changed" });
+    w.state.announce({ kind: "dns-changed" });
+    w.notifier.flush();
+    const [m] = w.sinks.get(y)!.take();
+    assert.deepEqual(m.PeersRemoved, [x]);
+    assert.deepEqual(m.UserProfiles!.map((u) => u.LoginName), ["alicia"]);
+    assert.ok("998" in m.DERPMap!.Regions);
+    assert.equal(m.DNSConfig!.Proxied, true);
+    assert.equal(w.sinks.get(x)!.got.length, 0);
+  } finally {
+    await w.close();
+  }
+});
+
+Deno.test("notifier: only nodes that see a changed node hear about it", async () => {
+  // Two islands: {1,2} and {3}; node 3 sees nobody.
+  let islands = true;
+  const policy: PolicyView = {
+    *peersOf(id) {
+      for (const other of [1, 2, 3]) {
+        if (other !== id && this.canSee(id, other)) yield other;
+      }
+    },
+    canSee: (a, b) => !islands || (a !== 3 && b !== 3),
+    filterFor: () => ALLOW_ALL_FILTER,
+    sshPolicyFor: () => null,
+  };
+  const w = await world(3, policy);
+  try {
+    assert.deepEqual(w.ids, [1, 2, 3]);
+    w.state.applyReport(1, { endpoints: ["192.0.2.1:1"] });
+    w.state.applyReport(3, { endpoints: ["192.0.2.3:3"] });
+    w.notifier.flush();
+    const to2 = w.sinks.get(2)!.take();
+    assert.deepEqual(to2[0].PeersChangedPatch!.map((p) => p.NodeID), [1]);
+    const to3 = w.sinks.get(3)!.take();
+    assert.deepEqual(to3[0].PeersChangedPatch!.map((p) => p.NodeID), [3], "only its own patch");
+
+    // A full map for an island node lists only what it sees.
+    const full3 = JSON.parse(w.mapper.fullMapJson(3)!);
+    assert.deepEqual(full3.Peers, []);
+    const full1 = JSON.parse(w.mapper.fullMapJson(1)!);
+    assert.deepEqual(full1.Peers.map((p: { ID: number }) => p.ID), [2]);
+
+    // Policy change: everyone resyncs with a full map; an empty peer list becomes PeersRemoved.
+    w.state.announce({ kind: "policy-changed" });
+    w.notifier.flush();
+    const resync3 = w.sinks.get(3)!.take()[0];
+    assert.ok(resync3.Node);
+    assert.deepEqual(resync3.PeersRemoved, [1, 2]);
+    islands = false;
+    w.state.announce({ kind: "policy-changed" });
+    w.notifier.flush();
+    const open3 = w.sinks.get(3)!.take()[0];
+    assert.deepEqual(open3.Peers!.map((p) => p.ID), [1, 2]);
+    assert.equal(open3.PeersRemoved, undefined);
+  } finally {
+    await w.close();
+  }
+});
+
+Deno.test("notifier: a new stream of a node replaces the old one", async () => {
+  const w = await world(2);
+  try {
+    const old = w.sinks.get(w.ids[0])!;
+    const fresh = new FakeSink(w.ids[0]);
+    w.notifier.register(fresh);
+    assert.equal(old.closedWith, "replaced by a newer map stream");
+    w.notifier.unregister(old);
+    assert.ok(w.notifier.hasSession(w.ids[0]), "unregistering the old one keeps the new one");
+    assert.equal(w.notifier.sessionCount, 2);
+  } finally {
+    await w.close();
+  }
+});
+
+Deno.test("mapper: primary subnet routes fail over when the primary goes offline", async () => {
+  const w = await world(3);
+  try {
+    const [r1, r2, client] = w.ids;
+    for (const id of [r1, r2]) {
+      w.state.applyReport(id, {
+        hostinfo: { Hostname: `n${id - 1}`, RoutableIPs: ["10.1.0.0/16", "0.0.0.0/0", "::/0"] },
+      });
+      await w.state.setApprovedRoutes(id, ["10.1.0.0/16", "0.0.0.0/0", "::/0"]);
+    }
+    w.state.streamOpened(r1);
+    w.state.streamOpened(r2);
+    w.notifier.flush();
+    w.sinks.get(client)!.take();
+    const peers = () =>
+      new Map(
+        JSON.parse(w.mapper.fullMapJson(client)!).Peers.map((
+          p: { ID: number; AllowedIPs: string[]; PrimaryRoutes?: string[] },
+        ) => [p.ID, p]),
+      ) as Map<number, { AllowedIPs: string[]; PrimaryRoutes?: string[] }>;
+    let p = peers();
+    assert.deepEqual(p.get(r1)!.PrimaryRoutes, ["10.1.0.0/16"]);
+    assert.ok(p.get(r1)!.AllowedIPs.includes("10.1.0.0/16"));
+    assert.ok(p.get(r1)!.AllowedIPs.includes("0.0.0.0/0"), "exit routes have no primary");
+    assert.equal(p.get(r2)!.PrimaryRoutes, undefined);
+    assert.ok(!p.get(r2)!.AllowedIPs.includes("10.1.0.0/16"));
+    assert.ok(p.get(r2)!.AllowedIPs.includes("::/0"));
+
+    w.state.streamClosed(r1);
+    w.notifier.flush();
+    const [delta] = w.sinks.get(client)!.take();
+    const changed = new Map(delta.PeersChanged!.map((n) => [n.ID, n]));
+    assert.deepEqual(changed.get(r2)!.PrimaryRoutes, ["10.1.0.0/16"]);
+    assert.ok(!changed.get(r1)!.AllowedIPs.includes("10.1.0.0/16"));
+    p = peers();
+    assert.deepEqual(p.get(r2)!.PrimaryRoutes, ["10.1.0.0/16"]);
+
+    // The old primary coming back does not take the route back (no flapping).
+    w.state.streamOpened(r1);
+    w.notifier.flush();
+    assert.deepEqual(peers().get(r2)!.PrimaryRoutes, ["10.1.0.0/16"]);
+  } finally {
+    await w.close();
+  }
+});
+
+Deno.test("framing: 4-byte little-endian length, zstd payload, several frames per chunk", () => {
+  const a = encodeFrame('{"KeepAlive":true}', true);
+  const b = encodeFrame('{"Node":{"ID":1}}', false);
+  assert.equal(new DataView(a.buffer).getUint32(0, true), a.byteLength - 4);
+  assert.deepEqual([...a.subarray(4, 8)], [0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
+  const { messages, rest } = decodeFrames(a, true);
+  assert.deepEqual(messages, ['{"KeepAlive":true}']);
+  assert.equal(rest.byteLength, 0);
+  const joined = new Uint8Array([...b, ...b.subarray(0, 5)]);
+  const split = decodeFrames(joined, false);
+  assert.deepEqual(split.messages, ['{"Node":{"ID":1}}']);
+  assert.equal(split.rest.byteLength, 5);
+});
