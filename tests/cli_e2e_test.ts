@@ -18,6 +18,7 @@ import type { CliIO } from "../lib/cli/command.ts";
 import { runCli } from "../lib/cli/run.ts";
 
 const CLI = fileURLToPath(new URL("../cli.ts", import.meta.url));
+const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
 const hex32 = (byte: number) => byte.toString(16).padStart(2, "0").repeat(32);
 
 interface TestServer {
@@ -551,7 +552,10 @@ function childEnv(): Record<string, string> {
   return env;
 }
 
-async function subprocess(args: string[]): Promise<Captured> {
+async function subprocess(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<Captured> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -564,7 +568,7 @@ async function subprocess(args: string[]): Promise<Captured> {
       ...args,
     ],
     clearEnv: true,
-    env: childEnv(),
+    env: { ...childEnv(), ...env },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -573,8 +577,89 @@ async function subprocess(args: string[]): Promise<Captured> {
   return { code: out.code, out: text(out.stdout), err: text(out.stderr), asked: [] };
 }
 
-Deno.test("cli e2e: cli.ts as a subprocess against a server on a unix socket", async () => {
-  const s = await startServer();
+/** The real server (`main.ts`) as a subprocess with a temp config; resolves once it listens. */
+async function startMain(): Promise<
+  { config: string; listenAddress: string; close(): Promise<void> }
+> {
+  const dir = await Deno.makeTempDir({ prefix: "hs-cli-main-" });
+  const config = `${dir}/config.yaml`;
+  await Deno.writeTextFile(
+    config,
+    [
+      "server_url: http://127.0.0.1:18080",
+      "listen_addr: 127.0.0.1:0",
+      'metrics_listen_addr: ""',
+      `noise: { private_key_path: ${dir}/noise.key }`,
+      `database: { type: sqlite, sqlite: { path: ${dir}/db.sqlite } }`,
+      "derp: { server: { enabled: false }, urls: [], auto_update_enabled: false }",
+      `unix_socket: ${dir}/headscale.sock`,
+      "log: { level: info, format: json }",
+    ].join("\n") + "\n",
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-sys",
+      MAIN,
+      "-c",
+      config,
+    ],
+    clearEnv: true,
+    env: childEnv(),
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  // Read the JSON log until the main listener and the unix socket are up; keep draining after.
+  const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  let listenAddress = "";
+  let socketUp = false;
+  const seen: string[] = [];
+  while (listenAddress === "" || !socketUp) {
+    const { value, done } = await lines.read();
+    if (done) {
+      await child.status;
+      throw new Error(`main.ts exited before listening:\n${seen.join("\n")}${buffered}`);
+    }
+    buffered += value;
+    const parts = buffered.split("\n");
+    buffered = parts.pop()!;
+    for (const line of parts) {
+      seen.push(line);
+      let entry: { msg?: string; addr?: string };
+      try {
+        entry = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (entry.msg === "listening" && entry.addr) listenAddress = entry.addr;
+      if (entry.msg === "management API listening" && entry.addr?.endsWith(".sock")) {
+        socketUp = true;
+      }
+    }
+  }
+  const drained = (async () => {
+    while (!(await lines.read()).done) { /* discard */ }
+  })();
+  return {
+    config,
+    listenAddress,
+    async close() {
+      child.kill("SIGTERM");
+      await child.status;
+      await drained;
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+Deno.test("cli e2e: cli.ts as a subprocess against main.ts over its unix socket", async () => {
+  const s = await startMain();
   const c = ["-c", s.config];
   try {
     assert.equal(
@@ -605,6 +690,20 @@ Deno.test("cli e2e: cli.ts as a subprocess against a server on a unix socket", a
       badFlag.err,
       'Error: unknown flag --frobnicate\nRun "headscale-deno users list --help" for usage.',
     );
+
+    // Remote mode against the main listener: Connect over http:// with an API key made locally.
+    const apiKey = ok(await subprocess([...c, "apikeys", "create"]), "apikey").out;
+    const remote = await subprocess([...c, "users", "list", "-o", "json"], {
+      HEADSCALE_CLI_ADDRESS: `http://${s.listenAddress}`,
+      HEADSCALE_CLI_API_KEY: apiKey,
+    });
+    assert.equal(JSON.parse(ok(remote, "remote").out)[0].name, "alice");
+    const refused = await subprocess([...c, "users", "list"], {
+      HEADSCALE_CLI_ADDRESS: `http://${s.listenAddress}`,
+      HEADSCALE_CLI_API_KEY: apiKey.slice(0, -1) + (apiKey.endsWith("0") ? "1" : "0"),
+    });
+    assert.equal(refused.code, 1);
+    assert.match(refused.err, /^Error: listing users: the server refused the API key/);
   } finally {
     await s.close();
   }
