@@ -65,7 +65,8 @@ export function mergePatch(into: PeerPatch, later: PeerPatch): PeerPatch {
 }
 
 export class Mapper {
-  private readonly peerJson = new Map<number, string>();
+  /** Per node: its peer JSON and wire user id, until the node changes. */
+  private readonly peerJson = new Map<number, { json: string; user: number }>();
   private readonly profileJson = new Map<number, string>();
   private readonly capVersions = new Map<number, number>();
   private sortedIds: number[] | null = null;
@@ -146,16 +147,20 @@ export class Mapper {
     });
   }
 
-  /** The node's peer JSON (cached), or null when it does not exist. */
-  peerJsonOf(id: number): string | null {
-    let json = this.peerJson.get(id);
-    if (json === undefined) {
+  private peerEntry(id: number): { json: string; user: number } | null {
+    let entry = this.peerJson.get(id);
+    if (entry === undefined) {
       const node = this.deps.state.getNode(id);
       if (!node) return null;
-      json = JSON.stringify(this.nodeView(node));
-      this.peerJson.set(id, json);
+      entry = { json: JSON.stringify(this.nodeView(node)), user: wireUserId(node) };
+      this.peerJson.set(id, entry);
     }
-    return json;
+    return entry;
+  }
+
+  /** The node's peer JSON (cached), or null when it does not exist. */
+  peerJsonOf(id: number): string | null {
+    return this.peerEntry(id)?.json ?? null;
   }
 
   /** The profile JSON of a wire user id (tagged-devices included), or null if unknown. */
@@ -173,8 +178,7 @@ export class Mapper {
   }
 
   wireUserOf(id: number): number | null {
-    const node = this.deps.state.getNode(id);
-    return node ? wireUserId(node) : null;
+    return this.peerEntry(id)?.user ?? null;
   }
 
   derpMapJson(): string {
@@ -249,11 +253,10 @@ export class Mapper {
     const peers: string[] = [];
     const users = new Set<number>([wireUserId(node)]);
     for (const id of peerIds) {
-      const json = this.peerJsonOf(id);
-      if (json === null) continue;
-      peers.push(json);
-      const peer = this.deps.state.getNode(id);
-      if (peer) users.add(wireUserId(peer));
+      const entry = this.peerEntry(id);
+      if (entry === null) continue;
+      peers.push(entry.json);
+      users.add(entry.user);
     }
     const profiles: string[] = [];
     for (const uid of users) {

@@ -252,11 +252,51 @@ export class Notifier {
     }
   }
 
+  /**
+   * Tracks which items each session gets. With a policy where everyone sees everyone, all
+   * sessions share one group and only a changed node itself (which must not get itself as a
+   * peer) branches off, so the cost is per item, not per item × session.
+   */
+  private fanout(): {
+    add(index: number, nodeId: number, includeSelf: boolean): void;
+    groupOf(sessionId: number): Group;
+  } {
+    const policy = this.deps.mapper.policy;
+    const root = new Group(null, -1);
+    const own = new Map<number, Group>();
+    if (policy.seesEveryone?.()) {
+      let common = root;
+      return {
+        add: (index, nodeId, includeSelf) => {
+          if (!includeSelf && this.sessions.has(nodeId) && !own.has(nodeId)) {
+            own.set(nodeId, common);
+          }
+          for (const [id, g] of own) {
+            if (includeSelf || id !== nodeId) own.set(id, g.with(index));
+          }
+          common = common.with(index);
+        },
+        groupOf: (id) => own.get(id) ?? common,
+      };
+    }
+    return {
+      add: (index, nodeId, includeSelf) => {
+        if (includeSelf && this.sessions.has(nodeId)) {
+          own.set(nodeId, (own.get(nodeId) ?? root).with(index));
+        }
+        for (const r of policy.peersOf(nodeId)) {
+          if (r === nodeId || !this.sessions.has(r)) continue;
+          own.set(r, (own.get(r) ?? root).with(index));
+        }
+      },
+      groupOf: (id) => own.get(id) ?? root,
+    };
+  }
+
   private sendDeltas(b: Batch): void {
     const { mapper } = this.deps;
     const items: Item[] = [];
-    const receivers = new Map<number, Group>();
-    const root = new Group(null, -1);
+    const fanout = this.fanout();
 
     // Removed nodes drop out of everything else; vanished nodes count as removed.
     const full = [...b.full].filter((id) => !b.removed.has(id)).sort((a, z) => a - z);
@@ -267,25 +307,15 @@ export class Notifier {
         continue;
       }
       const index = items.push({ json, full: true, user: mapper.wireUserOf(id) }) - 1;
-      for (const r of mapper.policy.peersOf(id)) {
-        if (r === id || !this.sessions.has(r)) continue;
-        receivers.set(r, (receivers.get(r) ?? root).with(index));
-      }
+      fanout.add(index, id, false);
     }
     const patched = [...b.patches.keys()]
       .filter((id) => !b.full.has(id) && !b.removed.has(id))
       .sort((a, z) => a - z);
     for (const id of patched) {
-      const index = items.push({
-        json: peerChangeJson(id, b.patches.get(id)!),
-        full: false,
-        user: null,
-      }) - 1;
-      if (this.sessions.has(id)) receivers.set(id, (receivers.get(id) ?? root).with(index));
-      for (const r of mapper.policy.peersOf(id)) {
-        if (r === id || !this.sessions.has(r)) continue;
-        receivers.set(r, (receivers.get(r) ?? root).with(index));
-      }
+      const json = peerChangeJson(id, b.patches.get(id)!);
+      const index = items.push({ json, full: false, user: null }) - 1;
+      fanout.add(index, id, true);
     }
 
     const removed = [...b.removed].sort((a, z) => a - z);
@@ -298,11 +328,11 @@ export class Notifier {
 
     for (const sink of [...this.sessions.values()]) {
       const id = sink.nodeId;
-      const group = receivers.get(id) ?? root;
+      const group = fanout.groupOf(id);
       const node = b.self.has(id) || b.dns ? this.deps.state.getNode(id) : undefined;
       const selfJson = b.self.has(id) && node ? JSON.stringify(mapper.selfNode(node)) : null;
       const dnsJson = b.dns && node ? mapper.dnsConfigJsonFor(node) : null;
-      if (group === root && selfJson === null && dnsJson === null) {
+      if (group.parent === null && selfJson === null && dnsJson === null) {
         if (everyone.length === 0 && userProfiles.length === 0) continue;
       }
       const personal = selfJson !== null || (dnsJson !== null && mapper.dnsIsPerNode());

@@ -22,6 +22,11 @@ export interface PolicyView {
   sshPolicyFor(nodeId: number): SSHPolicy | null;
   /** Extra self capabilities (policy nodeAttrs); optional. */
   nodeCapMap?(nodeId: number): CapMap | null;
+  /**
+   * True when every node sees every other node (no policy, or an allow-all one). Optional; lets
+   * the notifier fan a change out per group of sessions instead of per session.
+   */
+  seesEveryone?(): boolean;
 }
 
 /** Every port of every node, from everyone: what headscale does without a policy. */
@@ -38,5 +43,6 @@ export function allowAllPolicy(nodeIds: () => readonly number[]): PolicyView {
     canSee: () => true,
     filterFor: () => ALLOW_ALL_FILTER,
     sshPolicyFor: () => null,
+    seesEveryone: () => true,
   };
 }
