@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseInvocation } from "../lib/cli/args.ts";
+import { namesCommand, parseInvocation } from "../lib/cli/args.ts";
 import { COMMANDS } from "../lib/cli/commands/mod.ts";
 import { parseKeyDuration } from "../lib/cli/duration.ts";
 import { UsageError } from "../lib/cli/errors.ts";
@@ -135,5 +135,14 @@ Deno.test("cli args: key lifetimes are Prometheus-style durations", () => {
     const bad of ["", "1", "1.5h", "h", "30m1h", "1h1h", "-1h", "1 h", "1x", "99999999999999999y"]
   ) {
     assert.throws(() => parseKeyDuration(bad), Error, `"${bad}"`);
+  }
+});
+
+Deno.test("cli args: a single binary can tell CLI commands from a server start", () => {
+  for (const argv of [["users", "list"], ["-c", "x.yaml", "pre", "ls"], ["help"], ["version"]]) {
+    assert.ok(namesCommand(argv, COMMANDS), argv.join(" "));
+  }
+  for (const argv of [[], ["serve"], ["-c", "config.yaml"], ["--config", "users"], ["-h"]]) {
+    assert.ok(!namesCommand(argv, COMMANDS), argv.join(" "));
   }
 });

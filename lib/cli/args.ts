@@ -78,6 +78,17 @@ function commandWords(argv: string[], limit: number): number[] {
   return found;
 }
 
+/**
+ * True when argv names a CLI command ("users", "pre", "help", …), so that a single binary can
+ * run the server for `serve` (or no command) and the CLI for everything else.
+ */
+export function namesCommand(argv: string[], root: RootEntry[]): boolean {
+  const [index] = commandWords(argv, 1);
+  if (index === undefined) return false;
+  const word = argv[index];
+  return word === "help" || root.some((e) => matches(e, word));
+}
+
 /** Parses argv against the command tree; throws UsageError for anything malformed. */
 export function parseInvocation(argv: string[], root: RootEntry[]): Invocation {
   const [first] = commandWords(argv, 1);

@@ -5,7 +5,7 @@
 import { createClient, type Transport } from "@connectrpc/connect";
 import { HeadscaleService } from "../../gen/headscale/v1/headscale_pb.ts";
 import { ConfigError, loadConfig } from "../config/load.ts";
-import { parseInvocation, usageHint } from "./args.ts";
+import { namesCommand, parseInvocation, usageHint } from "./args.ts";
 import type { CliIO, CommandContext, HeadscaleClient, RootEntry } from "./command.ts";
 import { COMMANDS } from "./commands/mod.ts";
 import { CliError, UsageError } from "./errors.ts";
@@ -23,6 +23,11 @@ export interface RunOptions {
   commands?: RootEntry[];
   /** Replaces the real transport (tests). */
   transport?: (target: CliTarget, timeoutMs: number) => Transport;
+}
+
+/** True when argv is a CLI invocation rather than a server start (see namesCommand). */
+export function isCliInvocation(argv: string[]): boolean {
+  return namesCommand(argv, COMMANDS);
 }
 
 /** -o/--output as written, for formatting errors that happen before parsing succeeds. */
