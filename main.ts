@@ -6,8 +6,11 @@ import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "./lib/config/load.ts";
 import { createLogger } from "./lib/log/log.ts";
 import { startServer } from "./lib/server/server.ts";
+import { denoIO, isCliInvocation, runCli } from "./lib/cli/run.ts";
 
 async function main(): Promise<number> {
+  // One binary: `headscale-deno users list` is the CLI, `headscale-deno [serve]` the server.
+  if (isCliInvocation(Deno.args)) return await runCli(Deno.args, denoIO());
   let args;
   try {
     args = parseArgs({
@@ -21,7 +24,7 @@ async function main(): Promise<number> {
   }
   if (args.values.help) {
     console.log(
-      "usage: headscale-deno [serve] [-c config.yaml]\n(see cli.ts for management commands)",
+      "usage: headscale-deno [serve] [-c config.yaml]\n       headscale-deno <command> … (users, nodes, preauthkeys, apikeys, auth, policy, help)",
     );
     return 0;
   }
