@@ -1,0 +1,505 @@
+/**
+ * PolicyEngine: the compiled policy plus the live tailnet, answering per-node questions
+ * (packet filter, SSH policy, visible peers, node capabilities, route auto-approval) and
+ * reporting which nodes a topology change affects.
+ */
+
+import { parsePrefix } from "../net/ip.ts";
+import {
+  type CompiledPolicy,
+  compilePolicy,
+  resolveAlias,
+  type Sel,
+  UserIndex,
+} from "./compile.ts";
+import { Resolver } from "./context.ts";
+import { filterFor } from "./filter.ts";
+import { INTERNET, type IPRange, IPSet, prefixRange, TAILNET_ADDRESSES } from "./ipset.ts";
+import { Bitset, NodeIdSet } from "./nodeset.ts";
+import { localpartDomain } from "./parse.ts";
+import { SSHCompiler } from "./ssh.ts";
+import { makeNodeRec, nodeInSet, type NodeRec, routesOverlap, Tailnet } from "./tailnet.ts";
+import {
+  type Alias,
+  ALL_PORTS,
+  type FilterRule,
+  type NodeCapMap,
+  type Policy,
+  PolicyError,
+  type PolicyNode,
+  type PolicyUser,
+  type PortRange,
+  type SSHPolicy,
+} from "./types.ts";
+
+/** A tailnet-wide rule as address sets, for evaluating reachability (policy tests). */
+export interface ReachabilityRule {
+  src: IPSet;
+  dst: { set: IPSet; ports: readonly PortRange[] }[];
+  protos?: readonly number[];
+}
+
+const EVERYTHING = IPSet.fromStrings(["*"]);
+
+export interface EngineOptions {
+  /** Base of the SSH check URL (holdAndDelegate); default "https://unused". */
+  serverURL?: string;
+  /**
+   * Email domains that belong to the tailnet; `localpart:*@domain` may only name these.
+   * Default: the domains of all users' emails.
+   */
+  tailnetDomains?: string[];
+}
+
+/** The policy used when none is configured: every node may reach every node. */
+export function allowAllPolicy(): Policy {
+  return {
+    groups: new Map(),
+    hosts: new Map(),
+    tagOwners: new Map(),
+    grants: [{
+      src: [{ kind: "wildcard" }],
+      dst: [{ kind: "wildcard" }],
+      ip: [{ ports: [ALL_PORTS] }],
+      via: [],
+    }],
+    ssh: [],
+    nodeAttrs: [],
+    autoApprovers: { routes: [], exitNode: [] },
+    tests: [],
+    sshTests: [],
+    randomizeClientPort: false,
+    localpartDomains: [],
+    userDomains: [],
+  };
+}
+
+/** Checks the parts of a policy that depend on the tailnet (users, domains). */
+export function validateAgainstTailnet(
+  policy: Policy,
+  users: readonly PolicyUser[],
+  options: EngineOptions = {},
+): void {
+  const domains = new Set(
+    (options.tailnetDomains ??
+      users.flatMap((
+        u,
+      ) => (u.email?.includes("@") ? [u.email.slice(u.email.lastIndexOf("@") + 1)] : [])))
+      .map((d) => d),
+  );
+  for (const d of [...policy.localpartDomains, ...policy.userDomains]) {
+    if (!domains.has(d)) {
+      throw new PolicyError(
+        `${d} is not associated with this Tailnet and cannot be used in user:*@<domain> expressions`,
+      );
+    }
+  }
+  // A canonical-looking localpart whose domain is itself a glob.
+  for (const r of policy.ssh) {
+    for (const u of r.users) {
+      if (u.startsWith("localpart:*@") && localpartDomain(u) === null && u.length > 12) {
+        throw new PolicyError(
+          `${
+            u.slice(12)
+          } is not associated with this Tailnet and cannot be used in user:*@<domain> expressions`,
+        );
+      }
+    }
+  }
+}
+
+const FUNNEL_COMPANIONS = [
+  "https://tailscale.com/cap/funnel-ports?ports=443,8443,10000",
+  "https://tailscale.com/cap/warn-funnel-no-https",
+];
+
+export class PolicyEngine {
+  private policy: Policy;
+  private users: PolicyUser[];
+  private compiled!: CompiledPolicy;
+  private readonly tailnet = new Tailnet();
+  private resolver!: Resolver;
+  private ssh!: SSHCompiler;
+  private readonly serverURL: string;
+
+  constructor(
+    policy: Policy | null,
+    users: readonly PolicyUser[],
+    nodes: readonly PolicyNode[],
+    private readonly options: EngineOptions = {},
+  ) {
+    this.serverURL = options.serverURL ?? "https://unused";
+    this.policy = policy ?? allowAllPolicy();
+    this.users = [...users];
+    validateAgainstTailnet(this.policy, this.users, options);
+    for (const n of nodes) this.tailnet.upsert(n);
+    this.recompile();
+  }
+
+  private recompile(): void {
+    this.compiled = compilePolicy(this.policy, this.users);
+    this.resolver = new Resolver(this.compiled, this.tailnet);
+    this.ssh = new SSHCompiler(this.compiled.ssh, this.tailnet);
+  }
+
+  /** Replaces the policy (already parsed); every node may be affected. */
+  setPolicy(policy: Policy | null): number[] {
+    const next = policy ?? allowAllPolicy();
+    validateAgainstTailnet(next, this.users, this.options);
+    this.policy = next;
+    this.recompile();
+    return this.nodeIds();
+  }
+
+  /** Replaces the user list (names, emails, roles); every node may be affected. */
+  setUsers(users: readonly PolicyUser[]): number[] {
+    this.users = [...users];
+    this.recompile();
+    return this.nodeIds();
+  }
+
+  getPolicy(): Policy {
+    return this.policy;
+  }
+
+  nodeIds(): number[] {
+    return [...this.tailnet.nodes.keys()].sort((a, b) => a - b);
+  }
+
+  node(id: number): PolicyNode | undefined {
+    return this.tailnet.nodes.get(id)?.input;
+  }
+
+  private rec(id: number): NodeRec {
+    const n = this.tailnet.nodes.get(id);
+    if (!n) throw new RangeError(`unknown node ${id}`);
+    return n;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Per-node outputs.
+
+  /** The node's packet filter (tailcfg FilterRule list; empty = deny all inbound). */
+  filterFor(id: number): FilterRule[] {
+    return filterFor(this.resolver, this.rec(id));
+  }
+
+  /** The node's SSH policy, or null when the policy has no ssh rules. */
+  sshPolicyFor(id: number): SSHPolicy | null {
+    return this.ssh.policyFor(this.rec(id), this.serverURL);
+  }
+
+  /** Nodes this node may see (symmetric). The view is valid until the next change. */
+  peersOf(id: number): NodeIdSet {
+    const bits = this.peerBits(this.rec(id));
+    return new NodeIdSet(bits, this.tailnet.slotToId, this.tailnet.idToSlot);
+  }
+
+  /** Node capabilities from nodeAttrs and randomizeClientPort (values null = no data). */
+  capMapFor(id: number): NodeCapMap {
+    const n = this.rec(id);
+    const out: NodeCapMap = {};
+    if (this.compiled.randomizeClientPort) out["randomize-client-port"] = null;
+    for (const na of this.compiled.nodeAttrs) {
+      if (!this.resolver.nodeMatches(n, na.target)) continue;
+      for (const a of na.attr) {
+        if (!(a in out)) out[a] = null;
+        if (a === "funnel") { for (const c of FUNNEL_COMPANIONS) if (!(c in out)) out[c] = null; }
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Whether the policy's autoApprovers approve `route` for `node` (given as a node or an id).
+   * Exit routes (/0) are approved only through `autoApprovers.exitNode`.
+   */
+  autoApprove(node: PolicyNode | number, route: string): boolean {
+    const n = typeof node === "number" ? this.rec(node) : makeNodeRec(node, -1);
+    const p = parsePrefix(route.trim());
+    if (!p) return false;
+    if (p.bits === 0) return this.approverMatches(n, this.compiled.exitApprovers);
+    const r = prefixRange(p);
+    for (const a of this.compiled.autoApprovers) {
+      if (a.prefix.family !== p.family || a.prefix.bits > p.bits) continue;
+      const ar = prefixRange(a.prefix);
+      if (r.lo < ar.lo || r.hi > ar.hi) continue;
+      if (this.approverMatches(n, a.approvers)) return true;
+    }
+    return false;
+  }
+
+  private approverMatches(n: NodeRec, sels: readonly Sel[]): boolean {
+    return sels.some((s) => s.t === "key" && n.keys.includes(s.key));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Peers.
+
+  private peerBits(n: NodeRec): Bitset {
+    const rs = this.resolver;
+    const tn = this.tailnet;
+    const acc = new Bitset(tn.slotToId.length);
+    const templates = this.compiled.templates;
+    for (const i of this.touchingTemplates(n)) {
+      const t = templates[i];
+      if (t.self) {
+        if (n.tagged || n.userId === undefined) continue;
+        const same = tn.membersOf(`u:${n.userId}`);
+        if (rs.nodeMatches(n, t.src)) acc.orWith(same);
+        for (const slot of same.bits()) if (rs.nodeMatches(tn.bySlot(slot), t.src)) acc.add(slot);
+        continue;
+      }
+      if (t.via) {
+        const src = rs.src(i);
+        if (this.isViaNode(i, n)) acc.orWith(src.nodes);
+        if (src.nodes.has(n.slot)) acc.orWith(this.viaNodes(i));
+        continue;
+      }
+      const src = rs.src(i);
+      const dst = rs.dst(i);
+      if (src.nodes.has(n.slot)) acc.orWith(dst.nodes);
+      if (dst.nodes.has(n.slot)) acc.orWith(src.nodes);
+    }
+    acc.delete(n.slot);
+    return acc;
+  }
+
+  /** Templates whose sides may contain node n. */
+  private touchingTemplates(n: NodeRec): Iterable<number> {
+    const rs = this.resolver;
+    if (n.subnetRoutes.length > 0 || n.isExit) return this.compiled.templates.keys();
+    const seen = new Set<number>();
+    for (const k of n.keys) for (const i of rs.templatesWithKey(k)) seen.add(i);
+    for (const i of rs.generalTemplates) seen.add(i);
+    for (const i of rs.addressTemplateIndexes) seen.add(i);
+    return seen;
+  }
+
+  private isViaNode(i: number, n: NodeRec): boolean {
+    const t = this.compiled.templates[i];
+    if (!t.via!.some((tag) => n.tags.includes(tag))) return false;
+    for (const d of t.dst) {
+      if (d.sel.t === "internet" && n.isExit) return true;
+      if (d.sel.t === "addr" && routesOverlap(n, d.sel.set)) return true;
+    }
+    return false;
+  }
+
+  private viaNodes(i: number): Bitset {
+    const tn = this.tailnet;
+    const out = new Bitset(tn.slotToId.length);
+    for (const tag of this.compiled.templates[i].via!) {
+      for (const slot of tn.membersOf(`t:${tag}`).bits()) {
+        if (this.isViaNode(i, tn.bySlot(slot))) out.add(slot);
+      }
+    }
+    return out;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Incremental updates.
+
+  /** Adds or replaces a node; returns the ids of nodes whose outputs may have changed. */
+  upsertNode(node: PolicyNode): number[] {
+    const prev = this.tailnet.nodes.get(node.id);
+    const before = this.snapshotFor(prev);
+    const { next } = this.tailnet.upsert(node);
+    return this.afterChange(prev, next, before);
+  }
+
+  /** Removes a node; returns the ids of nodes whose outputs may have changed. */
+  removeNode(id: number): number[] {
+    const prev = this.tailnet.nodes.get(id);
+    if (!prev) return [];
+    const before = this.snapshotFor(prev);
+    this.tailnet.remove(id);
+    return this.afterChange(prev, undefined, before);
+  }
+
+  private snapshotFor(
+    prev: NodeRec | undefined,
+  ): { peers: number[]; positions: Map<number, number> } {
+    return {
+      peers: prev ? [...this.peersOf(prev.id)] : [],
+      positions: this.positions(),
+    };
+  }
+
+  /** For each port template, the position its rules take after merging. */
+  private positions(): Map<number, number> {
+    const rs = this.resolver;
+    const first = rs.firstSeqByKey();
+    const out = new Map<number, number>();
+    this.compiled.templates.forEach((t, i) => {
+      if (t.kind === "ip" && !t.self && !t.via) out.set(i, first.get(rs.mergeKey(i)) ?? t.seq);
+    });
+    return out;
+  }
+
+  private afterChange(
+    prev: NodeRec | undefined,
+    next: NodeRec | undefined,
+    before: { peers: number[]; positions: Map<number, number> },
+  ): number[] {
+    const tn = this.tailnet;
+    const sameIPs = prev !== undefined && next !== undefined &&
+      prev.ipStrings.join() === next.ipStrings.join();
+    const oldKeys = new Set(prev?.keys ?? []);
+    const newKeys = new Set(next?.keys ?? []);
+    const changed = new Set<string>();
+    for (const k of oldKeys) if (!newKeys.has(k) || !sameIPs) changed.add(k);
+    for (const k of newKeys) if (!oldKeys.has(k) || !sameIPs) changed.add(k);
+    const routesChanged =
+      (prev?.subnetRouteStrings.join() ?? "") !== (next?.subnetRouteStrings.join() ?? "") ||
+      (prev?.isExit ?? false) !== (next?.isExit ?? false);
+
+    this.resolver.invalidate(changed, routesChanged);
+    this.ssh.invalidate();
+    if (routesChanged) return this.nodeIds();
+
+    const affected = new Set<number>(before.peers);
+    if (next) {
+      affected.add(next.id);
+      for (const p of this.peersOf(next.id)) affected.add(p);
+    } else if (prev) {
+      affected.add(prev.id);
+    }
+    const addBits = (b: Bitset) => {
+      for (const slot of b.bits()) {
+        const id = tn.slotToId[slot];
+        if (id >= 0) affected.add(id);
+      }
+    };
+
+    // Rules whose sources changed: their destinations see different SrcIPs.
+    const rs = this.resolver;
+    const templates = this.compiled.templates;
+    for (const k of changed) {
+      if (k === "*") continue;
+      for (const i of rs.templatesWithKey(k)) {
+        const t = templates[i];
+        if (!t.src.some((s) => s.t === "key" && s.key === k) && !t.self) continue;
+        if (t.self) {
+          for (const r of [prev, next]) {
+            if (r && r.userId !== undefined) addBits(tn.membersOf(`u:${r.userId}`));
+          }
+        } else if (t.via) {
+          addBits(this.viaNodes(i));
+        } else {
+          addBits(rs.dst(i).nodes);
+        }
+      }
+    }
+    // Rules that moved because merge keys changed elsewhere.
+    const after = this.positions();
+    for (const [i, pos] of after) {
+      if (before.positions.get(i) !== pos) addBits(rs.dst(i).nodes);
+    }
+    // SSH rules naming the node as a source.
+    this.compiled.ssh.forEach((r, i) => {
+      const touches = r.src.some((s) => s.t === "key" && changed.has(s.key));
+      if (!touches) return;
+      for (const sel of r.dst) if (sel.t === "key") addBits(tn.membersOf(sel.key));
+      if (r.dstSelf) {
+        for (const x of [prev, next]) {
+          if (x && x.userId !== undefined) addBits(tn.membersOf(`u:${x.userId}`));
+        }
+      }
+      void i;
+    });
+    // Routers whose routes cover the node's addresses list them in their own filters.
+    for (const rid of tn.routers) {
+      const router = tn.nodes.get(rid)!;
+      for (const x of [prev, next]) {
+        if (
+          x &&
+          x.ips.some((ip) =>
+            router.subnetRoutes.some((r) =>
+              r.family === ip.family && r.lo <= ip.value && ip.value <= r.hi
+            )
+          )
+        ) {
+          affected.add(rid);
+        }
+      }
+    }
+    if (next === undefined && prev) affected.delete(prev.id);
+    return [...affected].filter((id) => tn.nodes.has(id) || id === prev?.id).sort((a, b) => a - b);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Address views used by policy tests.
+
+  /** The addresses an alias stands for in this tailnet (autogroup:self: none). */
+  aliasAddresses(alias: Alias): IPSet {
+    const sels = resolveAlias(alias, this.policy, new UserIndex(this.users));
+    let out = IPSet.EMPTY;
+    for (const s of sels) out = out.union(this.selAddresses(s, "src"));
+    return out;
+  }
+
+  private selAddresses(s: Sel, side: "src" | "dst"): IPSet {
+    switch (s.t) {
+      case "all":
+        return side === "src" ? TAILNET_ADDRESSES.union(this.tailnet.routeSet()) : EVERYTHING;
+      case "dangerAll":
+        return EVERYTHING;
+      case "key":
+        return this.resolver.keyAddresses(s.key);
+      case "addr":
+        return s.set;
+      case "internet":
+        return INTERNET;
+      default:
+        return IPSet.EMPTY;
+    }
+  }
+
+  /** autogroup:self seen from a source: the source user's own untagged devices. */
+  selfAddresses(src: Alias): IPSet {
+    if (src.kind !== "user") return IPSet.EMPTY;
+    const u = new UserIndex(this.users).resolve(src.token);
+    return u ? this.resolver.keyAddresses(`u:${u.id}`) : IPSet.EMPTY;
+  }
+
+  nodesWithAddressIn(set: IPSet): number[] {
+    const out: number[] = [];
+    for (const n of this.tailnet.nodes.values()) if (nodeInSet(n, set)) out.push(n.id);
+    return out.sort((a, b) => a - b);
+  }
+
+  /** Every port rule of the policy as address sets (autogroup:self expanded per user). */
+  reachabilityRules(): ReachabilityRule[] {
+    const rs = this.resolver;
+    const tn = this.tailnet;
+    const out: ReachabilityRule[] = [];
+    this.compiled.templates.forEach((t, i) => {
+      if (t.kind !== "ip") return;
+      if (t.self) {
+        for (const u of this.users) {
+          const devices = [...tn.membersOf(`u:${u.id}`).bits()].map((s) => tn.bySlot(s));
+          const srcs = devices.filter((d) => rs.nodeMatches(d, t.src));
+          if (srcs.length === 0) continue;
+          const ranges = (list: NodeRec[]): IPRange[] =>
+            list.flatMap((d) =>
+              d.ips.map((ip) => ({ family: ip.family, lo: ip.value, hi: ip.value }))
+            );
+          out.push({
+            src: IPSet.of(ranges(srcs)),
+            dst: [{ set: IPSet.of(ranges(devices)), ports: t.dst[0]?.ports ?? [] }],
+            protos: t.protos,
+          });
+        }
+        return;
+      }
+      const src = rs.src(i);
+      out.push({
+        src: src.dangerAll ? EVERYTHING : src.addr,
+        dst: t.dst.map((d) => ({ set: this.selAddresses(d.sel, "dst"), ports: d.ports })),
+        protos: t.protos,
+      });
+    });
+    return out;
+  }
+}

@@ -1,0 +1,161 @@
+/**
+ * A node's Tailscale SSH policy (tailcfg.SSHPolicy): for every ssh rule that names the node as
+ * a destination, the source devices as principals (grouped per user), the login map and the
+ * action. Check rules come before accept rules; within each, policy order.
+ */
+
+import type { CompiledSSHRule } from "./compile.ts";
+import { IPSet } from "./ipset.ts";
+import { Bitset } from "./nodeset.ts";
+import type { NodeRec, Tailnet } from "./tailnet.ts";
+import { localpartDomain } from "./parse.ts";
+import type { SSHAction, SSHPolicy, SSHPrincipal, SSHRule } from "./types.ts";
+
+const ACCEPT: SSHAction = {
+  accept: true,
+  allowAgentForwarding: true,
+  allowLocalPortForwarding: true,
+  allowRemotePortForwarding: true,
+};
+
+export function checkAction(baseURL: string): SSHAction {
+  return {
+    holdAndDelegate:
+      `${baseURL}/machine/ssh/action/$SRC_NODE_ID/to/$DST_NODE_ID?local_user=$LOCAL_USER`,
+  };
+}
+
+/** Sources of one ssh rule, grouped the way principals are emitted. */
+interface SSHSources {
+  nodes: Bitset;
+  userIds: number[];
+  byUser: Map<number, SSHPrincipal[]>;
+  tagged: SSHPrincipal[];
+}
+
+function principalsOf(nodes: NodeRec[]): SSHPrincipal[] {
+  const set = IPSet.of(
+    nodes.flatMap((n) => n.ips.map((ip) => ({ family: ip.family, lo: ip.value, hi: ip.value }))),
+  );
+  const out: SSHPrincipal[] = [];
+  for (const r of set.ranges()) {
+    for (let v = r.lo; v <= r.hi; v++) {
+      out.push({ nodeIP: IPSet.of([{ family: r.family, lo: v, hi: v }]).toStrings()[0] });
+    }
+  }
+  return out;
+}
+
+export class SSHCompiler {
+  private readonly sources = new Map<number, SSHSources>();
+
+  constructor(
+    private readonly rules: readonly CompiledSSHRule[],
+    private readonly tailnet: Tailnet,
+  ) {}
+
+  invalidate(): void {
+    this.sources.clear();
+  }
+
+  /** Source nodes of a rule (by membership; SSH sources are identities, never addresses). */
+  sourcesOf(i: number): SSHSources {
+    let s = this.sources.get(i);
+    if (s) return s;
+    const tn = this.tailnet;
+    const nodes = new Bitset(tn.slotToId.length);
+    for (const sel of this.rules[i].src) {
+      if (sel.t === "key") nodes.orWith(tn.membersOf(sel.key));
+      else if (sel.t === "all" || sel.t === "dangerAll") nodes.orWith(tn.allSlots());
+      else if (sel.t === "addr") tn.nodesInSet(sel.set, nodes);
+    }
+    const perUser = new Map<number, NodeRec[]>();
+    const tagged: SSHPrincipal[] = [];
+    for (const slot of nodes.bits()) {
+      const n = tn.bySlot(slot);
+      if (n.tagged) {
+        // The service lists a tagged device once per tag it carries.
+        for (let k = 0; k < n.tags.length; k++) {
+          for (const ip of n.ipStrings) tagged.push({ nodeIP: ip });
+        }
+      } else if (n.userId !== undefined) {
+        const list = perUser.get(n.userId) ?? [];
+        list.push(n);
+        perUser.set(n.userId, list);
+      }
+    }
+    const userIds = [...perUser.keys()].sort((a, b) => a - b);
+    const byUser = new Map(userIds.map((u) => [u, principalsOf(perUser.get(u)!)]));
+    s = { nodes, userIds, byUser, tagged };
+    this.sources.set(i, s);
+    return s;
+  }
+
+  /** Is node n a destination of rule i (other than through autogroup:self)? */
+  isDestination(i: number, n: NodeRec): boolean {
+    for (const sel of this.rules[i].dst) {
+      if (sel.t === "key" && n.keys.includes(sel.key)) return true;
+      if (sel.t === "all") return true;
+    }
+    return false;
+  }
+
+  policyFor(n: NodeRec, baseURL: string): SSHPolicy | null {
+    if (this.rules.length === 0) return null;
+    const out: SSHRule[] = [];
+    this.rules.forEach((r, i) => {
+      const src = this.sourcesOf(i);
+      if (src.nodes.isEmpty()) return;
+      const action = r.action === "accept" ? { ...ACCEPT } : checkAction(baseURL);
+      const hasLocalpart = r.users.some((u) => localpartDomain(u) !== null);
+      const base: Record<string, string> = {};
+      if (r.users.includes("autogroup:nonroot")) base["*"] = "=";
+      base.root = r.users.includes("root") ? "root" : "";
+      for (const u of r.users) {
+        if (u === "root" || u === "autogroup:nonroot" || localpartDomain(u) !== null) continue;
+        base[u] = u;
+      }
+      const emit = (principals: SSHPrincipal[], uid?: number) => {
+        if (principals.length === 0) return;
+        const rule: SSHRule = {
+          principals: principals.map((p) => ({ ...p })),
+          sshUsers: { ...base },
+          action: { ...action },
+        };
+        if (r.acceptEnv) rule.acceptEnv = [...r.acceptEnv];
+        out.push(rule);
+        const lp = uid === undefined ? undefined : r.localparts.get(uid);
+        if (lp !== undefined) {
+          const extra: SSHRule = {
+            principals: principals.map((p) => ({ ...p })),
+            sshUsers: { [lp]: lp },
+            action: { ...action },
+          };
+          if (r.acceptEnv) extra.acceptEnv = [...r.acceptEnv];
+          out.push(extra);
+        }
+      };
+
+      if (r.dstSelf && !n.tagged && n.userId !== undefined) {
+        emit(src.byUser.get(n.userId) ?? [], n.userId);
+      }
+      if (r.dst.length === 0) return;
+      if (this.isDestination(i, n)) {
+        if (hasLocalpart) {
+          for (const uid of src.userIds) emit(src.byUser.get(uid)!, uid);
+          emit(src.tagged);
+        } else {
+          emit([...src.userIds.flatMap((uid) => src.byUser.get(uid)!), ...src.tagged]);
+        }
+      } else if (hasLocalpart && src.nodes.has(n.slot)) {
+        // A source that is not a destination still gets its own user's rules.
+        if (n.tagged) emit(n.ipStrings.map((ip) => ({ nodeIP: ip })));
+        else if (n.userId !== undefined) emit(src.byUser.get(n.userId) ?? [], n.userId);
+      }
+    });
+    // Check rules first (most restrictive), stable otherwise.
+    const checks = out.filter((r) => r.action.holdAndDelegate);
+    const accepts = out.filter((r) => !r.action.holdAndDelegate);
+    return { rules: [...checks, ...accepts] };
+  }
+}
