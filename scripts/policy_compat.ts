@@ -194,6 +194,16 @@ function runCase(c: Case): Outcome {
   try {
     const policy = parsePolicy(text);
     engine = new PolicyEngine(policy, users, nodes, { tailnetDomains });
+    // The service approves advertised routes its autoApprovers cover, whatever the capture
+    // recorded as approved.
+    for (const n of nodes) {
+      const auto = n.advertisedRoutes.filter((r) =>
+        !n.approvedRoutes.includes(r) && engine.autoApprove(n, r)
+      );
+      if (auto.length > 0) {
+        engine.upsertNode({ ...n, approvedRoutes: [...n.approvedRoutes, ...auto] });
+      }
+    }
     if (policy) {
       const failures = [...runPolicyTests(policy, engine), ...runSSHTests(policy, engine)];
       if (failures.length > 0) throw new PolicyError(`test(s) failed:\n${failures.join("\n")}`);

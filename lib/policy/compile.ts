@@ -208,6 +208,19 @@ function compileGrant(g: Grant, sel: (a: Alias) => Sel[], out: Template[]): void
         protos: ip.protocols,
       });
     }
+    // An app grant through a router puts no rule in any filter, but the sources and the
+    // routers still see each other.
+    if (g.app && Object.keys(g.app).length > 0) {
+      out.push({
+        seq: seq(),
+        kind: "cap",
+        self: false,
+        via: g.via,
+        src,
+        dst,
+        capMap: { ...g.app },
+      });
+    }
     return;
   }
 

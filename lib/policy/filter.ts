@@ -196,7 +196,7 @@ function selfPieces(rs: Resolver, n: NodeRec, t: Template, out: Piece[]): void {
 /** via: rules for routers carrying a via tag, limited to the destinations they route. */
 function viaPieces(rs: Resolver, n: NodeRec, i: number, out: Piece[]): void {
   const t = rs.compiled.templates[i];
-  if (!t.via!.some((tag) => n.tags.includes(tag))) return;
+  if (t.kind !== "ip" || !t.via!.some((tag) => n.tags.includes(tag))) return;
   const dst: NetPortRange[] = [];
   for (const d of t.dst) {
     if (d.sel.t === "internet") {

@@ -391,7 +391,7 @@ function parseACL(a: Obj, i: number, ctx: Ctx): Grant[] {
   }));
   for (const d of dsts) {
     checkAutogroup(d.alias, "dst");
-    checkDefined(d.alias, ctx, "dst", d.text.trim());
+    checkDefined(d.alias, ctx, "dst", aliasText(d.alias));
     if (protocols && !PORT_PROTOCOLS.has(protocols[0])) {
       if (d.ports.some((p) => p.first !== 0 || p.last !== 65535)) {
         fail(

@@ -24,6 +24,8 @@ export interface NodeRec {
   /** Approved and advertised, not exit routes. */
   readonly subnetRoutes: readonly IPRange[];
   readonly subnetRouteStrings: readonly string[];
+  /** Advertised non-exit routes, approved or not (they count for peer visibility). */
+  readonly advertisedSubnetRoutes: readonly IPRange[];
   /** Approved and advertised exit routes (0.0.0.0/0, ::/0). */
   readonly isExit: boolean;
 }
@@ -60,7 +62,9 @@ export function makeNodeRec(n: PolicyNode, slot: number): NodeRec {
   const subnetRoutes: IPRange[] = [];
   const subnetRouteStrings: string[] = [];
   let isExit = false;
+  const advertisedSubnetRoutes: IPRange[] = [];
   for (const [key, r] of advertised) {
+    if (Number(key.split("|")[2]) !== 0) advertisedSubnetRoutes.push(r);
     if (!approved.has(key)) continue;
     const bits = Number(key.split("|")[2]);
     if (bits === 0 && isExitRoute({ family: r.family, addr: r.lo, bits })) {
@@ -85,6 +89,7 @@ export function makeNodeRec(n: PolicyNode, slot: number): NodeRec {
     keys: nodeKeys(tagged, tags, userId),
     subnetRoutes,
     subnetRouteStrings,
+    advertisedSubnetRoutes,
     isExit,
   };
 }
@@ -112,6 +117,8 @@ export class Tailnet {
   private readonly members = new Map<string, Bitset>();
   /** Nodes with approved subnet routes. */
   readonly routers = new Set<number>();
+  /** Nodes advertising subnet routes (approved or not). */
+  readonly advertisers = new Set<number>();
   readonly exits = new Set<number>();
   private routeSetCache: IPSet | null = null;
   private outsideCache: IPSet | null = null;
@@ -152,6 +159,7 @@ export class Tailnet {
     this.idToSlot.set(n.id, n.slot);
     for (const k of n.keys) this.membersOf(k).add(n.slot);
     if (n.subnetRoutes.length > 0) this.routers.add(n.id);
+    if (n.advertisedSubnetRoutes.length > 0) this.advertisers.add(n.id);
     if (n.isExit) this.exits.add(n.id);
     if (n.subnetRoutes.length > 0) this.routeSetCache = null;
     this.outsideCache = null;
@@ -160,6 +168,7 @@ export class Tailnet {
   private detach(n: NodeRec): void {
     for (const k of n.keys) this.members.get(k)?.delete(n.slot);
     if (this.routers.delete(n.id)) this.routeSetCache = null;
+    this.advertisers.delete(n.id);
     this.exits.delete(n.id);
     this.outsideCache = null;
   }
@@ -199,11 +208,12 @@ export class Tailnet {
     for (const n of this.nodes.values()) if (nodeInSet(n, set)) into.add(n.slot);
   }
 
-  /** Routers whose subnet routes overlap the set. */
-  routersOverlapping(set: IPSet, into: Bitset): void {
-    for (const id of this.routers) {
+  /** Routers whose subnet routes (approved, or merely advertised) overlap the set. */
+  routersOverlapping(set: IPSet, into: Bitset, advertised = false): void {
+    for (const id of advertised ? this.advertisers : this.routers) {
       const n = this.nodes.get(id)!;
-      if (routesOverlap(n, set)) into.add(n.slot);
+      const routes = advertised ? n.advertisedSubnetRoutes : n.subnetRoutes;
+      if (routes.some((r) => set.overlaps(r))) into.add(n.slot);
     }
   }
 
