@@ -12,7 +12,7 @@ import type { Logger } from "../log/log.ts";
 import type { State } from "../state/state.ts";
 import type { NodeReport } from "../state/state.ts";
 import type { MapRequest } from "../tailcfg/types.ts";
-import { KEEP_ALIVE, SharedMessage } from "../mapper/framing.ts";
+import { KEEP_ALIVE, type SharedMessage } from "../mapper/framing.ts";
 import type { Mapper } from "../mapper/mapper.ts";
 import type { MapSink, Notifier } from "../mapper/notifier.ts";
 import type { EphemeralGc } from "./ephemeral_gc.ts";
@@ -116,10 +116,10 @@ export class MapService {
         res.end();
         return;
       }
-      const json = mapper.fullMapJson(id);
-      if (json === null) throw new HttpError(404, "node not found");
+      const msg = mapper.fullMapMessage(id);
+      if (msg === null) throw new HttpError(404, "node not found");
       res.writeHead(200, { "content-type": "application/octet-stream" });
-      res.end(new SharedMessage(json).frame(zstd));
+      res.end(msg.frame(zstd));
       return;
     }
 
@@ -146,13 +146,13 @@ export class MapService {
     res.on("close", cleanUp);
     res.on("error", (e) => log.debug("map stream error", { node: id, error: e }));
 
-    const json = mapper.fullMapJson(id);
-    if (json === null) {
+    const msg = mapper.fullMapMessage(id);
+    if (msg === null) {
       cleanUp();
       return;
     }
-    stream.send(new SharedMessage(json));
-    log.debug("map stream opened", { node: id, bytes: json.length });
+    stream.send(msg);
+    log.debug("map stream opened", { node: id });
   }
 }
 

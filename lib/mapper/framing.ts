@@ -18,12 +18,35 @@ export function encodeFrame(json: string, zstd: boolean): Uint8Array {
   return frame;
 }
 
+/** Frames already-compressed parts: zstd frames concatenated decode as one payload. */
+export function frameParts(parts: readonly Uint8Array[]): Uint8Array {
+  const total = parts.reduce((n, p) => n + p.byteLength, 0);
+  const frame = new Uint8Array(4 + total);
+  new DataView(frame.buffer).setUint32(0, total, true);
+  let off = 4;
+  for (const p of parts) {
+    frame.set(p, off);
+    off += p.byteLength;
+  }
+  return frame;
+}
+
 /** A message with its encodings computed at most once each. */
 export class SharedMessage {
-  private zstdFrame: Uint8Array | null = null;
+  private zstdFrame: Uint8Array | null;
   private plainFrame: Uint8Array | null = null;
+  private text: string | (() => string);
 
-  constructor(readonly json: string) {}
+  /** `json` may be computed lazily when a prebuilt zstd frame is given. */
+  constructor(json: string | (() => string), zstdFrame?: Uint8Array) {
+    this.text = json;
+    this.zstdFrame = zstdFrame ?? null;
+  }
+
+  get json(): string {
+    if (typeof this.text !== "string") this.text = this.text();
+    return this.text;
+  }
 
   frame(zstd: boolean): Uint8Array {
     if (zstd) return this.zstdFrame ??= encodeFrame(this.json, true);
@@ -48,8 +71,60 @@ export function decodeFrames(
     const len = new DataView(buf.buffer, buf.byteOffset + off, 4).getUint32(0, true);
     if (buf.byteLength - off - 4 < len) break;
     const payload = buf.subarray(off + 4, off + 4 + len);
-    messages.push(decoder.decode(zstd ? zstdDecompressSync(payload) : payload));
+    const text = zstd
+      ? splitZstdFrames(payload).map((f) => decoder.decode(zstdDecompressSync(f))).join("")
+      : decoder.decode(payload);
+    messages.push(text);
     off += 4 + len;
   }
   return { messages, rest: buf.subarray(off) };
+}
+
+/**
+ * Splits concatenated zstd frames (RFC 8878 §3.1) by walking frame and block headers, for
+ * decoders that stop after the first frame. Throws on a malformed frame.
+ */
+export function splitZstdFrames(buf: Uint8Array): Uint8Array[] {
+  const frames: Uint8Array[] = [];
+  let off = 0;
+  const need = (n: number) => {
+    if (off + n > buf.byteLength) throw new Error("truncated zstd frame");
+  };
+  while (off < buf.byteLength) {
+    const start = off;
+    need(5);
+    const magic = buf[off] | buf[off + 1] << 8 | buf[off + 2] << 16 | buf[off + 3] << 24;
+    off += 4;
+    if ((magic >>> 4) === 0x184d2a5) { // skippable frame
+      need(4);
+      const size = (buf[off] | buf[off + 1] << 8 | buf[off + 2] << 16 | buf[off + 3] << 24) >>> 0;
+      off += 4 + size;
+      need(0);
+      frames.push(buf.subarray(start, off));
+      continue;
+    }
+    if (magic >>> 0 !== 0xfd2fb528) throw new Error("not a zstd frame");
+    const fhd = buf[off++];
+    const fcsFlag = fhd >> 6;
+    const singleSegment = (fhd >> 5) & 1;
+    const checksum = (fhd >> 2) & 1;
+    const dictIdSize = [0, 1, 2, 4][fhd & 3];
+    const fcsSize = [singleSegment ? 1 : 0, 2, 4, 8][fcsFlag];
+    off += (singleSegment ? 0 : 1) + dictIdSize + fcsSize;
+    for (;;) {
+      need(3);
+      const header = buf[off] | buf[off + 1] << 8 | buf[off + 2] << 16;
+      off += 3;
+      const last = header & 1;
+      const type = (header >> 1) & 3;
+      const size = header >> 3;
+      off += type === 1 ? 1 : size; // RLE blocks carry one byte
+      need(0);
+      if (last) break;
+    }
+    if (checksum) off += 4;
+    need(0);
+    frames.push(buf.subarray(start, off));
+  }
+  return frames;
 }

@@ -10,6 +10,8 @@ import { buildDnsConfig, usesNextDns, withNextDnsMetadata } from "../dns/dns_con
 import type { NodePatch } from "../state/events.ts";
 import { peerNode } from "./node_view.ts";
 import { allowAllPolicy, type PolicyView } from "./policy_view.ts";
+import { frameParts, SharedMessage } from "./framing.ts";
+import { PeerChunks, zstd } from "./peer_chunks.ts";
 import { PrimaryRoutes } from "./routes.ts";
 import { TAGGED_DEVICES, TAGGED_DEVICES_USER_ID, userProfile, wireUserId } from "./users.ts";
 
@@ -65,6 +67,7 @@ export function mergePatch(into: PeerPatch, later: PeerPatch): PeerPatch {
 }
 
 export class Mapper {
+  private readonly chunks: PeerChunks = new PeerChunks(this);
   /** Per node: its peer JSON and wire user id, until the node changes. */
   private readonly peerJson = new Map<number, { json: string; user: number }>();
   private readonly profileJson = new Map<number, string>();
@@ -103,11 +106,13 @@ export class Mapper {
   /** Forget the node's cached JSON (it changed). */
   invalidateNode(id: number): void {
     this.peerJson.delete(id);
+    this.chunks.invalidate(id);
   }
 
   /** A node joined or left: the id list changes too. */
   membershipChanged(id: number): void {
     this.peerJson.delete(id);
+    this.chunks.membershipChanged(id);
     this.sortedIds = null;
   }
 
@@ -127,7 +132,7 @@ export class Mapper {
   setCapVersion(id: number, capVer: number): boolean {
     if (this.capVersions.get(id) === capVer) return false;
     this.capVersions.set(id, capVer);
-    this.peerJson.delete(id);
+    this.invalidateNode(id);
     return true;
   }
 
@@ -147,7 +152,8 @@ export class Mapper {
     });
   }
 
-  private peerEntry(id: number): { json: string; user: number } | null {
+  /** A node's cached peer JSON and wire user, or null when it is gone. */
+  peerEntry(id: number): { json: string; user: number } | null {
     let entry = this.peerJson.get(id);
     if (entry === undefined) {
       const node = this.deps.state.getNode(id);
@@ -241,50 +247,101 @@ export class Mapper {
   }
 
   /**
-   * The full MapResponse for a node as JSON, or null if the node is gone. With `resync` (a
-   * later full map on a running stream) an empty peer list is spelled as PeersRemoved, since
-   * the client reads `Peers: []` as "no change".
+   * The parts of a full map around the peer list: `head` ends with `"Peers":[`, `tail` starts
+   * with `]`. With `resync` (a later full map on a running stream) an empty peer list is
+   * spelled as PeersRemoved, since the client reads `Peers: []` as "no change".
    */
-  fullMapJson(nodeId: number, opts: { resync?: boolean } = {}): string | null {
-    const node = this.deps.state.getNode(nodeId);
-    if (!node) return null;
+  private fullMapFrame(
+    node: NodeRecord,
+    users: Set<number>,
+    peerCount: number,
+    resync: boolean,
+  ): { head: string; tail: string } {
     const policy = this.policyView;
-    const peerIds = this.peerIdsOf(nodeId);
-    const peers: string[] = [];
-    const users = new Set<number>([wireUserId(node)]);
-    for (const id of peerIds) {
-      const entry = this.peerEntry(id);
-      if (entry === null) continue;
-      peers.push(entry.json);
-      users.add(entry.user);
-    }
+    users.add(wireUserId(node));
     const profiles: string[] = [];
     for (const uid of users) {
       const json = this.profileJsonOf(uid);
       if (json !== null) profiles.push(json);
     }
-    const parts = [
-      `"Node":${JSON.stringify(this.selfNode(node))}`,
-      `"DERPMap":${this.derpMapJson()}`,
-      `"Peers":[${peers.join(",")}]`,
-    ];
-    if (opts.resync && peers.length === 0) {
-      const others = this.nodeIds().filter((id) => id !== nodeId);
-      if (others.length > 0) parts.push(`"PeersRemoved":[${others.join(",")}]`);
+    const head = `{"Node":${JSON.stringify(this.selfNode(node))},` +
+      `"DERPMap":${this.derpMapJson()},"Peers":[`;
+    const tail = ["]"];
+    if (resync && peerCount === 0) {
+      const others = this.nodeIds().filter((id) => id !== node.id);
+      if (others.length > 0) tail.push(`,"PeersRemoved":[${others.join(",")}]`);
     }
-    parts.push(
-      `"DNSConfig":${this.dnsConfigJsonFor(node)}`,
-      `"Domain":${JSON.stringify(this.deps.config.dns.baseDomain)}`,
-      `"CollectServices":false`,
-      `"PacketFilter":${JSON.stringify(policy.filterFor(nodeId))}`,
+    tail.push(
+      `,"DNSConfig":${this.dnsConfigJsonFor(node)}`,
+      `,"Domain":${JSON.stringify(this.deps.config.dns.baseDomain)}`,
+      `,"CollectServices":false`,
+      `,"PacketFilter":${JSON.stringify(policy.filterFor(node.id))}`,
     );
-    const ssh = policy.sshPolicyFor(nodeId);
-    if (ssh) parts.push(`"SSHPolicy":${JSON.stringify(ssh)}`);
-    parts.push(
-      `"UserProfiles":[${profiles.join(",")}]`,
-      `"ControlTime":"${this.now().toISOString()}"`,
-      `"Debug":{"DisableLogTail":true}`,
+    const ssh = policy.sshPolicyFor(node.id);
+    if (ssh) tail.push(`,"SSHPolicy":${JSON.stringify(ssh)}`);
+    tail.push(
+      `,"UserProfiles":[${profiles.join(",")}]`,
+      `,"ControlTime":"${this.now().toISOString()}"`,
+      `,"Debug":{"DisableLogTail":true}}`,
     );
-    return `{${parts.join(",")}}`;
+    return { head, tail: tail.join("") };
+  }
+
+  /** The full MapResponse for a node as JSON, or null if the node is gone. */
+  fullMapJson(nodeId: number, opts: { resync?: boolean } = {}): string | null {
+    const node = this.deps.state.getNode(nodeId);
+    if (!node) return null;
+    const peers: string[] = [];
+    const users = new Set<number>();
+    for (const id of this.peerIdsOf(nodeId)) {
+      const entry = this.peerEntry(id);
+      if (entry === null) continue;
+      peers.push(entry.json);
+      users.add(entry.user);
+    }
+    const { head, tail } = this.fullMapFrame(node, users, peers.length, opts.resync ?? false);
+    return head + peers.join(",") + tail;
+  }
+
+  /**
+   * The full map as a message. When everyone sees everyone, its zstd frame reuses compressed
+   * slices of the peer list (PeerChunks): only the node's own slice, the head and the tail are
+   * compressed per call. Peers then come grouped by id range, own range first; the client
+   * sorts them itself.
+   */
+  fullMapMessage(nodeId: number, opts: { resync?: boolean } = {}): SharedMessage | null {
+    const node = this.deps.state.getNode(nodeId);
+    if (!node) return null;
+    const json = () => this.fullMapJson(nodeId, opts) ?? "{}";
+    if (!this.policyView.seesEveryone?.()) {
+      const text = this.fullMapJson(nodeId, opts);
+      return text === null ? null : new SharedMessage(text);
+    }
+    const chunks = this.chunks;
+    const ownKey = chunks.keyOf(nodeId);
+    const keys = [...chunks.groups().keys()].filter((k) => k !== ownKey);
+    const first = chunks.build(ownKey, nodeId);
+    let firstJson = first.json;
+    const users = new Set(first.users);
+    let peerCount = first.ids.length;
+    while (firstJson === "" && keys.length > 0) {
+      const c = chunks.build(keys.shift()!);
+      firstJson = c.json;
+      for (const u of c.users) users.add(u);
+      peerCount += c.ids.length;
+    }
+    const middle: Uint8Array[] = [];
+    for (const key of keys) {
+      const c = chunks.build(key);
+      if (c.ids.length === 0) continue;
+      for (const u of c.users) users.add(u);
+      peerCount += c.ids.length;
+      middle.push(chunks.compressedWithComma(key));
+    }
+    const { head, tail } = this.fullMapFrame(node, users, peerCount, opts.resync ?? false);
+    return new SharedMessage(
+      json,
+      frameParts([zstd(head + firstJson), ...middle, zstd(tail)]),
+    );
   }
 }

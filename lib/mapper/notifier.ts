@@ -247,8 +247,8 @@ export class Notifier {
   private resyncAll(): void {
     const { mapper } = this.deps;
     for (const sink of [...this.sessions.values()]) {
-      const json = mapper.fullMapJson(sink.nodeId, { resync: true });
-      if (json !== null) sink.send(new SharedMessage(json));
+      const msg = mapper.fullMapMessage(sink.nodeId, { resync: true });
+      if (msg !== null) sink.send(msg);
     }
   }
 

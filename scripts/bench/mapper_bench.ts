@@ -1,7 +1,7 @@
 /**
  * Mapper costs at tailnet scale (allow-all policy, realistic node records):
  * - a full map for one node in tailnets of 1,000 and 10,000 nodes (warm fragment cache, then
- *   cold, then with zstd framing);
+ *   cold, then zstd-framed: compressed whole, or from cached compressed slices of the peer list);
  * - fanning one endpoint change (a PeerChange) and one rename (a full node) out to 10,000 open
  *   sessions (fake sinks that take the framed zstd bytes).
  *
@@ -10,7 +10,7 @@
 import { parseConfigText } from "../../lib/config/load.ts";
 import { randomKey, TEST_DERP_MAP } from "../../lib/control/testing.ts";
 import { silentLogger } from "../../lib/log/log.ts";
-import { type SharedMessage } from "../../lib/mapper/framing.ts";
+import { SharedMessage } from "../../lib/mapper/framing.ts";
 import { Mapper } from "../../lib/mapper/mapper.ts";
 import { type MapSink, Notifier } from "../../lib/mapper/notifier.ts";
 import type { Change } from "../../lib/state/events.ts";
@@ -122,11 +122,21 @@ Deno.bench("full map, 10,000 nodes, every fragment rebuilt", { group: "full", n:
   large.mapper.fullMapJson(5_000);
 });
 
-Deno.bench("full map, 10,000 nodes, + zstd framing", { group: "full", n: 20 }, async () => {
-  const { SharedMessage } = await import("../../lib/mapper/framing.ts");
+Deno.bench("full map, 10,000 nodes, JSON + zstd in one frame", { group: "full", n: 20 }, () => {
   const frame = new SharedMessage(large.mapper.fullMapJson(5_000)!).frame(true);
-  sizes.set("10k zstd", frame.byteLength);
+  sizes.set("10k zstd, one frame", frame.byteLength);
 });
+
+let touch = 0;
+Deno.bench(
+  "full map, 10,000 nodes, zstd from cached slices (1 node changed since last)",
+  { group: "full" },
+  () => {
+    large.mapper.invalidateNode(1 + (touch++ % 10_000));
+    const frame = large.mapper.fullMapMessage(5_000)!.frame(true);
+    sizes.set("10k zstd, slices", frame.byteLength);
+  },
+);
 
 // ---- fan-out to 10,000 sessions ------------------------------------------------------------
 

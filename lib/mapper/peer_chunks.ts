@@ -1,0 +1,96 @@
+/**
+ * Compressed slices of the peer list, for full maps in large allow-all tailnets. Nodes are
+ * grouped by id range (ids are never reused, so groups are stable); each group's peer JSON is
+ * joined and zstd-compressed once, as its own frame, until one of its nodes changes. A full map
+ * is then a few small frames of its own plus the cached ones: zstd decoders (the client's
+ * klauspost DecodeAll included) read concatenated frames as one stream.
+ */
+import { constants, zstdCompressSync } from "node:zlib";
+
+const ZSTD_OPTS = { params: { [constants.ZSTD_c_compressionLevel]: 1 } };
+const encoder = new TextEncoder();
+
+export function zstd(text: string): Uint8Array {
+  return zstdCompressSync(encoder.encode(text), ZSTD_OPTS);
+}
+
+interface Chunk {
+  ids: number[];
+  /** The peers' JSON joined with commas (no leading comma). */
+  json: string;
+  users: Set<number>;
+  /** zstd of "," + json, built on first use. */
+  withComma?: Uint8Array;
+}
+
+export interface PeerSource {
+  /** All node ids, ascending. */
+  nodeIds(): readonly number[];
+  /** A node's cached peer JSON and wire user, or null when it is gone. */
+  peerEntry(id: number): { json: string; user: number } | null;
+}
+
+export class PeerChunks {
+  private readonly chunks = new Map<number, Chunk>();
+  private members: Map<number, number[]> | null = null;
+
+  constructor(private readonly source: PeerSource, readonly size = 128) {}
+
+  keyOf(id: number): number {
+    return Math.floor(id / this.size);
+  }
+
+  /** A node's peer JSON changed. */
+  invalidate(id: number): void {
+    this.chunks.delete(this.keyOf(id));
+  }
+
+  /** A node joined or left. */
+  membershipChanged(id: number): void {
+    this.invalidate(id);
+    this.members = null;
+  }
+
+  /** Chunk keys with their member ids, ascending. */
+  groups(): Map<number, number[]> {
+    if (!this.members) {
+      const members = new Map<number, number[]>();
+      for (const id of this.source.nodeIds()) {
+        const key = this.keyOf(id);
+        const list = members.get(key);
+        if (list) list.push(id);
+        else members.set(key, [id]);
+      }
+      this.members = members;
+    }
+    return this.members;
+  }
+
+  /** The chunk, built from the node cache when missing; `except` leaves one node out. */
+  build(key: number, except?: number): Chunk {
+    if (except === undefined) {
+      const cached = this.chunks.get(key);
+      if (cached) return cached;
+    }
+    const ids: number[] = [];
+    const parts: string[] = [];
+    const users = new Set<number>();
+    for (const id of this.groups().get(key) ?? []) {
+      if (id === except) continue;
+      const entry = this.source.peerEntry(id);
+      if (!entry) continue;
+      ids.push(id);
+      parts.push(entry.json);
+      users.add(entry.user);
+    }
+    const chunk: Chunk = { ids, json: parts.join(","), users };
+    if (except === undefined) this.chunks.set(key, chunk);
+    return chunk;
+  }
+
+  /** zstd of "," + the chunk's JSON (cached with the chunk). */
+  compressedWithComma(key: number): Uint8Array {
+    const chunk = this.build(key);
+    return chunk.withComma ??= zstd("," + chunk.json);
+  }
+}
