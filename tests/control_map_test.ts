@@ -322,3 +322,22 @@ Deno.test("map: a key that expires reaches peers as a changed node", async () =>
     sb.close();
   });
 });
+
+Deno.test("map: a dropped connection takes the node offline", async () => {
+  await setup(async (t, a, b) => {
+    const sa = a.client.map(mapRequest(a));
+    await sa.next();
+    const sb = b.client.map(mapRequest(b));
+    await sb.next();
+    assert.equal(t.state.isOnline(b.id), true);
+    b.client.close(); // the whole connection goes, not just the stream
+    const offline = await nextMatching(
+      sa,
+      (m) => !!m.PeersChangedPatch?.some((p) => p.NodeID === b.id && p.Online === false),
+    );
+    assert.ok(offline);
+    assert.equal(t.state.isOnline(b.id), false);
+    assert.equal(t.control.notifier.hasSession(b.id), false);
+    sa.close();
+  });
+});

@@ -35,6 +35,7 @@ import type { DERPMap } from "../tailcfg/types.ts";
 import { Mapper } from "../mapper/mapper.ts";
 import { Notifier } from "../mapper/notifier.ts";
 import type { PolicyView } from "../mapper/policy_view.ts";
+import { ExtraRecordsWatcher } from "../dns/extra_records.ts";
 import { EphemeralGc } from "./ephemeral_gc.ts";
 import { MapService } from "./map_session.ts";
 import { type BodyLimits, createControlHandler, MIN_CAP_VERSION } from "./noise_server.ts";
@@ -55,7 +56,7 @@ export interface ControlPlaneDeps {
   derpMap: () => DERPMap;
   /** Defaults to allow-all (everyone sees everyone, all ports open). */
   policy?: PolicyView;
-  /** Current extra DNS records when they come from a hot-reloaded file. */
+  /** Current extra DNS records; by default read from dns.extra_records_path (re-read on change). */
   extraRecords?: () => readonly DnsExtraRecord[];
   /** Knobs for tests; production uses the defaults. */
   tuning?: {
@@ -84,12 +85,22 @@ export interface ControlPlane {
 export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
   const { state, config, tuning = {} } = deps;
   const log = deps.log.child({ component: "control" });
+  // dns.extra_records_path: re-read on change; peers get the new DNSConfig as a delta.
+  const extraRecordsFile = !deps.extraRecords && config.dns.extraRecordsPath
+    ? new ExtraRecordsWatcher({
+      path: config.dns.extraRecordsPath,
+      log,
+      onChange: () => state.announce({ kind: "dns-changed" }),
+    })
+    : null;
+  void extraRecordsFile?.start();
   const mapper = new Mapper({
     state,
     config,
     policy: deps.policy,
     derpMap: deps.derpMap,
-    extraRecords: deps.extraRecords,
+    extraRecords: deps.extraRecords ??
+      (extraRecordsFile ? () => extraRecordsFile.current() : undefined),
   });
   const notifier = new Notifier({
     state,
@@ -145,6 +156,7 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
       state.announce({ kind: "policy-changed" });
     },
     async close() {
+      extraRecordsFile?.close();
       pendingAuths.close();
       notifier.close();
       ephemeral.close();
