@@ -219,6 +219,10 @@ Deno.test("map: machine-key binding, capability version, body limits and bad JSO
     assert.equal(old.status, 400);
     assert.match(old.text, /unsupported client version/);
 
+    const huge = await a.client.post("/machine/map", mapRequest(a, { Version: 1e300 }));
+    assert.equal(huge.status, 400);
+    assert.match(huge.text, /out of range/);
+
     const bad = await a.client.post("/machine/map", '{"Version":130,');
     assert.equal(bad.status, 400);
     assert.match(bad.text, /not valid JSON/);

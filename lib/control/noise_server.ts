@@ -17,6 +17,9 @@ import { usableKey } from "./sanitize.ts";
 /** Oldest client served: Tailscale v1.80 (capability version 113), as headscale. */
 export const MIN_CAP_VERSION = 113;
 
+/** Far above any real capability version (145 in 2026), far below anything unsafe. */
+const MAX_CAP_VERSION = 100_000;
+
 export interface BodyLimits {
   register: number;
   map: number;
@@ -64,6 +67,8 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
     if (typeof v !== "number" || !Number.isInteger(v)) {
       throw new HttpError(400, "Version (capability version) is missing");
     }
+    // It is forwarded to peers as Node.Cap (a Go int): keep it a small integer.
+    if (v > MAX_CAP_VERSION) throw new HttpError(400, `Version ${v} is out of range`);
     if (v < minCap) {
       throw new HttpError(
         400,
