@@ -204,6 +204,24 @@ Deno.test("notifier: only nodes that see a changed node hear about it", async ()
   }
 });
 
+Deno.test("notifier: resync(ids) gives just those sessions a full map instead of a delta", async () => {
+  const w = await world(3);
+  try {
+    const [x, y, z] = w.ids;
+    w.state.applyReport(x, { endpoints: ["192.0.2.1:1"] });
+    w.notifier.resync([y]);
+    w.notifier.flush();
+    const [toY] = w.sinks.get(y)!.take();
+    assert.ok(toY.Node && toY.Peers && toY.PacketFilter, "a full map");
+    assert.deepEqual(toY.Peers!.find((p) => p.ID === x)!.Endpoints, ["192.0.2.1:1"]);
+    const [toZ] = w.sinks.get(z)!.take();
+    assert.equal(toZ.Peers, undefined);
+    assert.deepEqual(toZ.PeersChangedPatch!.map((p) => p.NodeID), [x]);
+  } finally {
+    await w.close();
+  }
+});
+
 Deno.test("notifier: a new stream of a node replaces the old one", async () => {
   const w = await world(2);
   try {

@@ -11,8 +11,10 @@
  * await control.pendingAuths.approve(id, userId);
  * control.pendingAuths.reject(id, "reason");
  * control.pendingAuths.list();
- * // when the policy engine is ready (it then announces policy changes on the state):
+ * // when the policy engine is ready (see PolicyView in ../mapper/policy_view.ts):
  * control.setPolicy(policyView);
+ * // after a node change, the nodes whose filter/peers changed get a full map:
+ * control.resync(engine.upsertNode(policyNode));
  * await control.close();
  * ```
  *
@@ -79,6 +81,11 @@ export interface ControlPlane {
   notifier: Notifier;
   /** Plugs in a (new) policy and resyncs every session. */
   setPolicy(policy: PolicyView): void;
+  /**
+   * Sends these nodes a fresh full map with the next batch (e.g. the ids a policy engine says
+   * are affected by a node change); without ids, every node.
+   */
+  resync(nodeIds?: Iterable<number>): void;
   close(): Promise<void>;
 }
 
@@ -155,6 +162,7 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
       mapper.setPolicy(next);
       state.announce({ kind: "policy-changed" });
     },
+    resync: (ids) => notifier.resync(ids),
     async close() {
       extraRecordsFile?.close();
       pendingAuths.close();

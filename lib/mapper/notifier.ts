@@ -5,7 +5,7 @@
  * - node added/updated → PeersChanged (full node) to the nodes that see it, Node to itself;
  * - node patched → PeersChangedPatch to the nodes that see it;
  * - node removed → PeersRemoved; user renamed → UserProfiles; DERP/DNS → DERPMap/DNSConfig;
- * - policy changed → a fresh full map for everyone.
+ * - policy changed → a fresh full map for everyone; `resync(ids)` → for those nodes only.
  *
  * Cost is proportional to the affected receivers: each changed node's fragment is built once,
  * receivers are grouped by the exact set of fragments they get (a trie of item indexes), and
@@ -52,6 +52,8 @@ interface Batch {
   derp: boolean;
   dns: boolean;
   policy: boolean;
+  /** Sessions that get a fresh full map instead of a delta (their policy outputs changed). */
+  resync: Set<number>;
 }
 
 function emptyBatch(): Batch {
@@ -64,6 +66,7 @@ function emptyBatch(): Batch {
     derp: false,
     dns: false,
     policy: false,
+    resync: new Set(),
   };
 }
 
@@ -244,12 +247,25 @@ export class Notifier {
     }
   }
 
+  /**
+   * Gives these nodes' sessions a fresh full map with the next batch (peers, filter, SSH
+   * policy, capabilities), e.g. the ids a policy engine reports as affected by a change. A full
+   * map replaces any delta they would have got. Without ids: every session.
+   */
+  resync(nodeIds?: Iterable<number>): void {
+    if (this.closed) return;
+    if (nodeIds === undefined) this.batch.policy = true;
+    else for (const id of nodeIds) this.batch.resync.add(id);
+    this.scheduleFlush();
+  }
+
   private resyncAll(): void {
-    const { mapper } = this.deps;
-    for (const sink of [...this.sessions.values()]) {
-      const msg = mapper.fullMapMessage(sink.nodeId, { resync: true });
-      if (msg !== null) sink.send(msg);
-    }
+    for (const sink of [...this.sessions.values()]) this.sendFullMap(sink);
+  }
+
+  private sendFullMap(sink: MapSink): void {
+    const msg = this.deps.mapper.fullMapMessage(sink.nodeId, { resync: true });
+    if (msg !== null) sink.send(msg);
   }
 
   /**
@@ -328,6 +344,10 @@ export class Notifier {
 
     for (const sink of [...this.sessions.values()]) {
       const id = sink.nodeId;
+      if (b.resync.has(id)) {
+        this.sendFullMap(sink);
+        continue;
+      }
       const group = fanout.groupOf(id);
       const node = b.self.has(id) || b.dns ? this.deps.state.getNode(id) : undefined;
       const selfJson = b.self.has(id) && node ? JSON.stringify(mapper.selfNode(node)) : null;
