@@ -327,7 +327,7 @@ Deno.test("register: interactive login waits for an admin's approval", async () 
     const first = await register(t, mkey, registerBody(nkey));
     assert.equal(first.status, 200);
     const authUrl = first.json!.AuthURL;
-    assert.match(authUrl, /^http:\/\/127\.0\.0\.1:8080\/register\/[A-Za-z0-9_-]{24}$/);
+    assert.match(authUrl, /^http:\/\/127\.0\.0\.1:8080\/register\/[A-Za-z0-9]{24}$/);
     const id = authUrl.split("/").pop()!;
 
     const pending = t.control.pendingAuths.list();
@@ -415,4 +415,11 @@ Deno.test("register: a Followup times out with the same URL; a stranger's or unk
     const garbage = await register(t, mkey, registerBody(nkey, { Followup: "::::" }));
     assert.equal(garbage.status, 400);
   }, { tuning: { followupWaitMs: 30 } });
+});
+
+Deno.test("register: auth ids are 24 letters and digits (never read as a CLI flag)", async () => {
+  const { newAuthId } = await import("../lib/control/pending_auths.ts");
+  const ids = new Set(Array.from({ length: 2000 }, () => newAuthId()));
+  assert.equal(ids.size, 2000);
+  for (const id of ids) assert.match(id, /^[A-Za-z0-9]{24}$/);
 });

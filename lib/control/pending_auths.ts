@@ -69,6 +69,23 @@ export function isAuthId(text: string): boolean {
   return ID_PATTERN.test(text);
 }
 
+const ALPHANUMERIC = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/**
+ * 24 random letters and digits (~143 bits). No "-" or "_": an id starting with "-" would read
+ * as a flag in `auth register --auth-id <id>`.
+ */
+export function newAuthId(): string {
+  let id = "";
+  while (id.length < 24) {
+    for (const b of randomBytes(32)) {
+      // 248 = 4 × 62: rejecting larger bytes keeps every character equally likely.
+      if (b < 248 && id.length < 24) id += ALPHANUMERIC[b % 62];
+    }
+  }
+  return id;
+}
+
 export class PendingAuths {
   private readonly entries = new Map<string, Entry>();
   private readonly ttlMs: number;
@@ -114,7 +131,7 @@ export class PendingAuths {
       const [oldestId, oldest] = this.entries.entries().next().value!;
       this.drop(oldestId, oldest, "unknown");
     }
-    const id = randomBytes(18).toString("base64url");
+    const id = newAuthId();
     this.entries.set(id, {
       id,
       request,
