@@ -40,6 +40,21 @@ Deno.test("derp frames: whole, batched and split frames come out identical", () 
   }
 });
 
+Deno.test("derp frames: a large split frame is gathered exactly, holding only what arrived", () => {
+  const { r, frames } = collect();
+  const body = Uint8Array.from({ length: 100_000 }, (_, i) => (i * 31) & 0xff);
+  const frame = encodeFrame(5, body);
+  r.push(frame.subarray(0, 3));
+  assert.equal(r.buffered, 3);
+  for (let off = 3; off < 1003; off += 10) r.push(frame.subarray(off, off + 10));
+  assert.equal(r.buffered, 1003);
+  r.push(Uint8Array.from([...frame.subarray(1003), ...encodeFrame(6, Uint8Array.of(9))]));
+  assert.equal(frames.length, 2);
+  assert.deepEqual(frames[0].payload, [...body]);
+  assert.deepEqual(frames[1], { type: 6, payload: [9] });
+  assert.equal(r.buffered, 0);
+});
+
 Deno.test("derp frames: skipped frames are never buffered, refused ones stop the reader", () => {
   const skipBig = (t: number) => t === 9 ? "skip" as const : "deliver" as const;
   const { r, frames } = collect(skipBig);

@@ -47,11 +47,16 @@ export type FrameVerdict = "deliver" | "skip" | FrameError;
 /**
  * Incremental frame parser. `classify` sees each header before any payload is buffered, so
  * oversized frames are refused (or unknown ones skipped) without holding their bytes.
- * `onFrame` gets the whole frame, header included; `payload` is `frame.subarray(5)`.
+ * `onFrame` gets the whole frame, header included; `payload` is `frame.subarray(5)`. Frames
+ * inside one pushed chunk are subarrays of it; a frame split over chunks is gathered into a
+ * buffer that grows with the bytes actually received (never to the announced size up front).
  */
 export class FrameReader {
-  private pending: Uint8Array[] = [];
-  private pendingBytes = 0;
+  /** Bytes of an incomplete frame (capacity grows by doubling). */
+  private partial: Uint8Array = EMPTY;
+  private filled = 0;
+  /** Total length of the partial frame once its header is known; 0 before that. */
+  private want = 0;
   /** Payload bytes still to throw away for a skipped frame. */
   private skipRemaining = 0;
   private failed = false;
@@ -64,66 +69,77 @@ export class FrameReader {
 
   /** Bytes held back waiting for the rest of a frame. */
   get buffered(): number {
-    return this.pendingBytes;
+    return this.filled;
   }
 
   push(chunk: Uint8Array): void {
-    if (this.failed) return;
-    if (this.skipRemaining > 0) {
-      const n = Math.min(this.skipRemaining, chunk.length);
-      this.skipRemaining -= n;
-      chunk = chunk.subarray(n);
-      if (chunk.length === 0) return;
+    while (!this.failed && chunk.length > 0) {
+      if (this.skipRemaining > 0) {
+        const n = Math.min(this.skipRemaining, chunk.length);
+        this.skipRemaining -= n;
+        chunk = chunk.subarray(n);
+      } else if (this.filled > 0) {
+        chunk = this.fillPartial(chunk);
+      } else {
+        this.parse(chunk);
+        return;
+      }
     }
-    if (this.pendingBytes > 0) {
-      this.pending.push(chunk);
-      this.pendingBytes += chunk.length;
-      chunk = this.takePendingFrame();
-      if (chunk.length === 0) return;
-    }
-    this.parse(chunk);
   }
 
-  /**
-   * With bytes held from earlier chunks: once the header is complete, either start skipping
-   * or, when the whole frame is here, join exactly that frame (the only copy the reader makes)
-   * and deliver it. Returns the bytes after it for `parse` (empty when still waiting).
-   */
-  private takePendingFrame(): Uint8Array {
-    if (this.pendingBytes < FRAME_HEADER_LEN) return EMPTY;
-    const head = this.pending[0].length >= FRAME_HEADER_LEN
-      ? this.pending[0]
-      : concat(this.pending, FRAME_HEADER_LEN);
-    const type = head[0];
-    const len = readU32(head, 1);
-    const verdict = this.classify(type, len);
-    if (verdict instanceof FrameError) {
-      this.fail(verdict);
-      return EMPTY;
+  /** Adds bytes to the held frame, delivering it when complete; returns the unused rest. */
+  private fillPartial(chunk: Uint8Array): Uint8Array {
+    if (this.want === 0) {
+      const n = Math.min(FRAME_HEADER_LEN - this.filled, chunk.length);
+      this.append(chunk.subarray(0, n));
+      chunk = chunk.subarray(n);
+      if (this.filled < FRAME_HEADER_LEN) return chunk;
+      const len = readU32(this.partial, 1);
+      const verdict = this.classify(this.partial[0], len);
+      if (verdict instanceof FrameError) {
+        this.fail(verdict);
+        return EMPTY;
+      }
+      if (verdict === "skip") {
+        this.resetPartial();
+        this.skipRemaining = len;
+        return chunk;
+      }
+      this.want = FRAME_HEADER_LEN + len;
     }
-    const total = FRAME_HEADER_LEN + len;
-    if (verdict === "deliver" && this.pendingBytes < total) return EMPTY;
-    const parts = this.pending;
-    const held = this.pendingBytes;
-    this.pending = [];
-    this.pendingBytes = 0;
-    if (verdict === "skip" && held < total) {
-      this.skipRemaining = total - held;
-      return EMPTY;
+    const n = Math.min(this.want - this.filled, chunk.length);
+    this.append(chunk.subarray(0, n));
+    if (this.filled < this.want) return EMPTY;
+    const frame = this.partial.subarray(0, this.want);
+    this.resetPartial();
+    this.onFrame(frame[0], frame.subarray(FRAME_HEADER_LEN), frame);
+    return chunk.subarray(n);
+  }
+
+  private append(bytes: Uint8Array): void {
+    const need = this.filled + bytes.length;
+    if (need > this.partial.length) {
+      const limit = this.want || need;
+      const grown = new Uint8Array(Math.min(limit, Math.max(need, this.partial.length * 2, 256)));
+      grown.set(this.partial.subarray(0, this.filled));
+      this.partial = grown;
     }
-    const last = parts[parts.length - 1];
-    const rest = last.subarray(last.length - (held - total));
-    if (verdict === "deliver") {
-      const frame = concat(parts, total);
-      this.onFrame(type, frame.subarray(FRAME_HEADER_LEN), frame);
-    }
-    return rest;
+    this.partial.set(bytes, this.filled);
+    this.filled = need;
+  }
+
+  private resetPartial(): void {
+    this.partial = EMPTY;
+    this.filled = 0;
+    this.want = 0;
   }
 
   private parse(buf: Uint8Array): void {
     let off = 0;
+    let total = 0;
     while (!this.failed) {
       const left = buf.length - off;
+      total = 0;
       if (left < FRAME_HEADER_LEN) break;
       const type = buf[off];
       const len = readU32(buf, off + 1);
@@ -132,7 +148,7 @@ export class FrameReader {
         this.fail(verdict);
         return;
       }
-      const total = FRAME_HEADER_LEN + len;
+      total = FRAME_HEADER_LEN + len;
       if (verdict === "skip") {
         if (left >= total) {
           off += total;
@@ -147,15 +163,14 @@ export class FrameReader {
       this.onFrame(type, frame.subarray(FRAME_HEADER_LEN), frame);
     }
     if (this.failed || off === buf.length) return;
-    const rest = buf.subarray(off);
-    this.pending = [rest];
-    this.pendingBytes = rest.length;
+    // The start of a frame (or of its header) that continues in the next chunk.
+    this.want = total;
+    this.append(buf.subarray(off));
   }
 
   private fail(err: FrameError): void {
     this.failed = true;
-    this.pending = [];
-    this.pendingBytes = 0;
+    this.resetPartial();
     this.onError(err);
   }
 }
@@ -164,19 +179,6 @@ const EMPTY = new Uint8Array(0);
 
 function readU32(b: Uint8Array, off: number): number {
   return ((b[off] << 24) >>> 0) + (b[off + 1] << 16) + (b[off + 2] << 8) + b[off + 3];
-}
-
-/** The first `total` bytes of `parts`, joined. */
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    if (off >= total) break;
-    const n = Math.min(p.length, total - off);
-    out.set(n === p.length ? p : p.subarray(0, n), off);
-    off += n;
-  }
-  return out;
 }
 
 export function writeHeader(buf: Uint8Array, off: number, type: number, len: number): void {

@@ -8,7 +8,7 @@ import { Duplex } from "node:stream";
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /** Largest single frame accepted; DERP writes are far smaller. */
-const MAX_FRAME_PAYLOAD = 4 << 20;
+const MAX_FRAME_PAYLOAD = 1 << 20;
 
 const Op = { Continuation: 0x0, Text: 0x1, Binary: 0x2, Close: 0x8, Ping: 0x9, Pong: 0xa };
 
@@ -32,8 +32,9 @@ export interface WebSocketStreamOptions {
 export class WebSocketStream extends Duplex {
   readonly remoteAddress?: string;
   private readonly role: WebSocketRole;
-  private pending: Uint8Array[] = [];
-  private pendingBytes = 0;
+  /** Start of a frame split over reads (capacity grows by doubling). */
+  private held: Uint8Array = new Uint8Array(0);
+  private heldLen = 0;
   private closeSent = false;
 
   constructor(private readonly socket: Duplex, opts: WebSocketStreamOptions) {
@@ -136,19 +137,19 @@ export class WebSocketStream extends Duplex {
   }
 
   private onData(chunk: Uint8Array): void {
-    if (this.pendingBytes > 0) {
-      this.pending.push(chunk);
-      this.pendingBytes += chunk.length;
-      if (this.pendingBytes < this.pendingNeed()) return;
-      chunk = concat(this.pending, this.pendingBytes);
-      this.pending = [];
-      this.pendingBytes = 0;
+    if (this.heldLen > 0) {
+      this.hold(chunk);
+      if (this.heldLen < this.heldNeed()) return;
+      chunk = this.held.subarray(0, this.heldLen);
+      this.held = new Uint8Array(0);
+      this.heldLen = 0;
     }
     let off = 0;
     while (off < chunk.length && !this.destroyed) {
       const f = parseFrameHeader(chunk, off);
       if (f === null) break; // header incomplete
-      if (f === "bad" || f.length > MAX_FRAME_PAYLOAD) return this.fail(1009);
+      if (f === "bad") return this.fail(1002);
+      if (f.length > MAX_FRAME_PAYLOAD) return this.fail(1009);
       if (this.role === "server" && !f.masked) return this.fail(1002);
       const end = f.payloadStart + f.length;
       if (end > chunk.length) break;
@@ -157,19 +158,24 @@ export class WebSocketStream extends Duplex {
       off = end;
       this.onFrame(f.op, payload);
     }
-    if (off < chunk.length && !this.destroyed) {
-      // A frame split over reads: hold its start (bounded by the frame size limit above).
-      const rest = chunk.subarray(off);
-      this.pending = [rest];
-      this.pendingBytes = rest.length;
-    }
+    if (off < chunk.length && !this.destroyed) this.hold(chunk.subarray(off));
   }
 
-  /** Bytes needed before the held frame can be parsed (header + payload when known). */
-  private pendingNeed(): number {
-    const headBytes = concat(this.pending, Math.min(this.pendingBytes, 14));
-    const f = parseFrameHeader(headBytes, 0);
-    if (f === null) return headBytes.length + 1;
+  private hold(bytes: Uint8Array): void {
+    const need = this.heldLen + bytes.length;
+    if (need > this.held.length) {
+      const grown = new Uint8Array(Math.max(need, this.held.length * 2, 256));
+      grown.set(this.held.subarray(0, this.heldLen));
+      this.held = grown;
+    }
+    this.held.set(bytes, this.heldLen);
+    this.heldLen = need;
+  }
+
+  /** Bytes needed before the held frame can be parsed (header + payload once known). */
+  private heldNeed(): number {
+    const f = parseFrameHeader(this.held.subarray(0, this.heldLen), 0);
+    if (f === null) return this.heldLen + 1;
     if (f === "bad" || f.length > MAX_FRAME_PAYLOAD) return 0; // parse now and fail
     return f.payloadStart + f.length;
   }
@@ -237,8 +243,7 @@ function parseFrameHeader(b: Uint8Array, off: number): FrameHead | "bad" | null 
   } else if (len === 127) {
     if (b.length - p < 8) return null;
     const big = new DataView(b.buffer, b.byteOffset + p, 8).getBigUint64(0);
-    if (big > BigInt(MAX_FRAME_PAYLOAD)) return "bad";
-    len = Number(big);
+    len = big > BigInt(MAX_FRAME_PAYLOAD) ? MAX_FRAME_PAYLOAD + 1 : Number(big);
     p += 8;
   }
   if (masked) {
@@ -246,18 +251,6 @@ function parseFrameHeader(b: Uint8Array, off: number): FrameHead | "bad" | null 
     p += 4;
   }
   return { op: b0 & 0x0f, masked, length: len, payloadStart: p };
-}
-
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    if (off >= total) break;
-    const n = Math.min(p.length, total - off);
-    out.set(n === p.length ? p : p.subarray(0, n), off);
-    off += n;
-  }
-  return out;
 }
 
 function applyMask(data: Uint8Array, mask: Uint8Array, offset: number): void {
