@@ -355,7 +355,7 @@ Deno.test("register: interactive login waits for an admin's approval", async () 
     );
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(settled, false);
-    const node = await t.control.pendingAuths.approve(id, alice.id);
+    const node = await t.control.pendingAuths.register(id, alice.id);
     const done = await followup;
     assert.equal(done.status, 200);
     assert.equal(done.json!.MachineAuthorized, true);
@@ -364,7 +364,7 @@ Deno.test("register: interactive login waits for an admin's approval", async () 
     assert.equal(node.registerMethod, "cli");
     assert.equal(t.state.nodeByNodeKey(nkey)!.id, node.id);
 
-    await assert.rejects(t.control.pendingAuths.approve(id, alice.id), /already decided/);
+    await assert.rejects(t.control.pendingAuths.register(id, alice.id), /already decided/);
   });
 });
 
@@ -376,7 +376,7 @@ Deno.test("register: a rejected login reaches the client as an error", async () 
     const id = first.json!.AuthURL.split("/").pop()!;
     const followup = register(t, mkey, registerBody(nkey, { Followup: first.json!.AuthURL }));
     await new Promise((r) => setTimeout(r, 20));
-    t.control.pendingAuths.reject(id, "not on my watch");
+    await t.control.pendingAuths.reject(id, "not on my watch");
     const done = await followup;
     assert.equal(done.json!.Error, "not on my watch");
     assert.equal(t.state.nodeCount, 0);
@@ -422,4 +422,35 @@ Deno.test("register: auth ids are 24 letters and digits (never read as a CLI fla
   const ids = new Set(Array.from({ length: 2000 }, () => newAuthId()));
   assert.equal(ids.size, 2000);
   for (const id of ids) assert.match(id, /^[A-Za-z0-9]{24}$/);
+});
+
+Deno.test("register: approving a re-authentication keeps the machine's owner and tags", async () => {
+  await withControl(async (t) => {
+    const key = await t.authKey({ user: null, tags: ["tag:server"] });
+    const mkey = randomKey("mkey:");
+    const old = randomKey("nodekey:");
+    await register(t, mkey, registerBody(old, { Auth: { AuthKey: key } }));
+    const before = t.state.nodeByNodeKey(old)!;
+
+    // --force-reauth: a new node key, no auth key → interactive.
+    const fresh = randomKey("nodekey:");
+    const first = await register(t, mkey, registerBody(fresh, { OldNodeKey: old }));
+    const id = first.json!.AuthURL.split("/").pop()!;
+    const followup = register(
+      t,
+      mkey,
+      registerBody(fresh, { OldNodeKey: old, Followup: first.json!.AuthURL }),
+    );
+    const node = await t.control.pendingAuths.approve(id);
+    assert.equal((await followup).json!.MachineAuthorized, true);
+    assert.equal(node.id, before.id);
+    assert.deepEqual(node.tags, ["tag:server"]);
+    assert.equal(node.nodeKey, fresh);
+
+    // A machine that never registered must be registered for a user instead.
+    const stranger = await register(t, randomKey("mkey:"), registerBody(randomKey("nodekey:")));
+    const strangerId = stranger.json!.AuthURL.split("/").pop()!;
+    await assert.rejects(t.control.pendingAuths.approve(strangerId), /auth register --user/);
+    assert.equal(t.control.pendingAuths.list().find((p) => p.id === strangerId)!.status, "pending");
+  });
 });

@@ -7,9 +7,10 @@
  * control.handleNoiseConnection(noiseConn, "mkey:…", capVersion);
  * // main listener: GET /register/<id> (the AuthURL of interactive logins)
  * router.on("GET", "/register/", control.registerPage);
- * // API / CLI: `auth register --auth-id <id> --user <name>` and `auth reject`
- * await control.pendingAuths.approve(id, userId);
- * control.pendingAuths.reject(id, "reason");
+ * // API / CLI (the object fits the API's PendingAuthApi as is):
+ * await control.pendingAuths.register(id, userId); // auth register --auth-id <id> --user <name>
+ * await control.pendingAuths.approve(id);          // re-auth of a known machine, keeps its owner
+ * await control.pendingAuths.reject(id);           // auth reject
  * control.pendingAuths.list();
  * // when the policy engine is ready (see PolicyView in ../mapper/policy_view.ts):
  * control.setPolicy(policyView);

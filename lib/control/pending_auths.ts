@@ -2,7 +2,9 @@
  * Interactive logins waiting for an admin. A client without an auth key gets an AuthURL
  * `<server_url>/register/<id>`, then re-sends its RegisterRequest with Followup = that URL and
  * expects the request to block until the login is done. The admin runs
- * `headscale-deno auth register --auth-id <id> --user <name>` (→ approve) or `auth reject`.
+ * `headscale-deno auth register --auth-id <id> --user <name>` (→ register), `auth approve`
+ * (a known machine re-authenticating keeps its owner) or `auth reject`. The method names and
+ * shapes match the API's PendingAuthApi, so this object can be handed to it as is.
  *
  * Entries live for `ttlMs`; a decision is kept until then so a Followup that arrives after the
  * admin acted still gets it. The registry is bounded (oldest entries go first) because anyone
@@ -54,8 +56,11 @@ interface Entry {
 }
 
 export interface PendingAuthsDeps {
-  /** Performs the registration when an admin approves (State.registerNode with the user). */
-  register(request: RegistrationRequest, userId: number): Promise<NodeRecord>;
+  /**
+   * Performs the registration when an admin approves (State.registerNode with the user); a null
+   * user keeps the owner of the machine's existing node.
+   */
+  register(request: RegistrationRequest, userId: number | null): Promise<NodeRecord>;
   log: Logger;
   /** How long an AuthURL stays valid (headscale: 15 minutes). */
   ttlMs?: number;
@@ -198,8 +203,23 @@ export class PendingAuths {
     return e;
   }
 
-  /** Registers the waiting machine for the user; the blocked client then logs in. */
-  async approve(id: string, userId: number): Promise<NodeRecord> {
+  /**
+   * `auth register --auth-id <id> --user <name>`: registers the waiting machine for the user;
+   * the blocked client then logs in.
+   */
+  register(id: string, userId: number): Promise<NodeRecord> {
+    return this.decideWith(id, userId);
+  }
+
+  /**
+   * Approves a re-authentication (key rotation, expired key, --force-reauth) of a machine that
+   * already has a node: it keeps its owner (or tags). Refused for a machine never seen before.
+   */
+  approve(id: string): Promise<NodeRecord> {
+    return this.decideWith(id, null);
+  }
+
+  private async decideWith(id: string, userId: number | null): Promise<NodeRecord> {
     const e = this.pending(id);
     e.approving = true;
     let node: NodeRecord;
@@ -215,7 +235,8 @@ export class PendingAuths {
     return node;
   }
 
-  reject(id: string, reason = "the login was rejected by an administrator"): void {
+  // deno-lint-ignore require-await
+  async reject(id: string, reason = "the login was rejected by an administrator"): Promise<void> {
     const e = this.pending(id);
     this.decide(e, { kind: "rejected", reason });
     this.deps.log.info("interactive login rejected", { auth_id: id });

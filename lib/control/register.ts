@@ -19,7 +19,7 @@ import type { Config } from "../config/config.ts";
 import type { Logger } from "../log/log.ts";
 import { parseKey, verifySecret } from "../auth/secrets.ts";
 import type { State } from "../state/state.ts";
-import { ConflictError, KeyRejectedError } from "../state/errors.ts";
+import { ConflictError, InvalidArgumentError, KeyRejectedError } from "../state/errors.ts";
 import type { NodeRecord, PreAuthKeyRecord } from "../store/types.ts";
 import type { RegisterRequest, RegisterResponse } from "../tailcfg/types.ts";
 import { isExpired } from "../mapper/node_view.ts";
@@ -70,24 +70,36 @@ export function allowedExpiry(requested: Date | null, now: Date, maxMs: number):
   return maxMs > 0 && requested.getTime() > now.getTime() + maxMs ? null : requested;
 }
 
-/** The registration of an approved interactive login (what PendingAuths runs on approve). */
+/**
+ * The registration of an approved interactive login (what PendingAuths runs). A null user keeps
+ * the owner and tags of the machine's existing node (re-authentication).
+ */
 export function registerApproved(
   deps: Pick<RegisterDeps, "state" | "config" | "now">,
-): (request: RegistrationRequest, userId: number) => Promise<NodeRecord> {
+): (request: RegistrationRequest, userId: number | null) => Promise<NodeRecord> {
   const now = deps.now ?? (() => new Date());
-  return (request, userId) =>
-    deps.state.registerNode({
+  return (request, userId) => {
+    const existing = deps.state.nodeByMachineKey(request.machineKey);
+    if (userId === null && !existing) {
+      return Promise.reject(
+        new InvalidArgumentError(
+          "this machine has no node yet; register it for a user (auth register --user)",
+        ),
+      );
+    }
+    return deps.state.registerNode({
       machineKey: request.machineKey,
       nodeKey: request.nodeKey,
       hostname: request.hostname,
       hostinfo: request.hostinfo,
-      userId,
-      tags: [],
+      userId: userId ?? existing!.userId,
+      tags: userId === null ? existing!.tags : [],
       authKeyId: null,
       method: "cli",
       ephemeral: request.ephemeral,
       expiry: allowedExpiry(request.expiry, now(), deps.config.node.expiryMs),
     });
+  };
 }
 
 export class RegisterService {
