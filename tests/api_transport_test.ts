@@ -7,6 +7,7 @@ import http2 from "node:http2";
 import net from "node:net";
 import tls from "node:tls";
 import { Buffer } from "node:buffer";
+import { PassThrough } from "node:stream";
 import { join } from "node:path";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
@@ -226,62 +227,48 @@ Deno.test("classifyPrefix tells the HTTP/2 preface from HTTP/1.1 at the first di
   assert.equal(classifyPrefix(new TextEncoder().encode("PRI * HTTP/1.1\r\n")), "http/1.1");
 });
 
-Deno.test("sniffProtocol waits for a preface split over many writes and puts every byte back", async () => {
-  await withTempDir(async (dir) => {
-    const path = join(dir, "sniff.sock");
-    const trailing = new TextEncoder().encode("after the preface");
-    const expected = Buffer.concat([HTTP2_CLIENT_PREFACE, trailing]);
-    const received = new Promise<{ protocol: string; bytes: Buffer }>((resolve, reject) => {
-      const server = net.createServer(async (socket) => {
-        try {
-          const protocol = await sniffProtocol(socket);
-          const chunks: Buffer[] = [];
-          socket.on("data", (chunk: Buffer) => {
-            chunks.push(chunk);
-            if (Buffer.concat(chunks).length >= expected.length) {
-              socket.destroy();
-              server.close();
-              resolve({ protocol, bytes: Buffer.concat(chunks) });
-            }
-          });
-          socket.resume();
-        } catch (error) {
-          reject(error);
-        }
-      });
-      server.listen(path);
-    });
-    await new Promise((r) => setTimeout(r, 10));
-    const client = net.connect(path);
-    await new Promise((resolve) => client.once("connect", resolve));
-    for (let i = 0; i < HTTP2_CLIENT_PREFACE.length; i += 5) {
-      client.write(HTTP2_CLIENT_PREFACE.subarray(i, i + 5));
-      await new Promise((r) => setTimeout(r, 2));
-    }
-    client.write(trailing);
-    const { protocol, bytes } = await received;
-    client.destroy();
-    assert.equal(protocol, "h2");
-    assert.deepEqual(new Uint8Array(bytes), new Uint8Array(expected));
-  });
+Deno.test("sniffProtocol waits for a preface split over many chunks and puts every byte back", async () => {
+  const stream = new PassThrough();
+  let decided: string | undefined;
+  const sniffed = sniffProtocol(stream as unknown as net.Socket).then((p) => (decided = p));
+  const trailing = new TextEncoder().encode("first frame bytes");
+  for (let i = 0; i < HTTP2_CLIENT_PREFACE.length; i += 5) {
+    assert.equal(decided, undefined, `undecided after ${i} bytes`);
+    stream.write(HTTP2_CLIENT_PREFACE.subarray(i, i + 5));
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  stream.write(trailing);
+  assert.equal(await sniffed, "h2");
+  // Everything read while sniffing is readable again, in order, for the HTTP/2 server.
+  stream.end();
+  const replay: Buffer[] = [];
+  for await (const chunk of stream) replay.push(chunk as Buffer);
+  assert.deepEqual(
+    new Uint8Array(Buffer.concat(replay)),
+    new Uint8Array([...HTTP2_CLIENT_PREFACE, ...trailing]),
+  );
 });
 
-Deno.test("sniffProtocol rejects a connection that closes before its protocol is known", async () => {
-  await withTempDir(async (dir) => {
-    const path = join(dir, "early.sock");
-    let server!: net.Server;
-    const outcome = new Promise<unknown>((resolve) => {
-      server = net.createServer((socket) => {
-        sniffProtocol(socket).then(resolve, resolve);
-      });
-      server.listen(path);
-    });
-    await new Promise((r) => setTimeout(r, 10));
-    const client = net.connect(path, () => client.end("PRI * HT"));
-    const result = await outcome;
-    server.close();
-    assert.ok(result instanceof PrefaceError, `expected PrefaceError, got ${result}`);
-  });
+Deno.test("sniffProtocol decides HTTP/1.1 on the first byte that differs from the preface", async () => {
+  const stream = new PassThrough();
+  const sniffed = sniffProtocol(stream as unknown as net.Socket);
+  stream.write("PRI * HTTP/1.1\r\n");
+  assert.equal(await sniffed, "http/1.1");
+  assert.equal((stream.read() as Buffer).toString(), "PRI * HTTP/1.1\r\n");
+});
+
+Deno.test("sniffProtocol rejects a connection that closes or stays silent", async () => {
+  const closing = new PassThrough();
+  const early = sniffProtocol(closing as unknown as net.Socket);
+  closing.end("PRI * HT");
+  closing.resume();
+  await assert.rejects(early, PrefaceError);
+
+  const silent = new PassThrough();
+  await assert.rejects(
+    sniffProtocol(silent as unknown as net.Socket, { timeoutMs: 20 }),
+    /no request within 20 ms/,
+  );
 });
 
 Deno.test({
