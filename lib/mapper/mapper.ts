@@ -222,7 +222,8 @@ export class Mapper {
     const self = this.nodeView(node);
     const capMap: CapMap = {};
     if (this.deps.config.taildropEnabled) capMap[CAP_FILE_SHARING] = [];
-    if (this.policyView.sshPolicyFor(node.id)) capMap[CAP_SSH] = [];
+    // Tailscale SSH only where the policy has rules for this node (headscale grants it always).
+    if ((this.policyView.sshPolicyFor(node.id)?.rules.length ?? 0) > 0) capMap[CAP_SSH] = [];
     Object.assign(capMap, this.policyView.nodeCapMap?.(node.id) ?? {});
     if (Object.keys(capMap).length > 0) self.CapMap = capMap;
     return self;

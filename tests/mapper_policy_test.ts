@@ -1,0 +1,89 @@
+import assert from "node:assert/strict";
+import { parseConfigText } from "../lib/config/load.ts";
+import { randomKey, TEST_DERP_MAP } from "../lib/control/testing.ts";
+import { Mapper } from "../lib/mapper/mapper.ts";
+import { policyEngineView } from "../lib/mapper/policy_engine_view.ts";
+import { parsePolicy, PolicyEngine, type PolicyNode } from "../lib/policy/mod.ts";
+import type { NodeRecord } from "../lib/store/types.ts";
+import type { MapResponse } from "../lib/tailcfg/types.ts";
+
+const { config } = parseConfigText("", { env: {} });
+
+function record(id: number, tags: string[]): NodeRecord {
+  return {
+    id,
+    machineKey: randomKey("mkey:"),
+    nodeKey: randomKey("nodekey:"),
+    discoKey: randomKey("discokey:"),
+    ipv4: `100.64.0.${id}`,
+    ipv6: `fd7a:115c:a1e0::${id}`,
+    hostname: `n${id}`,
+    givenName: `n${id}`,
+    userId: null,
+    tags,
+    authKeyId: null,
+    registerMethod: "authkey",
+    ephemeral: false,
+    hostinfo: { Hostname: `n${id}` },
+    endpoints: [],
+    approvedRoutes: [],
+    expiry: null,
+    lastSeen: null,
+    createdAt: new Date(0),
+    updatedAt: new Date(0),
+  };
+}
+
+Deno.test("policy engine view: peers, filters, SSH and node attributes reach the maps", () => {
+  const nodes = new Map([1, 2, 3].map((id) => [id, record(id, [`tag:t${id}`])]));
+  const policyNodes: PolicyNode[] = [...nodes.values()].map((n) => ({
+    id: n.id,
+    name: n.hostname,
+    ipv4: n.ipv4!,
+    ipv6: n.ipv6!,
+    tags: n.tags,
+    advertisedRoutes: [],
+    approvedRoutes: [],
+  }));
+  const policy = parsePolicy(`{
+    "tagOwners": { "tag:t1": [], "tag:t2": [], "tag:t3": [] },
+    "acls": [{ "action": "accept", "src": ["tag:t1"], "dst": ["tag:t2:22"] }],
+    "ssh": [{ "action": "accept", "src": ["tag:t1"], "dst": ["tag:t2"], "users": ["root"] }],
+    "nodeAttrs": [{ "target": ["tag:t2"], "attr": ["magicdns-aaaa"] }],
+  }`);
+  const engine = new PolicyEngine(policy, [], policyNodes);
+  const state = {
+    getNode: (id: number) => nodes.get(id),
+    getUser: () => undefined,
+    listNodes: () => [...nodes.values()],
+    isOnline: () => true,
+  };
+  const mapper = new Mapper({
+    state,
+    config,
+    derpMap: () => TEST_DERP_MAP,
+    policy: policyEngineView(engine),
+  });
+  const map = (id: number): MapResponse => JSON.parse(mapper.fullMapMessage(id)!.json);
+
+  const m1 = map(1);
+  assert.deepEqual(m1.Peers!.map((p) => p.ID), [2]);
+  assert.deepEqual(m1.PacketFilter, [], "nothing may reach t1");
+  assert.equal(m1.Node!.CapMap?.["https://tailscale.com/cap/ssh"], undefined);
+
+  const m2 = map(2);
+  assert.deepEqual(m2.Peers!.map((p) => p.ID), [1]);
+  assert.deepEqual(m2.PacketFilter![0].SrcIPs.sort(), ["100.64.0.1", "fd7a:115c:a1e0::1"]);
+  assert.ok(m2.SSHPolicy && m2.SSHPolicy.rules.length > 0);
+  assert.ok("https://tailscale.com/cap/ssh" in m2.Node!.CapMap!);
+  assert.ok("magicdns-aaaa" in m2.Node!.CapMap!);
+
+  const m3 = map(3);
+  assert.deepEqual(m3.Peers, [], "t3 sees nobody");
+
+  // A node the engine has not heard of yet sees nobody instead of throwing.
+  nodes.set(4, record(4, ["tag:t3"]));
+  mapper.membershipChanged(4);
+  assert.deepEqual(map(4).Peers, []);
+  assert.deepEqual(map(4).PacketFilter, []);
+});
