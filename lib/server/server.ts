@@ -3,7 +3,6 @@
  * created here and passed down; nothing lives in module-level state.
  */
 import { createServer, type Server } from "node:http";
-import { x25519 } from "@noble/curves/ed25519.js";
 import type { Config } from "../config/config.ts";
 import type { Logger } from "../log/log.ts";
 import { loadOrCreatePrivateKey } from "../auth/keyfile.ts";
@@ -21,6 +20,12 @@ import {
   serveUnixSocket,
 } from "../api/transport/mod.ts";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { createControlPlane } from "../control/mod.ts";
+import { InvalidArgumentError, NotFoundError } from "../state/errors.ts";
+import { ts2021UpgradeHandler } from "../noise/upgrade.ts";
+import { formatKey, publicKeyOf } from "../tailcfg/keys.ts";
+import { createDerp, type EmbeddedDerp } from "./derp.ts";
+import { splitHostPort } from "./addr.ts";
 
 /** Oldest client the server talks to: Tailscale v1.80 (capability version 113). */
 export const MIN_CAP_VERSION = 113;
@@ -31,16 +36,6 @@ export interface RunningServer {
   /** The address the main listener is bound to (host:port). */
   listenAddress: string;
   close(): Promise<void>;
-}
-
-function hex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-export function splitHostPort(addr: string): { host: string; port: number } {
-  const m = /^\[?([^\]]*)\]?:(\d+)$/.exec(addr);
-  if (!m) throw new Error(`invalid address ${addr}`);
-  return { host: m[1] || "0.0.0.0", port: Number(m[2]) };
 }
 
 function listen(server: Server, addr: string): Promise<string> {
@@ -63,18 +58,29 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const state = await State.open({ store, log: log.child({ component: "state" }), config });
 
   const noisePrivate = await loadOrCreatePrivateKey(config.noisePrivateKeyPath);
-  const noisePublic = "mkey:" + hex(x25519.getPublicKey(noisePrivate));
+  const noisePublic = formatKey(publicKeyOf(noisePrivate), "mkey");
+  const derp: EmbeddedDerp = await createDerp(config, state, log.child({ component: "derp" }));
+  const control = createControlPlane({ state, config, log, derpMap: () => derp.map() });
+  derp.onMapChange(() => state.announce({ kind: "derp-map-changed" }));
 
   const ping = () => store.ping();
   const apiLog = log.child({ component: "api" });
   // Until the control plane and the policy engine are wired in, these answer honestly.
   const pendingAuths: PendingAuthApi = {
-    register: (id) =>
-      Promise.reject(new ConnectError(`no pending registration ${id}`, Code.NotFound)),
-    approve: (id) =>
-      Promise.reject(new ConnectError(`no pending registration ${id}`, Code.NotFound)),
-    reject: (id) =>
-      Promise.reject(new ConnectError(`no pending registration ${id}`, Code.NotFound)),
+    register: (id, userId) => control.pendingAuths.approve(id, userId),
+    // Approve without naming a user: only for a machine that already has a user's node.
+    approve: async (id) => {
+      const request = control.pendingAuths.get(id);
+      if (!request) throw new NotFoundError(`no pending login with auth id ${id}`);
+      const owner = state.nodeByMachineKey(request.machineKey)?.userId;
+      if (owner === undefined || owner === null) {
+        throw new InvalidArgumentError(
+          `the login ${id} is from a new machine; use auth register --auth-id ${id} --user <name>`,
+        );
+      }
+      await control.pendingAuths.approve(id, owner);
+    },
+    reject: (id) => Promise.resolve(control.pendingAuths.reject(id)),
   };
   const policy: PolicyApi = {
     get: async () => ({ policy: (await store.getPolicy()) ?? "", updatedAt: null }),
@@ -95,7 +101,23 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     .on("GET", "/health", healthHandler(ping))
     .on("GET", "/key", keyHandler(noisePublic, MIN_CAP_VERSION))
     .on("*", REST_PREFIX, remoteApi)
-    .on("POST", RPC_PREFIX, remoteApi);
+    .on("POST", RPC_PREFIX, remoteApi)
+    .on("GET", "/register/", control.registerPage)
+    .upgrade(
+      "/ts2021",
+      ts2021UpgradeHandler({
+        serverPrivateKey: noisePrivate,
+        minCapVersion: MIN_CAP_VERSION,
+        log: log.child({ component: "noise" }),
+        onConnection: (conn) =>
+          control.handleNoiseConnection(
+            conn,
+            formatKey(conn.peerPublicKey, "mkey"),
+            conn.protocolVersion,
+          ),
+      }),
+    );
+  derp.mount(router);
 
   const http = createServer({ requestTimeout: 0, headersTimeout: 30_000 });
   http.on("request", router.handleRequest);
@@ -135,6 +157,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     listenAddress,
     async close() {
       await Promise.all(apiListeners.map((l) => l.close()));
+      await control.close();
+      await derp.close();
       await new Promise<void>((resolve) => {
         http.close(() => resolve());
         http.closeAllConnections();
