@@ -21,7 +21,6 @@ import {
 } from "../api/transport/mod.ts";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createControlPlane } from "../control/mod.ts";
-import { InvalidArgumentError, NotFoundError } from "../state/errors.ts";
 import { ts2021UpgradeHandler } from "../noise/upgrade.ts";
 import { formatKey, publicKeyOf } from "../tailcfg/keys.ts";
 import { createDerp, type EmbeddedDerp } from "./derp.ts";
@@ -66,22 +65,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const ping = () => store.ping();
   const apiLog = log.child({ component: "api" });
   // Until the control plane and the policy engine are wired in, these answer honestly.
-  const pendingAuths: PendingAuthApi = {
-    register: (id, userId) => control.pendingAuths.approve(id, userId),
-    // Approve without naming a user: only for a machine that already has a user's node.
-    approve: async (id) => {
-      const request = control.pendingAuths.get(id);
-      if (!request) throw new NotFoundError(`no pending login with auth id ${id}`);
-      const owner = state.nodeByMachineKey(request.machineKey)?.userId;
-      if (owner === undefined || owner === null) {
-        throw new InvalidArgumentError(
-          `the login ${id} is from a new machine; use auth register --auth-id ${id} --user <name>`,
-        );
-      }
-      await control.pendingAuths.approve(id, owner);
-    },
-    reject: (id) => Promise.resolve(control.pendingAuths.reject(id)),
-  };
+  const pendingAuths: PendingAuthApi = control.pendingAuths;
+
   const policy: PolicyApi = {
     get: async () => ({ policy: (await store.getPolicy()) ?? "", updatedAt: null }),
     set: () =>
