@@ -21,7 +21,7 @@ export interface PendingAuthApi {
   /** Completes registration `authId` as a node of user `userId`. */
   register(authId: string, userId: number): Promise<NodeRecord>;
   /** Approves a pending re-authentication of a known node. */
-  approve(authId: string): Promise<void>;
+  approve(authId: string): Promise<unknown>;
   reject(authId: string): Promise<void>;
 }
 
