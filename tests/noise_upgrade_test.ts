@@ -9,6 +9,7 @@ import { startClientHandshake } from "../lib/noise/handshake.ts";
 import { RecordSealer } from "../lib/noise/records.ts";
 import { ts2021UpgradeHandler, type Ts2021UpgradeOptions } from "../lib/noise/upgrade.ts";
 import { formatKey, generateKeyPair, parseKey } from "../lib/tailcfg/keys.ts";
+import { createLogger } from "../lib/log/log.ts";
 
 interface TestServer {
   port: number;
@@ -271,7 +272,10 @@ async function rawNoise(srv: TestServer) {
 }
 
 Deno.test("upgrade: a tampered record closes that connection only", async () => {
-  const srv = await startServer();
+  const lines: string[] = [];
+  const srv = await startServer({
+    log: createLogger({ level: "debug", write: (l) => lines.push(l) }),
+  });
   try {
     const good = await dial(srv);
     const { socket, sealer } = await rawNoise(srv);
@@ -283,6 +287,9 @@ Deno.test("upgrade: a tampered record closes that connection only", async () => 
     const victim = srv.conns[1];
     await new Promise((r) => victim.destroyed ? r(null) : victim.once("close", r));
     assert.match(String(victim.closeError), /NoiseRecordError: record failed to decrypt/);
+    assert.ok(lines.some((l) => /ts2021 connection failed.*record failed to decrypt/.test(l)));
+    const secret = Buffer.from(srv.serverKey.privateKey).toString("hex");
+    assert.ok(!lines.some((l) => l.includes(secret)), "the server key is never logged");
 
     // The other connection and new ones still work.
     assert.equal((await request(good.session, "/still")).json.path, "/still");

@@ -192,12 +192,20 @@ function finishHandshake(
     handshakeHash: hs.handshakeHash,
     head,
   });
+  const machine = formatKey(hs.peerPublicKey, "mkey");
   log?.debug("ts2021 connection", {
     remote,
     capver: hs.version,
-    machine: formatKey(hs.peerPublicKey, "mkey"),
+    machine,
     transport: isWebSocket ? "websocket" : "http",
   });
+  if (log) {
+    conn.once("close", () => {
+      if (conn.closeError) {
+        log.debug("ts2021 connection failed", { remote, machine, error: conn.closeError });
+      }
+    });
+  }
   opts.onConnection(conn, {
     request: req,
     challenge,
