@@ -53,6 +53,10 @@ export interface CompiledSSHRule {
   localparts: Map<number, string>;
   acceptEnv?: string[];
   checkPeriodNs?: number;
+  /** The rule lists a canonical `localpart:*@domain` entry. */
+  hasLocalpart: boolean;
+  /** The login map every principal of the rule gets (sshUsers). */
+  baseUsers: Record<string, string>;
 }
 
 export interface CompiledNodeAttr {
@@ -278,7 +282,16 @@ function compileSSH(r: SSHRuleSpec, sel: (a: Alias) => Sel[], users: UserIndex):
       }
     }
   }
+  const baseUsers: Record<string, string> = {};
+  if (r.users.includes("autogroup:nonroot")) baseUsers["*"] = "=";
+  baseUsers.root = r.users.includes("root") ? "root" : "";
+  for (const u of r.users) {
+    if (u === "root" || u === "autogroup:nonroot" || localpartDomain(u) !== null) continue;
+    baseUsers[u] = u;
+  }
   return {
+    hasLocalpart: r.users.some((u) => localpartDomain(u) !== null),
+    baseUsers,
     action: r.action,
     src: r.src.flatMap(sel),
     dstSelf: r.dst.some((d) => d.kind === "autogroup" && d.name === "self"),

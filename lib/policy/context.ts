@@ -26,78 +26,157 @@ export interface TemplateState {
   srcStrings?: string[];
   mergeKey?: string;
   dst?: Side;
+  /** autogroup:self, per owner: their devices on the source side. */
+  self?: Map<number, SelfInfo>;
+}
+
+/** An autogroup:self rule seen from one user's devices. */
+export interface SelfInfo {
+  /** The user's untagged devices the rule's sources cover. */
+  srcNodes: NodeRec[];
+  srcBits: Bitset;
+  srcStrings: readonly string[];
+  /** All of the user's untagged devices. */
+  sameStrings: readonly string[];
+  /** Merge key of the rule's port entries for these sources. */
+  mergeKey: string;
 }
 
 const FULL = IPSet.fromStrings(["*"]);
 
+function addToIndex(index: Map<string, number[]>, key: string, i: number): void {
+  const list = index.get(key) ?? [];
+  if (list[list.length - 1] !== i) list.push(i);
+  index.set(key, list);
+}
+
 export class Resolver {
   readonly states: TemplateState[];
   private readonly keyIPs = new Map<string, IPSet>();
-  /** template indexes by membership key mentioned on either side */
-  private readonly byKey = new Map<string, number[]>();
-  /** templates with address, internet or wildcard selectors */
-  private readonly addressTemplates: number[] = [];
-  get addressTemplateIndexes(): readonly number[] {
-    return this.addressTemplates;
-  }
-  /** template indexes by membership key on the destination side */
+  /** templates whose cached state depends on the members of a key ("self": any owner) */
+  private readonly depsByKey = new Map<string, number[]>();
+  /** templates naming addresses, with those addresses (invalidated when a node there changes) */
+  private readonly addrDeps: { i: number; set: IPSet }[] = [];
+  /** templates a node holding a key may be on either side of */
+  private readonly touchByKey = new Map<string, number[]>();
+  /** templates a node may be on by address alone */
+  readonly addressTouch: number[] = [];
+  /** templates a node holding a key may be a destination of */
   private readonly dstByKey = new Map<string, number[]>();
-  /** templates that may concern any node: non-key destinations, autogroup:self, via */
-  readonly generalTemplates: number[] = [];
+  /** templates whose destinations are addresses (any node may be one) */
+  readonly addressDst: number[] = [];
   private firstSeqCache: Map<string, number> | null = null;
 
   constructor(readonly compiled: CompiledPolicy, readonly tailnet: Tailnet) {
     this.states = compiled.templates.map(() => ({}));
     compiled.templates.forEach((t, i) => {
-      const sels = [...t.src, ...t.dst.map((d) => d.sel)];
-      const keys = new Set<string>();
-      let address = false;
-      for (const s of sels) {
-        if (s.t === "key") keys.add(s.key);
-        else if (s.t !== "self") address = true;
-      }
-      if (t.self) keys.add("member");
-      for (const k of keys) {
-        const list = this.byKey.get(k) ?? [];
-        list.push(i);
-        this.byKey.set(k, list);
-      }
-      if (address || t.via) this.addressTemplates.push(i);
-      if (t.self || t.via || t.dst.some((d) => d.sel.t !== "key")) {
-        this.generalTemplates.push(i);
-      } else {
-        for (const d of t.dst) {
-          if (d.sel.t !== "key") continue;
-          const list = this.dstByKey.get(d.sel.key) ?? [];
-          if (list[list.length - 1] !== i) list.push(i);
-          this.dstByKey.set(d.sel.key, list);
+      let addr = IPSet.EMPTY;
+      let byAddress = false;
+      const note = (s: Sel, dst: boolean) => {
+        const k = s.t === "key" ? s.key : s.t === "all" || s.t === "dangerAll" ? "*" : null;
+        if (k) {
+          addToIndex(this.depsByKey, k, i);
+          addToIndex(this.touchByKey, k, i);
+          if (dst && !t.self && !t.via) addToIndex(this.dstByKey, k, i);
+        } else if (s.t === "addr" || s.t === "internet") {
+          if (s.t === "addr") addr = addr.union(s.set);
+          byAddress = true;
+          if (dst && !t.via) this.addressDst.push(i);
         }
+      };
+      for (const s of t.src) note(s, false);
+      for (const d of t.dst) note(d.sel, true);
+      if (t.self) {
+        addToIndex(this.depsByKey, "self", i);
+        addToIndex(this.touchByKey, "member", i);
+        addToIndex(this.dstByKey, "member", i);
       }
+      for (const tag of t.via ?? []) {
+        addToIndex(this.depsByKey, `t:${tag}`, i);
+        addToIndex(this.touchByKey, `t:${tag}`, i);
+        addToIndex(this.dstByKey, `t:${tag}`, i);
+      }
+      if (!addr.isEmpty()) this.addrDeps.push({ i, set: addr });
+      if (byAddress) this.addressTouch.push(i);
     });
+    this.addressDst = [...new Set(this.addressDst)];
   }
 
-  /** Drops cached state that a change to these keys (and addresses) could affect. */
-  invalidate(keys: Iterable<string>, everything: boolean): void {
+  /**
+   * Drops cached state a node change could affect: rules mentioning the changed keys, rules
+   * naming addresses of the node (before or after), or everything (routes changed).
+   */
+  invalidate(keys: Iterable<string>, everything: boolean, touched: readonly IPRange[] = []): void {
     this.firstSeqCache = null;
     if (everything) {
       this.keyIPs.clear();
       for (let i = 0; i < this.states.length; i++) this.states[i] = {};
       return;
     }
+    let selfToo = false;
     for (const k of keys) {
       this.keyIPs.delete(k);
-      for (const i of this.byKey.get(k) ?? []) this.states[i] = {};
+      for (const i of this.depsByKey.get(k) ?? []) this.states[i] = {};
+      if (k === "member" || k.startsWith("u:")) selfToo = true;
     }
-    for (const i of this.addressTemplates) this.states[i] = {};
+    if (selfToo) { for (const i of this.depsByKey.get("self") ?? []) this.states[i] = {}; }
+    for (const { i, set } of this.addrDeps) {
+      if (touched.some((r) => set.overlaps(r))) this.states[i] = {};
+    }
   }
 
+  /** Templates whose cached state depends on this key. */
   templatesWithKey(key: string): readonly number[] {
-    return this.byKey.get(key) ?? [];
+    return this.depsByKey.get(key) ?? [];
   }
 
-  /** Templates with this membership key among their (non-self, non-via) destinations. */
+  /** Templates a node holding this key may be on (either side). */
+  touchingKey(key: string): readonly number[] {
+    return this.touchByKey.get(key) ?? [];
+  }
+
+  /** Templates a node holding this key may be a destination of. */
   dstTemplatesWithKey(key: string): readonly number[] {
     return this.dstByKey.get(key) ?? [];
+  }
+
+  /** An autogroup:self template from the point of view of one owner's devices. */
+  selfInfo(i: number, userId: number): SelfInfo {
+    const st = this.states[i];
+    st.self ??= new Map();
+    let info = st.self.get(userId);
+    if (!info) {
+      const tn = this.tailnet;
+      const t = this.compiled.templates[i];
+      const same: NodeRec[] = [];
+      const srcNodes: NodeRec[] = [];
+      const srcBits = new Bitset(tn.slotToId.length);
+      for (const slot of tn.membersOf(`u:${userId}`).bits()) {
+        const m = tn.bySlot(slot);
+        same.push(m);
+        if (this.nodeMatches(m, t.src)) {
+          srcNodes.push(m);
+          srcBits.add(slot);
+        }
+      }
+      const addrs = (list: NodeRec[]) =>
+        Object.freeze(
+          IPSet.of(list.flatMap((m) =>
+            m.ips.map((ip) => ({ family: ip.family, lo: ip.value, hi: ip.value }))
+          ))
+            .toStrings(),
+        );
+      const srcStrings = addrs(srcNodes);
+      info = {
+        srcNodes,
+        srcBits,
+        srcStrings,
+        sameStrings: addrs(same),
+        mergeKey: mergeKeyOf(srcStrings, t.protos),
+      };
+      st.self.set(userId, info);
+    }
+    return info;
   }
 
   /** Addresses of the nodes holding a membership key. */
@@ -123,7 +202,7 @@ export class Resolver {
    */
   resolveSide(sels: readonly Sel[], side: "src" | "dstIP" | "dstCap"): Side {
     const tn = this.tailnet;
-    let addr = IPSet.EMPTY;
+    const parts: IPSet[] = [];
     const nodes = new Bitset(tn.slotToId.length);
     let dangerAll = false;
     let wildcard = false;
@@ -132,32 +211,31 @@ export class Resolver {
         case "all":
           wildcard = true;
           nodes.orWith(tn.allSlots());
-          if (side === "src") {
-            addr = addr.union(TAILNET_ADDRESSES).union(tn.routeSet()).union(tn.outsideAddresses());
-          } else if (side === "dstIP") addr = addr.union(FULL);
-          else addr = addr.union(TAILNET_ADDRESSES);
+          if (side === "src") parts.push(TAILNET_ADDRESSES, tn.routeSet(), tn.outsideAddresses());
+          else parts.push(side === "dstIP" ? FULL : TAILNET_ADDRESSES);
           break;
         case "dangerAll":
           dangerAll = true;
           wildcard = true;
           nodes.orWith(tn.allSlots());
-          addr = addr.union(FULL);
+          parts.push(FULL);
           break;
         case "key":
           nodes.orWith(tn.membersOf(s.key));
-          addr = addr.union(this.keyAddresses(s.key));
+          parts.push(this.keyAddresses(s.key));
           break;
         case "addr":
-          addr = addr.union(s.set);
+          parts.push(s.set);
           tn.nodesInSet(s.set, nodes);
           break;
         case "internet":
-          addr = addr.union(INTERNET);
+          parts.push(INTERNET);
           break;
         case "self":
           break;
       }
     }
+    const addr = IPSet.unionAll(parts);
     if (!wildcard) tn.routersOverlapping(addr, nodes);
     if (side !== "src") {
       // Exit nodes are reachable through any destination covering the whole internet.
@@ -193,7 +271,7 @@ export class Resolver {
     const st = this.states[i];
     if (!st.srcStrings) {
       const s = this.src(i);
-      st.srcStrings = s.dangerAll ? ["*"] : s.addr.toStrings();
+      st.srcStrings = Object.freeze(s.dangerAll ? ["*"] : s.addr.toStrings()) as string[];
     }
     return st.srcStrings;
   }

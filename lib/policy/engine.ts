@@ -13,7 +13,7 @@ import {
   UserIndex,
 } from "./compile.ts";
 import { Resolver } from "./context.ts";
-import { filterFor } from "./filter.ts";
+import { FilterRecipes } from "./filter.ts";
 import { INTERNET, type IPRange, IPSet, prefixRange, TAILNET_ADDRESSES } from "./ipset.ts";
 import { Bitset, NodeIdSet } from "./nodeset.ts";
 import { localpartDomain } from "./parse.ts";
@@ -121,6 +121,9 @@ export class PolicyEngine {
   private resolver!: Resolver;
   private ssh!: SSHCompiler;
   private readonly serverURL: string;
+  /** Peer bits per class of equivalent nodes; cleared on every change. */
+  private readonly peerClasses = new Map<string, Bitset>();
+  private readonly recipes = new FilterRecipes();
 
   constructor(
     policy: Policy | null,
@@ -140,6 +143,8 @@ export class PolicyEngine {
     this.compiled = compilePolicy(this.policy, this.users);
     this.resolver = new Resolver(this.compiled, this.tailnet);
     this.ssh = new SSHCompiler(this.compiled.ssh, this.tailnet);
+    this.peerClasses.clear();
+    this.recipes.clear();
   }
 
   /** Replaces the policy (already parsed); every node may be affected. */
@@ -181,7 +186,7 @@ export class PolicyEngine {
 
   /** The node's packet filter (tailcfg FilterRule list; empty = deny all inbound). */
   filterFor(id: number): FilterRule[] {
-    return filterFor(this.resolver, this.rec(id));
+    return this.recipes.filterFor(this.resolver, this.rec(id));
   }
 
   /** The node's SSH policy, or null when the policy has no ssh rules. */
@@ -191,8 +196,8 @@ export class PolicyEngine {
 
   /** Nodes this node may see (symmetric). The view is valid until the next change. */
   peersOf(id: number): NodeIdSet {
-    const bits = this.peerBits(this.rec(id));
-    return new NodeIdSet(bits, this.tailnet.slotToId, this.tailnet.idToSlot);
+    const n = this.rec(id);
+    return new NodeIdSet(this.peerBits(n), this.tailnet.slotToId, this.tailnet.idToSlot, n.slot);
   }
 
   /** Node capabilities from nodeAttrs and randomizeClientPort (values null = no data). */
@@ -236,7 +241,30 @@ export class PolicyEngine {
   // -------------------------------------------------------------------------------------------
   // Peers.
 
+  /**
+   * Peer bits of a node, the node itself possibly included. Nodes with the same membership
+   * keys and the same address-rule memberships see the same peers, so results are shared
+   * per such class (routers and exit nodes are computed on their own).
+   */
   private peerBits(n: NodeRec): Bitset {
+    const special = n.subnetRoutes.length > 0 || n.isExit;
+    let sig = "";
+    if (!special) {
+      const rs = this.resolver;
+      sig = n.keys.join("\u0000") + "|";
+      for (const i of rs.addressTouch) {
+        sig += (rs.src(i).nodes.has(n.slot) ? "1" : "0") +
+          (rs.dst(i).nodes.has(n.slot) ? "1" : "0");
+      }
+      const hit = this.peerClasses.get(sig);
+      if (hit) return hit;
+    }
+    const bits = this.computePeerBits(n);
+    if (!special) this.peerClasses.set(sig, bits);
+    return bits;
+  }
+
+  private computePeerBits(n: NodeRec): Bitset {
     const rs = this.resolver;
     const tn = this.tailnet;
     const acc = new Bitset(tn.slotToId.length);
@@ -245,9 +273,9 @@ export class PolicyEngine {
       const t = templates[i];
       if (t.self) {
         if (n.tagged || n.userId === undefined) continue;
-        const same = tn.membersOf(`u:${n.userId}`);
-        if (rs.nodeMatches(n, t.src)) acc.orWith(same);
-        for (const slot of same.bits()) if (rs.nodeMatches(tn.bySlot(slot), t.src)) acc.add(slot);
+        const info = rs.selfInfo(i, n.userId);
+        if (info.srcBits.has(n.slot)) acc.orWith(tn.membersOf(`u:${n.userId}`));
+        acc.orWith(info.srcBits);
         continue;
       }
       if (t.via) {
@@ -261,7 +289,6 @@ export class PolicyEngine {
       if (src.nodes.has(n.slot)) acc.orWith(dst.nodes);
       if (dst.nodes.has(n.slot)) acc.orWith(src.nodes);
     }
-    acc.delete(n.slot);
     return acc;
   }
 
@@ -269,10 +296,8 @@ export class PolicyEngine {
   private touchingTemplates(n: NodeRec): Iterable<number> {
     const rs = this.resolver;
     if (n.subnetRoutes.length > 0 || n.isExit) return this.compiled.templates.keys();
-    const seen = new Set<number>();
-    for (const k of n.keys) for (const i of rs.templatesWithKey(k)) seen.add(i);
-    for (const i of rs.generalTemplates) seen.add(i);
-    for (const i of rs.addressTemplateIndexes) seen.add(i);
+    const seen = new Set<number>(rs.addressTouch);
+    for (const k of n.keys) for (const i of rs.touchingKey(k)) seen.add(i);
     return seen;
   }
 
@@ -353,17 +378,25 @@ export class PolicyEngine {
     const routesChanged =
       (prev?.subnetRouteStrings.join() ?? "") !== (next?.subnetRouteStrings.join() ?? "") ||
       (prev?.isExit ?? false) !== (next?.isExit ?? false);
+    const touched: IPRange[] = [];
+    for (const x of [prev, next]) {
+      for (const ip of x?.ips ?? []) {
+        touched.push({ family: ip.family, lo: ip.value, hi: ip.value });
+      }
+    }
+    // "*" sources list member addresses only when they fall outside the tailnet ranges.
+    const outside = touched.some((r) => !TAILNET_ADDRESSES.contains(r.family, r.lo));
 
-    this.resolver.invalidate(changed, routesChanged);
+    this.resolver.invalidate(changed, routesChanged, touched);
     this.ssh.invalidate();
+    this.peerClasses.clear();
+    this.recipes.clear();
     if (routesChanged) return this.nodeIds();
 
     const affected = new Set<number>(before.peers);
     if (next) {
       affected.add(next.id);
       for (const p of this.peersOf(next.id)) affected.add(p);
-    } else if (prev) {
-      affected.add(prev.id);
     }
     const addBits = (b: Bitset) => {
       for (const slot of b.bits()) {
@@ -371,24 +404,26 @@ export class PolicyEngine {
         if (id >= 0) affected.add(id);
       }
     };
+    const addOwners = () => {
+      for (const x of [prev, next]) {
+        if (x && x.userId !== undefined) addBits(tn.membersOf(`u:${x.userId}`));
+      }
+    };
 
     // Rules whose sources changed: their destinations see different SrcIPs.
     const rs = this.resolver;
     const templates = this.compiled.templates;
     for (const k of changed) {
-      if (k === "*") continue;
+      if (k === "*" && !outside) continue;
       for (const i of rs.templatesWithKey(k)) {
         const t = templates[i];
-        if (!t.src.some((s) => s.t === "key" && s.key === k) && !t.self) continue;
-        if (t.self) {
-          for (const r of [prev, next]) {
-            if (r && r.userId !== undefined) addBits(tn.membersOf(`u:${r.userId}`));
-          }
-        } else if (t.via) {
-          addBits(this.viaNodes(i));
-        } else {
-          addBits(rs.dst(i).nodes);
-        }
+        const srcHas = t.src.some((
+          s,
+        ) => (s.t === "key" ? s.key === k : k === "*" && (s.t === "all" || s.t === "dangerAll")));
+        if (!srcHas) continue;
+        if (t.self) addOwners();
+        else if (t.via) addBits(this.viaNodes(i));
+        else addBits(rs.dst(i).nodes);
       }
     }
     // Rules that moved because merge keys changed elsewhere.
@@ -397,35 +432,24 @@ export class PolicyEngine {
       if (before.positions.get(i) !== pos) addBits(rs.dst(i).nodes);
     }
     // SSH rules naming the node as a source.
-    this.compiled.ssh.forEach((r, i) => {
-      const touches = r.src.some((s) => s.t === "key" && changed.has(s.key));
-      if (!touches) return;
+    for (const r of this.compiled.ssh) {
+      if (!r.src.some((s) => s.t === "key" && changed.has(s.key))) continue;
       for (const sel of r.dst) if (sel.t === "key") addBits(tn.membersOf(sel.key));
-      if (r.dstSelf) {
-        for (const x of [prev, next]) {
-          if (x && x.userId !== undefined) addBits(tn.membersOf(`u:${x.userId}`));
-        }
-      }
-      void i;
-    });
+      if (r.dstSelf) addOwners();
+    }
     // Routers whose routes cover the node's addresses list them in their own filters.
     for (const rid of tn.routers) {
       const router = tn.nodes.get(rid)!;
-      for (const x of [prev, next]) {
-        if (
-          x &&
-          x.ips.some((ip) =>
-            router.subnetRoutes.some((r) =>
-              r.family === ip.family && r.lo <= ip.value && ip.value <= r.hi
-            )
-          )
-        ) {
-          affected.add(rid);
-        }
+      if (
+        touched.some((ip) =>
+          router.subnetRoutes.some((r) => r.family === ip.family && r.lo <= ip.lo && ip.lo <= r.hi)
+        )
+      ) {
+        affected.add(rid);
       }
     }
-    if (next === undefined && prev) affected.delete(prev.id);
-    return [...affected].filter((id) => tn.nodes.has(id) || id === prev?.id).sort((a, b) => a - b);
+    if (prev && !next) affected.delete(prev.id);
+    return [...affected].filter((id) => tn.nodes.has(id)).sort((a, b) => a - b);
   }
 
   // -------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
  */
 
 import type { Sel, Template } from "./compile.ts";
-import { mergeKeyOf, type Resolver } from "./context.ts";
+import type { Resolver } from "./context.ts";
 import {
   formatRange,
   INTERNET,
@@ -15,7 +15,7 @@ import {
   rangeToPrefixes,
   TAILNET_ADDRESSES,
 } from "./ipset.ts";
-import { nodeInSet, type NodeRec } from "./tailnet.ts";
+import type { NodeRec } from "./tailnet.ts";
 import type { CapGrant, FilterRule, NetPortRange, PortRange } from "./types.ts";
 
 interface Piece {
@@ -24,6 +24,19 @@ interface Piece {
   /** Merge key for port rules; undefined for cap rules (never merged). */
   key?: string;
   rule: FilterRule;
+}
+
+/**
+ * The node's own addresses as they appear in its filter: DstPorts IPs and CapGrant host
+ * prefixes. Class recipes use placeholders here and substitute each member's addresses.
+ */
+export interface Own {
+  strings: readonly string[];
+  prefixes: readonly string[];
+}
+
+export function ownOf(n: NodeRec): Own {
+  return { strings: n.ipStrings, prefixes: n.ips.map(hostPrefix) };
 }
 
 function ipRange(ip: { family: 4 | 6; value: bigint }): IPRange {
@@ -38,6 +51,10 @@ function overlapsRoutes(n: NodeRec, r: IPRange): boolean {
   return n.subnetRoutes.some((x) => x.family === r.family && x.lo <= r.hi && r.lo <= x.hi);
 }
 
+function nodeInRange(n: NodeRec, r: IPRange): boolean {
+  return n.ips.some((ip) => ip.family === r.family && r.lo <= ip.value && ip.value <= r.hi);
+}
+
 function rangeWithin(r: IPRange, set: IPSet): boolean {
   return set.covers(r);
 }
@@ -50,6 +67,7 @@ function portEntries(ip: string, ports: readonly PortRange[], out: NetPortRange[
 function dstEntries(
   rs: Resolver,
   n: NodeRec,
+  own: Own,
   sel: Sel,
   ports: readonly PortRange[],
   out: NetPortRange[],
@@ -59,7 +77,7 @@ function dstEntries(
       portEntries("*", ports, out);
       return;
     case "key": {
-      if (n.keys.includes(sel.key)) { for (const ip of n.ipStrings) portEntries(ip, ports, out); }
+      if (n.keys.includes(sel.key)) { for (const ip of own.strings) portEntries(ip, ports, out); }
       if (n.subnetRoutes.length > 0) {
         // Other members' addresses inside this node's routes (routes overlapping the tailnet).
         for (const r of rs.keyAddresses(sel.key).ranges()) {
@@ -75,10 +93,7 @@ function dstEntries(
     }
     case "addr":
       for (const r of sel.set.ranges()) {
-        if (
-          nodeInSet(n, IPSet.of([r])) || overlapsRoutes(n, r) ||
-          (n.isExit && rangeWithin(r, INTERNET))
-        ) {
+        if (nodeInRange(n, r) || overlapsRoutes(n, r) || (n.isExit && rangeWithin(r, INTERNET))) {
           portEntries(formatRange(r), ports, out);
         }
       }
@@ -94,7 +109,7 @@ function dstEntries(
 }
 
 /** CapGrant Dsts of one destination selector that concern node n (narrowed to its addresses). */
-function capDsts(rs: Resolver, n: NodeRec, sel: Sel): string[] {
+function capDsts(rs: Resolver, n: NodeRec, own: Own, sel: Sel): string[] {
   let set: IPSet;
   switch (sel.t) {
     case "all":
@@ -113,7 +128,9 @@ function capDsts(rs: Resolver, n: NodeRec, sel: Sel): string[] {
       return [];
   }
   const out = new Set<string>();
-  for (const ip of n.ips) if (set.contains(ip.family, ip.value)) out.add(hostPrefix(ip));
+  n.ips.forEach((ip, k) => {
+    if (set.contains(ip.family, ip.value)) out.add(own.prefixes[k]);
+  });
   if (n.subnetRoutes.length > 0) {
     for (const r of set.ranges()) {
       for (const p of rangeToPrefixes(r)) {
@@ -125,15 +142,16 @@ function capDsts(rs: Resolver, n: NodeRec, sel: Sel): string[] {
   return [...out].sort();
 }
 
-function capGrants(rs: Resolver, n: NodeRec, t: Template): CapGrant[] {
+function capGrants(rs: Resolver, n: NodeRec, own: Own, t: Template): CapGrant[] {
   const out: CapGrant[] = [];
   for (const d of t.dst) {
-    const dsts = capDsts(rs, n, d.sel);
+    const dsts = capDsts(rs, n, own, d.sel);
     if (dsts.length > 0) out.push({ Dsts: dsts, CapMap: { ...t.capMap! } });
   }
   return out;
 }
 
+/** SrcIPs arrays are shared between nodes' filters: treat filter output as read-only. */
 function portRule(src: string[], dst: NetPortRange[], protos?: number[]): FilterRule {
   const r: FilterRule = { SrcIPs: src, DstPorts: dst };
   if (protos) r.IPProto = [...protos];
@@ -141,54 +159,48 @@ function portRule(src: string[], dst: NetPortRange[], protos?: number[]): Filter
 }
 
 /** Pieces of tailnet-wide templates that concern node n. */
-function globalPieces(rs: Resolver, n: NodeRec, i: number, out: Piece[]): void {
+function globalPieces(rs: Resolver, n: NodeRec, own: Own, i: number, out: Piece[]): void {
   const t = rs.compiled.templates[i];
   if (t.kind === "ip") {
     const dst: NetPortRange[] = [];
-    for (const d of t.dst) dstEntries(rs, n, d.sel, d.ports, dst);
+    for (const d of t.dst) dstEntries(rs, n, own, d.sel, d.ports, dst);
     if (dst.length === 0) return;
     const src = rs.srcStrings(i);
     if (src.length === 0) return;
-    out.push({ seq: t.seq, key: rs.mergeKey(i), rule: portRule([...src], dst, t.protos) });
+    out.push({ seq: t.seq, key: rs.mergeKey(i), rule: portRule(src, dst, t.protos) });
   } else {
-    const grants = capGrants(rs, n, t);
+    const grants = capGrants(rs, n, own, t);
     if (grants.length === 0) return;
-    out.push({ seq: t.seq, rule: { SrcIPs: [...rs.srcStrings(i)], CapGrant: grants } });
+    out.push({ seq: t.seq, rule: { SrcIPs: rs.srcStrings(i), CapGrant: grants } });
   }
 }
 
 /** autogroup:self: sources narrowed to the node owner's own untagged devices. */
-function selfPieces(rs: Resolver, n: NodeRec, t: Template, out: Piece[]): void {
+function selfPieces(rs: Resolver, n: NodeRec, ownAddrs: Own, i: number, out: Piece[]): void {
   if (n.tagged || n.userId === undefined) return;
-  const tn = rs.tailnet;
-  const same = tn.membersOf(`u:${n.userId}`);
-  const srcNodes: NodeRec[] = [];
-  const sameNodes: NodeRec[] = [];
-  for (const slot of same.bits()) {
-    const m = tn.bySlot(slot);
-    sameNodes.push(m);
-    if (rs.nodeMatches(m, t.src)) srcNodes.push(m);
-  }
-  if (srcNodes.length === 0) return;
-  const addrs = (list: NodeRec[]) => IPSet.of(list.flatMap((m) => m.ips.map(ipRange))).toStrings();
-  const own = n.ips.map(hostPrefix);
+  const t = rs.compiled.templates[i];
+  const info = rs.selfInfo(i, n.userId);
+  if (info.srcNodes.length === 0) return;
+  const src = info.srcStrings as string[];
   if (t.kind === "ip") {
     const dst: NetPortRange[] = [];
-    for (const ip of n.ipStrings) portEntries(ip, t.dst[0]?.ports ?? [], dst);
+    for (const ip of ownAddrs.strings) portEntries(ip, t.dst[0]?.ports ?? [], dst);
     if (dst.length === 0) return;
-    const src = addrs(srcNodes);
-    out.push({ seq: t.seq, key: mergeKeyOf(src, t.protos), rule: portRule(src, dst, t.protos) });
-  } else if (t.kind === "cap") {
-    if (own.length === 0) return;
+    out.push({ seq: t.seq, key: info.mergeKey, rule: portRule(src, dst, t.protos) });
+    return;
+  }
+  const own = ownAddrs.prefixes as string[];
+  if (own.length === 0) return;
+  if (t.kind === "cap") {
     out.push({
       seq: t.seq,
-      rule: { SrcIPs: addrs(srcNodes), CapGrant: [{ Dsts: own, CapMap: { ...t.capMap! } }] },
+      rule: { SrcIPs: src, CapGrant: [{ Dsts: own, CapMap: { ...t.capMap! } }] },
     });
-  } else {
-    if (!srcNodes.includes(n) || own.length === 0) return;
+  } else if (info.srcBits.has(n.slot)) {
+    const same = info.sameStrings as string[];
     out.push({
       seq: t.seq,
-      rule: { SrcIPs: addrs(sameNodes), CapGrant: [{ Dsts: own, CapMap: { ...t.capMap! } }] },
+      rule: { SrcIPs: same, CapGrant: [{ Dsts: own, CapMap: { ...t.capMap! } }] },
     });
   }
 }
@@ -213,25 +225,25 @@ function viaPieces(rs: Resolver, n: NodeRec, i: number, out: Piece[]): void {
   if (dst.length === 0) return;
   const src = rs.srcStrings(i);
   if (src.length === 0) return;
-  out.push({ seq: t.seq, key: rs.mergeKey(i), rule: portRule([...src], dst, t.protos) });
+  out.push({ seq: t.seq, key: rs.mergeKey(i), rule: portRule(src, dst, t.protos) });
 }
 
 /** Candidate templates for node n as a destination (index lookups, not a scan of every rule). */
-export function candidateTemplates(rs: Resolver, n: NodeRec): number[] {
-  if (n.subnetRoutes.length > 0 || n.isExit) return rs.compiled.templates.map((_, i) => i);
-  const seen = new Set<number>();
+export function candidateTemplates(rs: Resolver, n: NodeRec): Iterable<number> {
+  if (n.subnetRoutes.length > 0 || n.isExit) return rs.compiled.templates.keys();
+  const seen = new Set<number>(rs.addressDst);
   for (const k of n.keys) for (const i of rs.dstTemplatesWithKey(k)) seen.add(i);
-  for (const i of rs.generalTemplates) seen.add(i);
-  return [...seen].sort((a, b) => a - b);
+  return seen;
 }
 
-export function filterFor(rs: Resolver, n: NodeRec): FilterRule[] {
+/** The node's filter, computed from scratch. */
+export function computeFilter(rs: Resolver, n: NodeRec, own: Own = ownOf(n)): FilterRule[] {
   const pieces: Piece[] = [];
   for (const i of candidateTemplates(rs, n)) {
     const t = rs.compiled.templates[i];
-    if (t.self) selfPieces(rs, n, t, pieces);
+    if (t.self) selfPieces(rs, n, own, i, pieces);
     else if (t.via) viaPieces(rs, n, i, pieces);
-    else globalPieces(rs, n, i, pieces);
+    else globalPieces(rs, n, own, i, pieces);
   }
   if (pieces.length === 0) return [];
 
@@ -256,4 +268,65 @@ export function filterFor(rs: Resolver, n: NodeRec): FilterRule[] {
   }
   ordered.sort((a, b) => a.pos - b.pos);
   return ordered.map((o) => o.rule);
+}
+
+const MARK = "\u0000own";
+
+/**
+ * Filters per class of equivalent nodes. Nodes holding the same membership keys, with the
+ * same address families and the same address-rule memberships, get filters that differ only
+ * in their own addresses: the class keeps one recipe with placeholders and fills them in.
+ * Routers and exit nodes are computed on their own.
+ */
+export class FilterRecipes {
+  private readonly recipes = new Map<string, FilterRule[]>();
+
+  clear(): void {
+    this.recipes.clear();
+  }
+
+  filterFor(rs: Resolver, n: NodeRec): FilterRule[] {
+    if (n.subnetRoutes.length > 0 || n.isExit) return computeFilter(rs, n);
+    let sig = n.keys.join("\u0001") + "|" + n.ips.map((ip) => ip.family).join("");
+    for (const i of rs.addressDst) {
+      for (const d of rs.compiled.templates[i].dst) {
+        if (d.sel.t === "addr") {
+          sig += d.sel.set.ranges().some((r) => nodeInRange(n, r)) ? "1" : "0";
+        }
+      }
+    }
+    let recipe = this.recipes.get(sig);
+    if (!recipe) {
+      const marks: Own = {
+        strings: n.ips.map((_, k) => `${MARK}${k}`),
+        prefixes: n.ips.map((_, k) => `${MARK}${k}/`),
+      };
+      recipe = computeFilter(rs, n, marks);
+      this.recipes.set(sig, recipe);
+    }
+    return instantiate(recipe, ownOf(n));
+  }
+}
+
+function fill(text: string, own: Own): string {
+  if (!text.startsWith(MARK)) return text;
+  const k = Number(text.slice(MARK.length).replace("/", ""));
+  return text.endsWith("/") ? own.prefixes[k] : own.strings[k];
+}
+
+function instantiate(recipe: readonly FilterRule[], own: Own): FilterRule[] {
+  return recipe.map((r) => {
+    const out: FilterRule = { SrcIPs: r.SrcIPs };
+    if (r.DstPorts) {
+      out.DstPorts = r.DstPorts.map((d) => ({ IP: fill(d.IP, own), Ports: { ...d.Ports } }));
+    }
+    if (r.IPProto) out.IPProto = [...r.IPProto];
+    if (r.CapGrant) {
+      out.CapGrant = r.CapGrant.map((g) => ({
+        Dsts: g.Dsts.map((x) => fill(x, own)).sort(),
+        CapMap: { ...g.CapMap },
+      }));
+    }
+    return out;
+  });
 }

@@ -6,7 +6,7 @@
  * so equality of two sets is equality of their range lists.
  */
 
-import { type Family, formatIP, parseIP, parsePrefix, type Prefix } from "../net/ip.ts";
+import { type Family, parseIP, parsePrefix, type Prefix } from "../net/ip.ts";
 
 export interface IPRange {
   family: Family;
@@ -71,6 +71,17 @@ export class IPSet {
     const v6: Span[] = [];
     for (const r of ranges) (r.family === 4 ? v4 : v6).push({ lo: r.lo, hi: r.hi });
     return new IPSet(normalize(v4), normalize(v6));
+  }
+
+  /** The union of many sets, normalised once. */
+  static unionAll(sets: readonly IPSet[]): IPSet {
+    const nonEmpty = sets.filter((s) => !s.isEmpty());
+    if (nonEmpty.length === 0) return IPSet.EMPTY;
+    if (nonEmpty.length === 1) return nonEmpty[0];
+    return new IPSet(
+      normalize(nonEmpty.flatMap((s) => s.v4)),
+      normalize(nonEmpty.flatMap((s) => s.v6)),
+    );
   }
 
   static fromStrings(texts: Iterable<string>): IPSet {
@@ -194,6 +205,49 @@ function exactPrefixBits(r: IPRange): number {
   if ((r.lo & (size - 1n)) !== 0n) return -1;
   const hostBits = size.toString(2).length - 1;
   return (r.family === 4 ? 32 : 128) - hostBits;
+}
+
+/**
+ * Formats an address (RFC 5952 for IPv6). Hot in filter generation, so it avoids per-group
+ * bigint arithmetic and remembers recent results.
+ */
+export function formatAddr(family: Family, value: bigint): string {
+  const cache = family === 4 ? V4_NAMES : V6_NAMES;
+  const hit = cache.get(value);
+  if (hit !== undefined) return hit;
+  let out: string;
+  if (family === 4) {
+    const v = Number(value);
+    out = `${(v >>> 24) & 255}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
+  } else {
+    const hex = value.toString(16).padStart(32, "0");
+    const groups: string[] = [];
+    for (let i = 0; i < 32; i += 4) groups.push(hex.slice(i, i + 4).replace(/^0+(?=.)/, ""));
+    let best = -1, bestLen = 0;
+    for (let i = 0; i < 8;) {
+      if (groups[i] !== "0") {
+        i++;
+        continue;
+      }
+      let j = i;
+      while (j < 8 && groups[j] === "0") j++;
+      if (j - i > bestLen && j - i >= 2) [best, bestLen] = [i, j - i];
+      i = j;
+    }
+    out = best < 0
+      ? groups.join(":")
+      : `${groups.slice(0, best).join(":")}::${groups.slice(best + bestLen).join(":")}`;
+  }
+  if (cache.size >= 200_000) cache.clear();
+  cache.set(value, out);
+  return out;
+}
+
+const V4_NAMES = new Map<bigint, string>();
+const V6_NAMES = new Map<bigint, string>();
+
+function formatIP(ip: { family: Family; value: bigint }): string {
+  return formatAddr(ip.family, ip.value);
 }
 
 export function formatRange(r: IPRange): string {

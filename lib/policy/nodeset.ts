@@ -88,24 +88,29 @@ export class Bitset {
 export class NodeIdSet implements Iterable<number> {
   private cachedSize = -1;
 
+  /** `exclude` is a slot left out of the set (a node is never its own peer). */
   constructor(
     private readonly slots: Bitset,
     private readonly slotToId: readonly number[],
     private readonly idToSlot: ReadonlyMap<number, number>,
+    private readonly exclude = -1,
   ) {}
 
   has(id: number): boolean {
     const s = this.idToSlot.get(id);
-    return s !== undefined && this.slots.has(s);
+    return s !== undefined && s !== this.exclude && this.slots.has(s);
   }
 
   get size(): number {
-    if (this.cachedSize < 0) this.cachedSize = this.slots.count();
+    if (this.cachedSize < 0) {
+      this.cachedSize = this.slots.count() -
+        (this.exclude >= 0 && this.slots.has(this.exclude) ? 1 : 0);
+    }
     return this.cachedSize;
   }
 
   *[Symbol.iterator](): IterableIterator<number> {
-    for (const s of this.slots.bits()) yield this.slotToId[s];
+    for (const s of this.slots.bits()) if (s !== this.exclude) yield this.slotToId[s];
   }
 
   forEach(fn: (id: number) => void): void {

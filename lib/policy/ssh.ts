@@ -8,7 +8,6 @@ import type { CompiledSSHRule } from "./compile.ts";
 import { IPSet } from "./ipset.ts";
 import { Bitset } from "./nodeset.ts";
 import type { NodeRec, Tailnet } from "./tailnet.ts";
-import { localpartDomain } from "./parse.ts";
 import type { SSHAction, SSHPolicy, SSHPrincipal, SSHRule } from "./types.ts";
 
 const ACCEPT: SSHAction = {
@@ -104,17 +103,14 @@ export class SSHCompiler {
     if (this.rules.length === 0) return null;
     const out: SSHRule[] = [];
     this.rules.forEach((r, i) => {
+      const selfDst = r.dstSelf && !n.tagged && n.userId !== undefined;
+      const isDst = r.dst.length > 0 && this.isDestination(i, n);
+      if (!selfDst && !isDst && !r.hasLocalpart) return;
       const src = this.sourcesOf(i);
       if (src.nodes.isEmpty()) return;
       const action = r.action === "accept" ? { ...ACCEPT } : checkAction(baseURL);
-      const hasLocalpart = r.users.some((u) => localpartDomain(u) !== null);
-      const base: Record<string, string> = {};
-      if (r.users.includes("autogroup:nonroot")) base["*"] = "=";
-      base.root = r.users.includes("root") ? "root" : "";
-      for (const u of r.users) {
-        if (u === "root" || u === "autogroup:nonroot" || localpartDomain(u) !== null) continue;
-        base[u] = u;
-      }
+      const hasLocalpart = r.hasLocalpart;
+      const base = r.baseUsers;
       const emit = (principals: SSHPrincipal[], uid?: number) => {
         if (principals.length === 0) return;
         const rule: SSHRule = {
@@ -136,11 +132,9 @@ export class SSHCompiler {
         }
       };
 
-      if (r.dstSelf && !n.tagged && n.userId !== undefined) {
-        emit(src.byUser.get(n.userId) ?? [], n.userId);
-      }
+      if (selfDst) emit(src.byUser.get(n.userId!) ?? [], n.userId);
       if (r.dst.length === 0) return;
-      if (this.isDestination(i, n)) {
+      if (isDst) {
         if (hasLocalpart) {
           for (const uid of src.userIds) emit(src.byUser.get(uid)!, uid);
           emit(src.tagged);

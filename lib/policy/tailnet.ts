@@ -5,7 +5,14 @@
  */
 
 import { type IPAddr, parseIP, parsePrefix } from "../net/ip.ts";
-import { type IPRange, IPSet, isExitRoute, prefixRange, TAILNET_ADDRESSES } from "./ipset.ts";
+import {
+  formatAddr,
+  type IPRange,
+  IPSet,
+  isExitRoute,
+  prefixRange,
+  TAILNET_ADDRESSES,
+} from "./ipset.ts";
 import { Bitset } from "./nodeset.ts";
 import type { PolicyNode } from "./types.ts";
 
@@ -80,9 +87,7 @@ export function makeNodeRec(n: PolicyNode, slot: number): NodeRec {
     slot,
     input: n,
     ips,
-    ipStrings: ips.map((ip) =>
-      IPSet.of([{ family: ip.family, lo: ip.value, hi: ip.value }]).toStrings()[0]
-    ),
+    ipStrings: ips.map((ip) => formatAddr(ip.family, ip.value)),
     tagged,
     tags,
     userId,
