@@ -3,13 +3,14 @@
  * created here and passed down; nothing lives in module-level state.
  */
 import { createServer, type Server } from "node:http";
+import { createServer as createTlsServer } from "node:https";
 import type { Config } from "../config/config.ts";
 import type { Logger } from "../log/log.ts";
 import { loadOrCreatePrivateKey } from "../auth/keyfile.ts";
 import { openStore } from "../store/mod.ts";
 import type { Store } from "../store/types.ts";
 import { State } from "../state/state.ts";
-import { Router } from "../http/router.ts";
+import { Router, sendText } from "../http/router.ts";
 import { healthHandler, keyHandler } from "../http/basic_routes.ts";
 import { createApiHandler, REST_PREFIX, RPC_PREFIX } from "../api/server.ts";
 import type { PendingAuthApi, PolicyApi } from "../api/service.ts";
@@ -88,6 +89,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     .on("*", REST_PREFIX, remoteApi)
     .on("POST", RPC_PREFIX, remoteApi)
     .on("GET", "/register/", control.registerPage)
+    .on("*", "/ts2021", (_req, res) => sendText(res, 400, "missing next protocol\n"))
     .upgrade(
       "/ts2021",
       ts2021UpgradeHandler({
@@ -104,7 +106,16 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     );
   derp.mount(router);
 
-  const http = createServer({ requestTimeout: 0, headersTimeout: 30_000 });
+  // With tls_cert_path/tls_key_path the main listener speaks HTTPS (needed by the embedded DERP:
+  // clients dial DERP over TLS). ALPN is HTTP/1.1: /ts2021 and /derp are HTTP/1.1 upgrades.
+  const serverOptions = { requestTimeout: 0, headersTimeout: 30_000 };
+  const http: Server = config.tls.certPath !== ""
+    ? createTlsServer({
+      ...serverOptions,
+      cert: await Deno.readTextFile(config.tls.certPath),
+      key: await Deno.readTextFile(config.tls.keyPath),
+    })
+    : createServer(serverOptions);
   http.on("request", router.handleRequest);
   http.on("upgrade", router.handleUpgrade);
   http.on("clientError", (_e, socket) => socket.destroy());
