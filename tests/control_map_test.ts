@@ -289,7 +289,12 @@ Deno.test("map: an ephemeral node is deleted after staying offline", async () =>
     const a = await addNode(t, "eph", key);
     const s = a.client.map(mapRequest(a));
     await s.next();
+    // Cancelled right after the first message, while the server may still be writing to it.
     s.close();
+    for (let i = 0; i < 20 && t.state.isOnline(a.id); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(t.state.isOnline(a.id), false, "a cancelled poll takes the node offline");
     // Reconnecting in time cancels the deletion.
     await new Promise((r) => setTimeout(r, 300));
     const s2 = a.client.map(mapRequest(a));

@@ -34,6 +34,7 @@ export interface MapServiceDeps {
 /** One open long poll. */
 class MapStream implements MapSink {
   private closed = false;
+  private aborted = false;
   private keepAliveTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
@@ -49,7 +50,7 @@ class MapStream implements MapSink {
   }
 
   send(msg: SharedMessage): void {
-    if (this.closed || this.res.destroyed) return;
+    if (this.closed || this.aborted || this.res.destroyed) return;
     if (this.res.writableLength > this.opts.maxBufferedBytes) {
       this.log.warn("map stream too slow, closing it", { node: this.nodeId });
       this.close("client too slow");
@@ -75,13 +76,22 @@ class MapStream implements MapSink {
     }, delay);
   }
 
+  /** The client reset the stream: nothing more can be written. */
+  abort(): void {
+    this.aborted = true;
+  }
+
   close(reason: string): void {
     if (this.closed) return;
     this.closed = true;
     if (this.keepAliveTimer !== undefined) clearTimeout(this.keepAliveTimer);
     this.keepAliveTimer = undefined;
     this.log.debug("map stream closed", { node: this.nodeId, reason });
-    if (!this.res.destroyed && !this.res.writableEnded) this.res.end();
+    if (this.aborted) {
+      if (!this.res.stream.destroyed) this.res.stream.destroy();
+    } else if (!this.res.destroyed && !this.res.writableEnded) {
+      this.res.end();
+    }
   }
 }
 
@@ -143,7 +153,14 @@ export class MapService {
       state.streamClosed(id);
       if (!state.isOnline(id)) ephemeral.schedule(id);
     };
+    // A client that cancels its poll sends RST_STREAM: 'aborted' is the reliable signal (Deno
+    // may not emit 'close' for a stream reset while it has writes in flight).
     res.on("close", cleanUp);
+    res.stream.on("close", cleanUp);
+    res.stream.on("aborted", () => {
+      stream.abort();
+      cleanUp();
+    });
     res.on("error", (e) => log.debug("map stream error", { node: id, error: e }));
 
     const msg = mapper.fullMapMessage(id);

@@ -5,7 +5,7 @@
 import { randomBytes } from "node:crypto";
 import type { Config } from "../config/config.ts";
 import { parseConfigText } from "../config/load.ts";
-import { silentLogger } from "../log/log.ts";
+import { type Logger, silentLogger } from "../log/log.ts";
 import { State } from "../state/state.ts";
 import { openStore } from "../store/mod.ts";
 import type { Store, UserRecord } from "../store/types.ts";
@@ -50,12 +50,14 @@ export async function startTestControl(opts: {
   configYaml?: string;
   /** Adjusts the parsed config (e.g. values validation would refuse, for fast tests). */
   configure?: (config: Config) => void;
+  /** Defaults to a silent logger. */
+  log?: Logger;
   tuning?: ControlPlaneDeps["tuning"];
   policy?: ControlPlaneDeps["policy"];
 } = {}): Promise<TestControl> {
   const { config } = parseConfigText(opts.configYaml ?? "", { env: {} });
   opts.configure?.(config);
-  const log = silentLogger();
+  const log = opts.log ?? silentLogger();
   const store = await openStore({
     type: "sqlite",
     sqlite: { path: ":memory:", writeAheadLog: false },
