@@ -106,6 +106,7 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
       }
       const abort = new AbortController();
       res.on("close", () => abort.abort());
+      res.stream.on("aborted", () => abort.abort());
       const reply = await deps.register.handle(
         body as unknown as RegisterRequest,
         machineKey,
