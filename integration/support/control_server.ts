@@ -1,0 +1,256 @@
+/**
+ * Our control server (main.ts) inside an integration harness: a config file in the run's work
+ * directory, the process on the test bridge, and the admin CLI (cli.ts) against its unix socket.
+ *
+ * ```ts
+ * const server = await startControlServer(h);
+ * await server.createUser("alice");
+ * const key = await server.createAuthKey("alice", { reusable: true });
+ * await client.up({ loginServer: server.url, authKey: key });
+ * const nodes = await server.listNodes();
+ * ```
+ */
+import { createSocket } from "node:dgram";
+import { fileURLToPath } from "node:url";
+import { displayCommand } from "../harness/command.ts";
+import {
+  CommandError,
+  type CommandResult,
+  type Harness,
+  type ListenAddress,
+  runCommand,
+  type ServerProcess,
+} from "../harness.ts";
+
+const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const DENO_FLAGS = [
+  "--allow-net",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-sys",
+];
+
+/** The parts of the API's Node message (proto3 JSON) the tests look at. */
+export interface ApiNode {
+  /** Decimal node id (int64 in proto3 JSON is a string). */
+  id: string;
+  machineKey: string;
+  nodeKey: string;
+  ipAddresses: string[];
+  /** The hostname the client reported. */
+  name: string;
+  /** The DNS label in the tailnet. */
+  givenName: string;
+  user?: { id: string; name: string };
+  expiry?: string;
+  online: boolean;
+  tags: string[];
+  [field: string]: unknown;
+}
+
+export interface ControlServerOptions {
+  /** Extra YAML appended to the generated config (top-level keys only). */
+  extraConfig?: string;
+  /** Batch delay for change fan-out. Default 50ms, so tests see changes quickly. */
+  batchChangeDelay?: string;
+  /** `node.ephemeral.inactivity_timeout`; the server refuses anything up to 65s. Default 66s. */
+  ephemeralInactivityTimeout?: string;
+  /** `dns.base_domain`. Default `tailnet.internal`. */
+  baseDomain?: string;
+}
+
+/** A free UDP port on `host` (for the embedded STUN server). */
+async function freeUdpPort(host: string): Promise<number> {
+  const socket = createSocket("udp4");
+  await new Promise<void>((resolve, reject) => {
+    socket.once("error", reject);
+    socket.bind(0, host, () => resolve());
+  });
+  const { port } = socket.address();
+  await new Promise<void>((resolve) => socket.close(() => resolve()));
+  return port;
+}
+
+/** One headscale-deno server process in a harness, with its config and admin CLI. */
+export class ControlServer {
+  #process: ServerProcess | undefined;
+
+  private constructor(
+    readonly harness: Harness,
+    readonly listen: ListenAddress,
+    readonly dir: string,
+    readonly configPath: string,
+    readonly baseDomain: string,
+  ) {}
+
+  /** Writes the config into `<workDir>/server` and starts the server (waits for /health). */
+  static async start(harness: Harness, options: ControlServerOptions = {}): Promise<ControlServer> {
+    const listen = harness.listenAddress();
+    const dir = `${harness.workDir}/server`;
+    await Deno.mkdir(dir, { recursive: true });
+    const stunPort = await freeUdpPort(listen.host);
+    const baseDomain = options.baseDomain ?? "tailnet.internal";
+    const config = [
+      `server_url: ${listen.url}`,
+      `listen_addr: ${listen.hostPort}`,
+      `noise:`,
+      `  private_key_path: ${dir}/noise_private.key`,
+      `database:`,
+      `  type: sqlite`,
+      `  sqlite:`,
+      `    path: ${dir}/db.sqlite`,
+      `unix_socket: ${dir}/headscale.sock`,
+      `derp:`,
+      `  server:`,
+      `    enabled: true`,
+      `    private_key_path: ${dir}/derp_private.key`,
+      `    stun_listen_addr: ${listen.host}:${stunPort}`,
+      `node:`,
+      `  ephemeral:`,
+      `    inactivity_timeout: ${options.ephemeralInactivityTimeout ?? "66s"}`,
+      `dns:`,
+      `  magic_dns: true`,
+      `  base_domain: ${baseDomain}`,
+      `tuning:`,
+      `  batch_change_delay: ${options.batchChangeDelay ?? "50ms"}`,
+      `log:`,
+      `  level: debug`,
+      options.extraConfig ?? "",
+    ].join("\n");
+    const configPath = `${dir}/config.yaml`;
+    await Deno.writeTextFile(configPath, config + "\n");
+    const server = new ControlServer(harness, listen, dir, configPath, baseDomain);
+    await server.#spawn();
+    return server;
+  }
+
+  /** `http://<bridge ip>:<port>`: server_url and the clients' `--login-server`. */
+  get url(): string {
+    return this.listen.url;
+  }
+
+  get running(): boolean {
+    return this.#process?.running ?? false;
+  }
+
+  /** Where the server's output goes (appended across restarts). */
+  get logPath(): string {
+    return `${this.harness.artifactsDir}/server.log`;
+  }
+
+  async #spawn(): Promise<void> {
+    this.#process = await this.harness.startServer({
+      command: [
+        Deno.execPath(),
+        "run",
+        ...DENO_FLAGS,
+        `${REPO_ROOT}main.ts`,
+        "-c",
+        this.configPath,
+      ],
+      url: this.url,
+      cwd: this.dir,
+    });
+  }
+
+  /** SIGTERM (SIGKILL after 5 s). The database and keys stay. */
+  async stop(): Promise<void> {
+    const process = this.#process;
+    this.#process = undefined;
+    await process?.stop();
+  }
+
+  /** Stops the server and starts it again with the same config, database and keys. */
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.#spawn();
+  }
+
+  /** Runs the admin CLI (`cli.ts -c <config> …`) and returns its result, whatever the exit code. */
+  cliRaw(args: readonly string[]): Promise<CommandResult> {
+    return runCommand(
+      [Deno.execPath(), "run", ...DENO_FLAGS, `${REPO_ROOT}cli.ts`, "-c", this.configPath, ...args],
+      { cwd: this.dir, timeoutMs: 30_000 },
+    );
+  }
+
+  /** Runs the admin CLI with `-o json` and parses its output; throws unless it exits 0. */
+  async cli<T = unknown>(args: readonly string[]): Promise<T> {
+    const result = await this.cliRaw([...args, "-o", "json", "--force"]);
+    if (!result.success) {
+      throw new CommandError(`headscale-deno ${displayCommand(args)}`, result);
+    }
+    try {
+      return JSON.parse(result.stdout) as T;
+    } catch {
+      throw new Error(
+        `headscale-deno ${displayCommand(args)}: output is not JSON: ${
+          result.stdout.slice(0, 300)
+        }`,
+      );
+    }
+  }
+
+  async createUser(name: string): Promise<{ id: string; name: string }> {
+    return await this.cli(["users", "create", name]);
+  }
+
+  /** A pre-auth key of `user` (a secret: never log it). */
+  async createAuthKey(
+    user: string,
+    options: { reusable?: boolean; ephemeral?: boolean } = {},
+  ): Promise<string> {
+    const args = ["preauthkeys", "create", "--user", user, "--expiration", "1h"];
+    if (options.reusable) args.push("--reusable");
+    if (options.ephemeral) args.push("--ephemeral");
+    const created = await this.cli<{ key?: string }>(args);
+    if (typeof created.key !== "string" || !created.key.startsWith("hskey-auth-")) {
+      throw new Error("preauthkeys create printed no hskey-auth- key");
+    }
+    return created.key;
+  }
+
+  async listNodes(): Promise<ApiNode[]> {
+    return await this.cli<ApiNode[]>(["nodes", "list"]);
+  }
+
+  /** The node whose reported hostname is `hostname`; throws unless exactly one matches. */
+  async nodeByHostname(hostname: string): Promise<ApiNode> {
+    const nodes = (await this.listNodes()).filter((n) => n.name === hostname);
+    if (nodes.length !== 1) {
+      throw new Error(`expected one node with hostname ${hostname}, found ${nodes.length}`);
+    }
+    return nodes[0];
+  }
+
+  async expireNode(id: string): Promise<ApiNode> {
+    return await this.cli<ApiNode>(["nodes", "expire", "--identifier", id]);
+  }
+
+  async deleteNode(id: string): Promise<void> {
+    await this.cli(["nodes", "delete", "--identifier", id]);
+  }
+
+  /** Approves a waiting interactive login as a node of `user`. */
+  async authRegister(authId: string, user: string): Promise<ApiNode> {
+    return await this.cli<ApiNode>(["auth", "register", "--auth-id", authId, "--user", user]);
+  }
+
+  async authReject(authId: string): Promise<void> {
+    await this.cli(["auth", "reject", "--auth-id", authId]);
+  }
+
+  /** The fully qualified MagicDNS name a client shows for a node, e.g. `a.tailnet.internal.`. */
+  dnsName(node: ApiNode): string {
+    return `${node.givenName}.${this.baseDomain}.`;
+  }
+}
+
+/** {@link ControlServer.start}. */
+export function startControlServer(
+  harness: Harness,
+  options: ControlServerOptions = {},
+): Promise<ControlServer> {
+  return ControlServer.start(harness, options);
+}
