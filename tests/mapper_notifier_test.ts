@@ -37,7 +37,7 @@ interface World {
   close(): Promise<void>;
 }
 
-async function world(n: number, policy?: PolicyView): Promise<World> {
+async function world(n: number, policy?: PolicyView, owners?: string[]): Promise<World> {
   const { config } = parseConfigText("", { env: {} });
   const log = silentLogger();
   const store = await openStore({
@@ -45,9 +45,12 @@ async function world(n: number, policy?: PolicyView): Promise<World> {
     sqlite: { path: ":memory:", writeAheadLog: false },
   });
   const state = await State.open({ store, log, config });
-  const user = await state.createUser({ name: "alice" });
+  const users = new Map([["alice", await state.createUser({ name: "alice" })]]);
   const ids: number[] = [];
   for (let i = 0; i < n; i++) {
+    const ownerName = owners?.[i] ?? "alice";
+    if (!users.has(ownerName)) users.set(ownerName, await state.createUser({ name: ownerName }));
+    const user = users.get(ownerName)!;
     const node = await state.registerNode({
       machineKey: randomKey("mkey:"),
       nodeKey: randomKey("nodekey:"),
@@ -217,6 +220,31 @@ Deno.test("notifier: resync(ids) gives just those sessions a full map instead of
     const [toZ] = w.sinks.get(z)!.take();
     assert.equal(toZ.Peers, undefined);
     assert.deepEqual(toZ.PeersChangedPatch!.map((p) => p.NodeID), [x]);
+  } finally {
+    await w.close();
+  }
+});
+
+Deno.test("notifier: a renamed user's profile goes only to nodes that see its nodes", async () => {
+  const policy: PolicyView = {
+    *peersOf(id) {
+      if (id === 1) yield 2;
+      if (id === 2) yield 1;
+    },
+    canSee: (a, b) => (a === 1 && b === 2) || (a === 2 && b === 1),
+    filterFor: () => ALLOW_ALL_FILTER,
+    sshPolicyFor: () => null,
+  };
+  const w = await world(3, policy, ["alice", "bob", "carol"]);
+  try {
+    const bob = w.state.getUserByName("bob")!;
+    await w.state.renameUser(bob.id, "robert");
+    w.notifier.flush();
+    const to1 = w.sinks.get(1)!.take();
+    assert.deepEqual(to1[0].UserProfiles!.map((u) => u.LoginName), ["robert"]);
+    const to2 = w.sinks.get(2)!.take();
+    assert.deepEqual(to2[0].UserProfiles!.map((u) => u.LoginName), ["robert"], "the owner too");
+    assert.deepEqual(w.sinks.get(3)!.take(), [], "carol's node sees no node of bob's");
   } finally {
     await w.close();
   }

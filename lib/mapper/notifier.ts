@@ -72,7 +72,8 @@ function emptyBatch(): Batch {
 
 interface Item {
   json: string;
-  full: boolean;
+  /** A full node (PeersChanged), a PeerChange, or a renamed user's profile. */
+  kind: "full" | "patch" | "profile";
   /** Wire user id of a full node (for UserProfiles). */
   user: number | null;
 }
@@ -275,6 +276,8 @@ export class Notifier {
    */
   private fanout(): {
     add(index: number, nodeId: number, includeSelf: boolean): void;
+    /** To the given nodes and everyone who sees one of them. */
+    addToViewersOf(index: number, nodeIds: readonly number[]): void;
     groupOf(sessionId: number): Group;
   } {
     const policy = this.deps.mapper.policy;
@@ -292,6 +295,10 @@ export class Notifier {
           }
           common = common.with(index);
         },
+        addToViewersOf: (index) => {
+          for (const [id, g] of own) own.set(id, g.with(index));
+          common = common.with(index);
+        },
         groupOf: (id) => own.get(id) ?? common,
       };
     }
@@ -303,6 +310,16 @@ export class Notifier {
         for (const r of policy.peersOf(nodeId)) {
           if (r === nodeId || !this.sessions.has(r)) continue;
           own.set(r, (own.get(r) ?? root).with(index));
+        }
+      },
+      addToViewersOf: (index, nodeIds) => {
+        const receivers = new Set<number>();
+        for (const n of nodeIds) {
+          receivers.add(n);
+          for (const r of policy.peersOf(n)) receivers.add(r);
+        }
+        for (const r of receivers) {
+          if (this.sessions.has(r)) own.set(r, (own.get(r) ?? root).with(index));
         }
       },
       groupOf: (id) => own.get(id) ?? root,
@@ -322,7 +339,7 @@ export class Notifier {
         b.removed.add(id);
         continue;
       }
-      const index = items.push({ json, full: true, user: mapper.wireUserOf(id) }) - 1;
+      const index = items.push({ json, kind: "full", user: mapper.wireUserOf(id) }) - 1;
       fanout.add(index, id, false);
     }
     const patched = [...b.patches.keys()]
@@ -330,14 +347,19 @@ export class Notifier {
       .sort((a, z) => a - z);
     for (const id of patched) {
       const json = peerChangeJson(id, b.patches.get(id)!);
-      const index = items.push({ json, full: false, user: null }) - 1;
+      const index = items.push({ json, kind: "patch", user: null }) - 1;
       fanout.add(index, id, true);
+    }
+    // A renamed user's profile goes to the nodes that see one of the user's nodes.
+    for (const userId of [...b.users].sort((a, z) => a - z)) {
+      const json = mapper.profileJsonOf(userId);
+      if (json === null) continue;
+      const index = items.push({ json, kind: "profile", user: userId }) - 1;
+      const owned = this.deps.state.listNodes().filter((n) => n.userId === userId);
+      fanout.addToViewersOf(index, owned.map((n) => n.id));
     }
 
     const removed = [...b.removed].sort((a, z) => a - z);
-    const userProfiles = [...b.users]
-      .map((u) => mapper.profileJsonOf(u))
-      .filter((j): j is string => j !== null);
     const everyone: string[] = [];
     if (removed.length > 0) everyone.push(`"PeersRemoved":[${removed.join(",")}]`);
     if (b.derp) everyone.push(`"DERPMap":${mapper.derpMapJson()}`);
@@ -353,13 +375,13 @@ export class Notifier {
       const selfJson = b.self.has(id) && node ? JSON.stringify(mapper.selfNode(node)) : null;
       const dnsJson = b.dns && node ? mapper.dnsConfigJsonFor(node) : null;
       if (group.parent === null && selfJson === null && dnsJson === null) {
-        if (everyone.length === 0 && userProfiles.length === 0) continue;
+        if (everyone.length === 0) continue;
       }
       const personal = selfJson !== null || (dnsJson !== null && mapper.dnsIsPerNode());
       let msg = personal ? undefined : group.message;
       if (!msg) {
         msg = new SharedMessage(
-          this.deltaJson(group.items().map((i) => items[i]), everyone, userProfiles, {
+          this.deltaJson(group.items().map((i) => items[i]), everyone, {
             selfJson,
             dnsJson,
           }),
@@ -373,20 +395,19 @@ export class Notifier {
   private deltaJson(
     list: Item[],
     everyone: string[],
-    updatedProfiles: string[],
     extra: { selfJson: string | null; dnsJson: string | null },
   ): string {
     const parts: string[] = [];
     if (extra.selfJson !== null) parts.push(`"Node":${extra.selfJson}`);
-    const changed = list.filter((i) => i.full);
-    const patches = list.filter((i) => !i.full);
+    const changed = list.filter((i) => i.kind === "full");
+    const patches = list.filter((i) => i.kind === "patch");
     if (changed.length > 0) parts.push(`"PeersChanged":[${changed.map((i) => i.json).join(",")}]`);
     if (patches.length > 0) {
       parts.push(`"PeersChangedPatch":[${patches.map((i) => i.json).join(",")}]`);
     }
     parts.push(...everyone);
     if (extra.dnsJson !== null) parts.push(`"DNSConfig":${extra.dnsJson}`);
-    const profiles = new Set(updatedProfiles);
+    const profiles = new Set(list.filter((i) => i.kind === "profile").map((i) => i.json));
     for (const i of changed) {
       const p = i.user === null ? null : this.deps.mapper.profileJsonOf(i.user);
       if (p !== null) profiles.add(p);
