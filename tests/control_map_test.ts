@@ -200,6 +200,10 @@ Deno.test("map: a deleted node's stream ends; a new stream replaces the old one"
     const sb = b.client.map(mapRequest(b));
     await sb.next();
     await t.state.deleteNode(b.id);
+    const farewell = (await sb.nextUpdate())!;
+    assert.equal(farewell.Node!.ID, b.id);
+    assert.equal(farewell.Node!.Expired, true, "a deleted node is told its key is dead");
+    assert.ok(Date.parse(farewell.Node!.KeyExpiry!) < Date.now());
     assert.equal(await sb.nextUpdate(), null);
     second.close();
   });

@@ -12,7 +12,7 @@ import type { Logger } from "../log/log.ts";
 import type { State } from "../state/state.ts";
 import type { NodeReport } from "../state/state.ts";
 import type { MapRequest } from "../tailcfg/types.ts";
-import { KEEP_ALIVE, type SharedMessage } from "../mapper/framing.ts";
+import { KEEP_ALIVE, SharedMessage } from "../mapper/framing.ts";
 import type { Mapper } from "../mapper/mapper.ts";
 import type { MapSink, Notifier } from "../mapper/notifier.ts";
 import type { EphemeralGc } from "./ephemeral_gc.ts";
@@ -74,6 +74,15 @@ class MapStream implements MapSink {
       this.keepAliveTimer = undefined;
       this.send(KEEP_ALIVE);
     }, delay);
+  }
+
+  /** Builds the last message for a deleted node (set by the service). */
+  farewell: (() => SharedMessage | null) | undefined;
+
+  deleted(): void {
+    const msg = this.farewell?.();
+    if (msg) this.send(msg);
+    this.close("node deleted");
   }
 
   /** The client reset the stream: nothing more can be written. */
@@ -138,6 +147,14 @@ export class MapService {
       jitterMs: this.jitterMs,
       maxBufferedBytes: this.maxBufferedBytes,
     }, log.child({ node: id }));
+    // A deleted node learns it through its own node with a dead key: the client then needs a
+    // login again, as with Tailscale's own control server (a bare close would only make it retry).
+    stream.farewell = () => {
+      const self = mapper.selfNode(node);
+      self.KeyExpiry = new Date(Date.now() - 1_000).toISOString();
+      self.Expired = true;
+      return new SharedMessage(JSON.stringify({ Node: self }));
+    };
     res.writeHead(200, { "content-type": "application/octet-stream" });
     // Opened before the old stream (if any) is closed, so the node does not flap offline.
     state.streamOpened(id);

@@ -27,6 +27,11 @@ export interface MapSink {
   send(msg: SharedMessage): void;
   /** Close the stream (replaced by a newer one, node deleted, or shutdown). */
   close(reason: string): void;
+  /**
+   * The node was deleted: tell the client (its key is dead, so it asks for a login) and
+   * close. Optional; without it the stream is just closed.
+   */
+  deleted?(): void;
 }
 
 export interface NotifierDeps {
@@ -194,7 +199,8 @@ export class Notifier {
           const sink = this.sessions.get(c.nodeId);
           if (sink) {
             this.sessions.delete(c.nodeId);
-            sink.close("node deleted");
+            if (sink.deleted) sink.deleted();
+            else sink.close("node deleted");
           }
           break;
         }
