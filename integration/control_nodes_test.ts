@@ -84,6 +84,8 @@ Deno.test({
         (await server.listNodes()).map((n) => n.name).sort(),
         [keepA.name, keepB.name],
       );
+      // The deleted machine itself is told: it needs a login again.
+      await doomed.waitForBackendState("NeedsLogin");
       for (const client of [keepA, keepB]) {
         const status = await waitForPeerGone(client, doomed.name);
         // The remaining peer is still there, unchanged.
