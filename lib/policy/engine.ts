@@ -41,6 +41,12 @@ export interface ReachabilityRule {
 
 const EVERYTHING = IPSet.fromStrings(["*"]);
 
+interface Snapshot {
+  peers: number[];
+  rules: string[];
+  ssh: string[];
+}
+
 export interface EngineOptions {
   /** Base of the SSH check URL (holdAndDelegate); default "https://unused". */
   serverURL?: string;
@@ -342,30 +348,38 @@ export class PolicyEngine {
     return this.afterChange(prev, undefined, before);
   }
 
-  private snapshotFor(
-    prev: NodeRec | undefined,
-  ): { peers: number[]; positions: Map<number, number> } {
+  private snapshotFor(prev: NodeRec | undefined): Snapshot {
     return {
       peers: prev ? [...this.peersOf(prev.id)] : [],
-      positions: this.positions(),
+      rules: this.ruleSignatures(),
+      ssh: this.sshSignatures(),
     };
   }
 
-  /** For each port template, the position its rules take after merging. */
-  private positions(): Map<number, number> {
+  /**
+   * Per template, what its rules look like to every destination: the SrcIPs and, for port
+   * rules, the merged position. A template whose signature changes changes the filters of
+   * all its destinations.
+   */
+  private ruleSignatures(): string[] {
     const rs = this.resolver;
     const first = rs.firstSeqByKey();
-    const out = new Map<number, number>();
-    this.compiled.templates.forEach((t, i) => {
-      if (t.kind === "ip" && !t.self && !t.via) out.set(i, first.get(rs.mergeKey(i)) ?? t.seq);
+    return this.compiled.templates.map((t, i) => {
+      if (t.self) return "";
+      const key = rs.mergeKey(i);
+      if (t.kind !== "ip" || t.via) return key;
+      return `${key}@${first.get(key) ?? t.seq}`;
     });
-    return out;
+  }
+
+  private sshSignatures(): string[] {
+    return this.compiled.ssh.map((_, i) => this.ssh.signature(i));
   }
 
   private afterChange(
     prev: NodeRec | undefined,
     next: NodeRec | undefined,
-    before: { peers: number[]; positions: Map<number, number> },
+    before: Snapshot,
   ): number[] {
     const tn = this.tailnet;
     const sameIPs = prev !== undefined && next !== undefined &&
@@ -384,11 +398,9 @@ export class PolicyEngine {
         touched.push({ family: ip.family, lo: ip.value, hi: ip.value });
       }
     }
-    // "*" sources list member addresses only when they fall outside the tailnet ranges.
-    const outside = touched.some((r) => !TAILNET_ADDRESSES.contains(r.family, r.lo));
 
     this.resolver.invalidate(changed, routesChanged, touched);
-    this.ssh.invalidate();
+    this.ssh.invalidate(changed, routesChanged);
     this.peerClasses.clear();
     this.recipes.clear();
     if (routesChanged) return this.nodeIds();
@@ -410,33 +422,28 @@ export class PolicyEngine {
       }
     };
 
-    // Rules whose sources changed: their destinations see different SrcIPs.
+    // Rules whose SrcIPs or merged position changed: all their destinations change.
     const rs = this.resolver;
     const templates = this.compiled.templates;
-    for (const k of changed) {
-      if (k === "*" && !outside) continue;
-      for (const i of rs.templatesWithKey(k)) {
-        const t = templates[i];
-        const srcHas = t.src.some((
-          s,
-        ) => (s.t === "key" ? s.key === k : k === "*" && (s.t === "all" || s.t === "dangerAll")));
-        if (!srcHas) continue;
-        if (t.self) addOwners();
-        else if (t.via) addBits(this.viaNodes(i));
-        else addBits(rs.dst(i).nodes);
+    const after = this.ruleSignatures();
+    after.forEach((sig, i) => {
+      if (sig === before.rules[i]) return;
+      if (templates[i].via) addBits(this.viaNodes(i));
+      else addBits(rs.dst(i).nodes);
+    });
+    // autogroup:self rules list the owner's devices.
+    if (templates.some((t) => t.self)) addOwners();
+    // SSH rules whose principals changed.
+    const sshAfter = this.sshSignatures();
+    this.compiled.ssh.forEach((r, i) => {
+      if (sshAfter[i] === before.ssh[i]) return;
+      for (const sel of r.dst) {
+        if (sel.t === "key") addBits(tn.membersOf(sel.key));
+        else if (sel.t === "all") addBits(tn.allSlots());
       }
-    }
-    // Rules that moved because merge keys changed elsewhere.
-    const after = this.positions();
-    for (const [i, pos] of after) {
-      if (before.positions.get(i) !== pos) addBits(rs.dst(i).nodes);
-    }
-    // SSH rules naming the node as a source.
-    for (const r of this.compiled.ssh) {
-      if (!r.src.some((s) => s.t === "key" && changed.has(s.key))) continue;
-      for (const sel of r.dst) if (sel.t === "key") addBits(tn.membersOf(sel.key));
-      if (r.dstSelf) addOwners();
-    }
+      // autogroup:self and localpart rules list the owner's other devices.
+      if (r.dstSelf || r.hasLocalpart) addOwners();
+    });
     // Routers whose routes cover the node's addresses list them in their own filters.
     for (const rid of tn.routers) {
       const router = tn.nodes.get(rid)!;

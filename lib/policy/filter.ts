@@ -51,6 +51,14 @@ function overlapsRoutes(n: NodeRec, r: IPRange): boolean {
   return n.subnetRoutes.some((x) => x.family === r.family && x.lo <= r.hi && r.lo <= x.hi);
 }
 
+function routeSet(n: NodeRec): IPSet {
+  return IPSet.of(n.subnetRoutes);
+}
+
+function ownSet(n: NodeRec): IPSet {
+  return IPSet.of(n.ips.map(ipRange));
+}
+
 function nodeInRange(n: NodeRec, r: IPRange): boolean {
   return n.ips.some((ip) => ip.family === r.family && r.lo <= ip.value && ip.value <= r.hi);
 }
@@ -80,14 +88,9 @@ function dstEntries(
       if (n.keys.includes(sel.key)) { for (const ip of own.strings) portEntries(ip, ports, out); }
       if (n.subnetRoutes.length > 0) {
         // Other members' addresses inside this node's routes (routes overlapping the tailnet).
-        for (const r of rs.keyAddresses(sel.key).ranges()) {
-          if (!overlapsRoutes(n, r)) continue;
-          if (
-            n.ips.some((ip) => ip.family === r.family && ip.value === r.lo) &&
-            n.keys.includes(sel.key)
-          ) continue;
-          portEntries(formatRange(r), ports, out);
-        }
+        let inside = rs.keyAddresses(sel.key).intersect(routeSet(n));
+        if (n.keys.includes(sel.key)) inside = inside.subtract(ownSet(n));
+        for (const r of inside.ranges()) portEntries(formatRange(r), ports, out);
       }
       return;
     }
@@ -132,10 +135,15 @@ function capDsts(rs: Resolver, n: NodeRec, own: Own, sel: Sel): string[] {
     if (set.contains(ip.family, ip.value)) out.add(own.prefixes[k]);
   });
   if (n.subnetRoutes.length > 0) {
-    for (const r of set.ranges()) {
-      for (const p of rangeToPrefixes(r)) {
-        const pr = IPSet.fromStrings([p]).ranges()[0];
-        if (overlapsRoutes(n, pr)) out.add(p);
+    if (sel.t === "key") {
+      // Member addresses: only the part inside the routes, so other members do not matter.
+      for (const p of set.intersect(routeSet(n)).toPrefixStrings()) out.add(p);
+    } else {
+      for (const r of set.ranges()) {
+        for (const p of rangeToPrefixes(r)) {
+          const pr = IPSet.fromStrings([p]).ranges()[0];
+          if (overlapsRoutes(n, pr)) out.add(p);
+        }
       }
     }
   }

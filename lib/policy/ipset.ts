@@ -114,6 +114,11 @@ export class IPSet {
     return new IPSet(subtractSpans(this.v4, other.v4), subtractSpans(this.v6, other.v6));
   }
 
+  intersect(other: IPSet): IPSet {
+    if (this.isEmpty() || other.isEmpty()) return IPSet.EMPTY;
+    return this.subtract(this.subtract(other));
+  }
+
   contains(family: Family, value: bigint): boolean {
     return findSpan(family === 4 ? this.v4 : this.v6, value) >= 0;
   }

@@ -45,16 +45,48 @@ function principalsOf(nodes: NodeRec[]): SSHPrincipal[] {
   return out;
 }
 
+function compareAddrs(a: NodeRec, b: NodeRec): number {
+  const x = a.ips[0], y = b.ips[0];
+  if (!x || !y) return (x ? 1 : 0) - (y ? 1 : 0) || a.id - b.id;
+  if (x.family !== y.family) return x.family - y.family;
+  return x.value < y.value ? -1 : x.value > y.value ? 1 : a.id - b.id;
+}
+
 export class SSHCompiler {
   private readonly sources = new Map<number, SSHSources>();
+  private readonly signatures = new Map<number, string>();
 
   constructor(
     private readonly rules: readonly CompiledSSHRule[],
     private readonly tailnet: Tailnet,
   ) {}
 
-  invalidate(): void {
-    this.sources.clear();
+  /**
+   * Forgets the sources of rules a change to these membership keys could alter. Grouping by
+   * owner and per-tag repetition mean a rule over autogroup:member also depends on every
+   * owner key, and one over autogroup:tagged on every tag key.
+   */
+  invalidate(changed: ReadonlySet<string>, everything = false): void {
+    if (everything) {
+      this.sources.clear();
+      this.signatures.clear();
+      return;
+    }
+    const owners = [...changed].some((k) => k.startsWith("u:"));
+    const tags = [...changed].some((k) => k.startsWith("t:"));
+    this.rules.forEach((r, i) => {
+      const hit = r.src.some((s) =>
+        s.t !== "key" ||
+        changed.has(s.key) ||
+        (s.key === "member" && owners) ||
+        (s.key === "tagged" && tags) ||
+        (s.key === "*" && changed.size > 0)
+      );
+      if (hit) {
+        this.sources.delete(i);
+        this.signatures.delete(i);
+      }
+    });
   }
 
   /** Source nodes of a rule (by membership; SSH sources are identities, never addresses). */
@@ -70,17 +102,23 @@ export class SSHCompiler {
     }
     const perUser = new Map<number, NodeRec[]>();
     const tagged: SSHPrincipal[] = [];
+    const taggedNodes: NodeRec[] = [];
     for (const slot of nodes.bits()) {
       const n = tn.bySlot(slot);
       if (n.tagged) {
-        // The service lists a tagged device once per tag it carries.
-        for (let k = 0; k < n.tags.length; k++) {
-          for (const ip of n.ipStrings) tagged.push({ nodeIP: ip });
-        }
+        taggedNodes.push(n);
       } else if (n.userId !== undefined) {
         const list = perUser.get(n.userId) ?? [];
         list.push(n);
         perUser.set(n.userId, list);
+      }
+    }
+    // In address order, so the output does not depend on internal slot numbers. The service
+    // lists a tagged device once per tag it carries.
+    taggedNodes.sort((a, b) => compareAddrs(a, b));
+    for (const n of taggedNodes) {
+      for (let k = 0; k < n.tags.length; k++) {
+        for (const ip of n.ipStrings) tagged.push({ nodeIP: ip });
       }
     }
     const userIds = [...perUser.keys()].sort((a, b) => a - b);
@@ -88,6 +126,17 @@ export class SSHCompiler {
     s = { nodes, userIds, byUser, tagged };
     this.sources.set(i, s);
     return s;
+  }
+
+  /** A rule's principals in one string: equal strings, equal principals everywhere. */
+  signature(i: number): string {
+    let sig = this.signatures.get(i);
+    if (sig === undefined) {
+      const s = this.sourcesOf(i);
+      sig = JSON.stringify([s.userIds.map((u) => [u, s.byUser.get(u)]), s.tagged]);
+      this.signatures.set(i, sig);
+    }
+    return sig;
   }
 
   /** Is node n a destination of rule i (other than through autogroup:self)? */
