@@ -43,6 +43,8 @@ export interface UpgradeOptions {
   timeoutMs?: number;
   /** For https URLs: skip certificate verification (InsecureForTests). */
   insecure?: boolean;
+  /** For https URLs: PEM certificates to trust instead of the default roots (a private CA). */
+  ca?: string | string[];
 }
 
 export interface UpgradedStream {
@@ -89,6 +91,7 @@ export function openDerpStream(
         port,
         servername: net.isIP(host) ? undefined : host,
         rejectUnauthorized: !opts.insecure,
+        ...(opts.ca ? { ca: opts.ca } : {}),
       })
       : net.connect({ host, port });
     socket.setNoDelay(true);
