@@ -4,10 +4,14 @@
 #
 #   scripts/install_tailscale.sh [all|latest|oldest|vX.Y.Z]...   (default: all)
 #   scripts/install_tailscale.sh --versions                       (prints "<alias> <version>")
+#   scripts/install_tailscale.sh derper                           (Tailscale's DERP server, for
+#                                                                  scripts/bench/derp_vs_derper.ts)
 #
 # For each requested version it prints "<version> <dir>" on stdout once <dir>/tailscaled and
 # <dir>/tailscale are ready; build output goes to stderr. A version whose binaries are already there
-# is not rebuilt, so calling this before every test run is cheap.
+# is not rebuilt, so calling this before every test run is cheap. `derper` is built only when asked
+# for (never by `all`), at the `latest` version, into <root>/derper/<version>/derper; it prints
+# "<version> <dir>" the same way.
 #
 # Environment:
 #   TS_BIN_DIR     root of the per-version directories
@@ -34,7 +38,7 @@ resolve_version() {
     latest) echo "$TS_LATEST" ;;
     oldest) echo "$TS_OLDEST" ;;
     v[0-9]*.[0-9]*.[0-9]*) echo "$1" ;;
-    *) die "unknown version '$1' (want all, latest, oldest or vX.Y.Z)" ;;
+    *) die "unknown version '$1' (want all, latest, oldest, derper or vX.Y.Z)" ;;
   esac
 }
 
@@ -78,6 +82,45 @@ install_version() {
   echo "$version $dir"
 }
 
+# True when derper exists and reports the expected version.
+derper_installed() {
+  local dir="$1" version="$2" reported
+  [ -x "$dir/derper" ] || return 1
+  reported="$("$dir/derper" -version 2>/dev/null | head -n 1)" || return 1
+  case "$reported" in
+    "${version#v}" | "${version#v}"-*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+install_derper() {
+  local version="$TS_LATEST"
+  local dir="$bin_root/derper/$version"
+  mkdir -p "$bin_root/derper"
+  exec 9>"$bin_root/.lock-derper-$version"
+  flock 9
+  if ! derper_installed "$dir" "$version"; then
+    command -v go >/dev/null 2>&1 || die "Go is needed to build derper $version (https://go.dev/dl/)"
+    local staging
+    staging="$(mktemp -d "$bin_root/derper/.build-$version.XXXXXX")"
+    echo "install_tailscale: building derper $version" >&2
+    chmod 755 "$staging"
+    if ! GOBIN="$staging" GOTOOLCHAIN="${TS_GOTOOLCHAIN:-auto}" \
+      go install "tailscale.com/cmd/derper@$version" >&2; then
+      rm -rf "$staging"
+      die "go install of derper $version failed"
+    fi
+    derper_installed "$staging" "$version" || {
+      rm -rf "$staging"
+      die "built derper does not report version $version"
+    }
+    rm -rf "$dir"
+    mv "$staging" "$dir"
+  fi
+  exec 9>&-
+  echo "$version $dir"
+}
+
 if [ "${1:-}" = "--versions" ]; then
   echo "latest $TS_LATEST"
   echo "oldest $TS_OLDEST"
@@ -90,10 +133,16 @@ versions=()
 for r in "${requested[@]}"; do
   if [ "$r" = all ]; then
     versions+=("$TS_LATEST" "$TS_OLDEST")
+  elif [ "$r" = derper ]; then
+    versions+=(derper)
   else
     versions+=("$(resolve_version "$r")")
   fi
 done
 for v in "${versions[@]}"; do
-  install_version "$v"
+  if [ "$v" = derper ]; then
+    install_derper
+  else
+    install_version "$v"
+  fi
 done
