@@ -32,11 +32,11 @@ export function freePort(): number {
   return port;
 }
 
-export function writeConfig(dir: string, port: number, extra = ""): string {
+export function writeConfig(dir: string, port: number, extra = "", tls = false): string {
   const path = `${dir}/config.yaml`;
   Deno.writeTextFileSync(
     path,
-    `server_url: http://127.0.0.1:${port}
+    `server_url: ${tls ? "https" : "http"}://127.0.0.1:${port}
 listen_addr: 127.0.0.1:${port}
 noise:
   private_key_path: ${dir}/noise_private.key
@@ -57,10 +57,15 @@ ${extra}`,
 }
 
 /** Starts main.ts with the config in `dir` (created if needed) and waits for /health. */
-export async function startServer(dir?: string, extraConfig = ""): Promise<ServerProcess> {
+export async function startServer(
+  dir?: string,
+  extraConfig = "",
+  opts: { caCertPath?: string } = {},
+): Promise<ServerProcess> {
   dir ??= await Deno.makeTempDir({ prefix: "hsd-test-" });
   const port = freePort();
-  const configPath = writeConfig(dir, port, extraConfig);
+  const tls = opts.caCertPath !== undefined;
+  const configPath = writeConfig(dir, port, extraConfig, tls);
   const logPath = `${dir}/server.log`;
   const logFile = await Deno.open(logPath, { append: true, create: true, write: true });
   const child = new Deno.Command(Deno.execPath(), {
@@ -72,11 +77,14 @@ export async function startServer(dir?: string, extraConfig = ""): Promise<Serve
   }).spawn();
   void child.stdout.pipeTo(logFile.writable, { preventClose: true }).catch(() => {});
   void child.stderr.pipeTo(logFile.writable).catch(() => {});
-  const baseUrl = `http://127.0.0.1:${port}`;
+  const baseUrl = `${tls ? "https" : "http"}://127.0.0.1:${port}`;
+  const client = tls
+    ? Deno.createHttpClient({ caCerts: [await Deno.readTextFile(opts.caCertPath!)] })
+    : undefined;
   const deadline = Date.now() + 30_000;
   for (;;) {
     try {
-      const res = await fetch(`${baseUrl}/health`);
+      const res = await fetch(`${baseUrl}/health`, { client });
       await res.body?.cancel();
       if (res.ok) break;
     } catch { /* not up yet */ }
@@ -88,6 +96,7 @@ export async function startServer(dir?: string, extraConfig = ""): Promise<Serve
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+  client?.close();
   const exited = child.status;
   return {
     dir,
