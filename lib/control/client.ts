@@ -5,21 +5,30 @@
  */
 import { type ClientHttp2Session, type ClientHttp2Stream, connect } from "node:http2";
 import { Duplex } from "node:stream";
+import { setImmediate } from "node:timers";
 import { decodeFrames } from "../mapper/framing.ts";
 import type { MapRequest, MapResponse, RegisterRequest } from "../tailcfg/types.ts";
 
-/** Two connected in-memory Duplex ends (like a socketpair). */
+/**
+ * Two connected in-memory Duplex ends (like a socketpair). Bytes are delivered on a later turn
+ * of the event loop, as a socket would: synchronous delivery re-enters the HTTP/2 session
+ * (nghttp2 is not re-entrant) and crashed Deno with "free(): invalid pointer".
+ */
 export function duplexPair(): [Duplex, Duplex] {
   const make = (peer: () => Duplex) =>
     new Duplex({
       read() {},
       write(chunk, _enc, cb) {
-        peer().push(chunk);
-        cb();
+        setImmediate(() => {
+          if (!peer().destroyed) peer().push(chunk);
+          cb();
+        });
       },
       final(cb) {
-        peer().push(null);
-        cb();
+        setImmediate(() => {
+          if (!peer().destroyed) peer().push(null);
+          cb();
+        });
       },
       destroy(err, cb) {
         const p = peer();
