@@ -12,8 +12,8 @@
  * await control.pendingAuths.approve(id);          // re-auth of a known machine, keeps its owner
  * await control.pendingAuths.reject(id);           // auth reject
  * control.pendingAuths.list();
- * // when the policy engine is ready (see PolicyView in ../mapper/policy_view.ts):
- * control.setPolicy(policyView);
+ * // the policy engine (default: allow-all; contract in ../mapper/policy_view.ts):
+ * control.setPolicy(policyEngineView(engine));
  * // after a node change, the nodes whose filter/peers changed get a full map:
  * control.resync(engine.upsertNode(policyNode));
  * await control.close();
@@ -23,7 +23,8 @@
  *   of one Noise connection. Routes: POST /machine/register, POST /machine/map, POST
  *   /machine/update-health (200), POST /machine/set-dns ({}), other /machine/* → 501.
  * - The map stream, deltas, keep-alives, key-expiry and ephemeral-node clean-up all run from
- *   here; `close()` stops them and closes every connection.
+ *   here, and dns.extra_records_path is re-read when it changes; `close()` stops them and
+ *   closes every connection.
  *
  * Modules: register.ts (register semantics), pending_auths.ts (interactive logins),
  * map_session.ts (map requests), noise_server.ts (HTTP/2 routing), ../mapper (map building and
@@ -49,6 +50,7 @@ import { registerApproved, RegisterService } from "./register.ts";
 export { MIN_CAP_VERSION };
 export type { PolicyView };
 export { ALLOW_ALL_FILTER, allowAllPolicy } from "../mapper/policy_view.ts";
+export { policyEngineView } from "../mapper/policy_engine_view.ts";
 export type { AuthVerdict, PendingAuthInfo, PendingAuths } from "./pending_auths.ts";
 
 export interface ControlPlaneDeps {
