@@ -324,3 +324,34 @@ Deno.test("framing: 4-byte little-endian length, zstd payload, several frames pe
   assert.deepEqual(split.messages, ['{"Node":{"ID":1}}']);
   assert.equal(split.rest.byteLength, 5);
 });
+
+Deno.test("notifier: several nodes changing in one window each get the others, not themselves", async () => {
+  const w = await world(4);
+  try {
+    const [a, b, c, d] = w.ids;
+    // b, c and d change in ways that need full nodes; d also comes online.
+    for (const id of [b, c, d]) {
+      w.state.applyReport(id, { hostinfo: { Hostname: `n${id - 1}`, OS: "linux" } });
+    }
+    w.state.streamOpened(d);
+    w.notifier.flush();
+    const got = (id: number) => {
+      const [m] = w.sinks.get(id)!.take();
+      return {
+        self: m.Node?.ID,
+        changed: (m.PeersChanged ?? []).map((n) => [n.ID, n.Online]),
+        patched: (m.PeersChangedPatch ?? []).map((p) => p.NodeID),
+      };
+    };
+    assert.deepEqual(got(a), {
+      self: undefined,
+      changed: [[b, false], [c, false], [d, true]],
+      patched: [],
+    });
+    assert.deepEqual(got(b), { self: b, changed: [[c, false], [d, true]], patched: [] });
+    assert.deepEqual(got(c), { self: c, changed: [[b, false], [d, true]], patched: [] });
+    assert.deepEqual(got(d), { self: d, changed: [[b, false], [c, false]], patched: [] });
+  } finally {
+    await w.close();
+  }
+});

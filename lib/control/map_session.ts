@@ -57,7 +57,8 @@ class MapStream implements MapSink {
       return;
     }
     try {
-      this.res.write(msg.frame(this.zstd));
+      const ok = this.res.write(msg.frame(this.zstd));
+      if (!ok) this.log.trace("map stream buffering", { buffered: this.res.writableLength });
     } catch (e) {
       this.log.debug("map stream write failed", { node: this.nodeId, error: e });
       this.close("write failed");

@@ -366,6 +366,10 @@ export class Notifier {
     }
 
     const removed = [...b.removed].sort((a, z) => a - z);
+    const log = this.deps.log;
+    const trace = log.enabled("trace");
+    let sent = 0;
+    let messages = 0;
     const everyone: string[] = [];
     if (removed.length > 0) everyone.push(`"PeersRemoved":[${removed.join(",")}]`);
     if (b.derp) everyone.push(`"DERPMap":${mapper.derpMapJson()}`);
@@ -393,9 +397,19 @@ export class Notifier {
           }),
         );
         if (!personal) group.message = msg;
+        messages++;
       }
+      if (trace) log.trace("delta", { node: id, json: msg.json.slice(0, 2000) });
       sink.send(msg);
+      sent++;
     }
+    log.debug("deltas sent", {
+      full: full.length,
+      patched: patched.length,
+      removed: removed.length,
+      sessions: sent,
+      messages,
+    });
   }
 
   private deltaJson(
