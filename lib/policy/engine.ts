@@ -41,9 +41,15 @@ export interface ReachabilityRule {
 
 const EVERYTHING = IPSet.fromStrings(["*"]);
 
+/** Per template: its merge key (SrcIPs and protocols) and merged position (-1: not merged). */
+interface RuleSignatures {
+  keys: string[];
+  positions: number[];
+}
+
 interface Snapshot {
   peers: number[];
-  rules: string[];
+  rules: RuleSignatures;
   ssh: string[];
 }
 
@@ -361,15 +367,23 @@ export class PolicyEngine {
    * rules, the merged position. A template whose signature changes changes the filters of
    * all its destinations.
    */
-  private ruleSignatures(): string[] {
+  private ruleSignatures(): RuleSignatures {
     const rs = this.resolver;
     const first = rs.firstSeqByKey();
-    return this.compiled.templates.map((t, i) => {
-      if (t.self) return "";
-      const key = rs.mergeKey(i);
-      if (t.kind !== "ip" || t.via) return key;
-      return `${key}@${first.get(key) ?? t.seq}`;
-    });
+    const templates = this.compiled.templates;
+    const keys: string[] = new Array(templates.length);
+    const positions: number[] = new Array(templates.length);
+    for (let i = 0; i < templates.length; i++) {
+      const t = templates[i];
+      if (t.self) {
+        keys[i] = "";
+        positions[i] = -1;
+        continue;
+      }
+      keys[i] = rs.mergeKey(i);
+      positions[i] = t.kind !== "ip" || t.via ? -1 : first.get(keys[i]) ?? t.seq;
+    }
+    return { keys, positions };
   }
 
   private sshSignatures(): string[] {
@@ -426,11 +440,14 @@ export class PolicyEngine {
     const rs = this.resolver;
     const templates = this.compiled.templates;
     const after = this.ruleSignatures();
-    after.forEach((sig, i) => {
-      if (sig === before.rules[i]) return;
+    for (let i = 0; i < templates.length; i++) {
+      // Unchanged keys are usually the same cached string, so this is mostly a pointer check.
+      if (
+        after.keys[i] === before.rules.keys[i] && after.positions[i] === before.rules.positions[i]
+      ) continue;
       if (templates[i].via) addBits(this.viaNodes(i));
       else addBits(rs.dst(i).nodes);
-    });
+    }
     // autogroup:self rules list the owner's devices.
     if (templates.some((t) => t.self)) addOwners();
     // SSH rules whose principals changed.

@@ -212,44 +212,44 @@ function exactPrefixBits(r: IPRange): number {
   return (r.family === 4 ? 32 : 128) - hostBits;
 }
 
-/**
- * Formats an address (RFC 5952 for IPv6). Hot in filter generation, so it avoids per-group
- * bigint arithmetic and remembers recent results.
- */
+/** Formats an address (RFC 5952 for IPv6). Hot in filter generation: no bigint arithmetic per group. */
 export function formatAddr(family: Family, value: bigint): string {
-  const cache = family === 4 ? V4_NAMES : V6_NAMES;
-  const hit = cache.get(value);
-  if (hit !== undefined) return hit;
-  let out: string;
   if (family === 4) {
     const v = Number(value);
-    out = `${(v >>> 24) & 255}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
-  } else {
-    const hex = value.toString(16).padStart(32, "0");
-    const groups: string[] = [];
-    for (let i = 0; i < 32; i += 4) groups.push(hex.slice(i, i + 4).replace(/^0+(?=.)/, ""));
-    let best = -1, bestLen = 0;
-    for (let i = 0; i < 8;) {
-      if (groups[i] !== "0") {
-        i++;
-        continue;
-      }
-      let j = i;
-      while (j < 8 && groups[j] === "0") j++;
-      if (j - i > bestLen && j - i >= 2) [best, bestLen] = [i, j - i];
-      i = j;
-    }
-    out = best < 0
-      ? groups.join(":")
-      : `${groups.slice(0, best).join(":")}::${groups.slice(best + bestLen).join(":")}`;
+    return `${(v >>> 24) & 255}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
   }
-  if (cache.size >= 200_000) cache.clear();
-  cache.set(value, out);
-  return out;
+  // Tailnet addresses repeat constantly; remember them, keyed by a cheap number.
+  const key = Number(value & 0xfffffffffffffn);
+  const hit = V6_NAMES.get(key);
+  if (hit !== undefined && hit.value === value) return hit.text;
+  const text = formatV6(value);
+  if (V6_NAMES.size >= 100_000) V6_NAMES.clear();
+  V6_NAMES.set(key, { value, text });
+  return text;
 }
 
-const V4_NAMES = new Map<bigint, string>();
-const V6_NAMES = new Map<bigint, string>();
+const V6_NAMES = new Map<number, { value: bigint; text: string }>();
+
+function formatV6(value: bigint): string {
+  const groups: string[] = [];
+  for (let shift = 96n; shift >= 0n; shift -= 32n) {
+    const w = Number((value >> shift) & 0xffffffffn);
+    groups.push((w >>> 16).toString(16), (w & 0xffff).toString(16));
+  }
+  let best = -1, bestLen = 0;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== "0") {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === "0") j++;
+    if (j - i > bestLen && j - i >= 2) [best, bestLen] = [i, j - i];
+    i = j;
+  }
+  if (best < 0) return groups.join(":");
+  return `${groups.slice(0, best).join(":")}::${groups.slice(best + bestLen).join(":")}`;
+}
 
 function formatIP(ip: { family: Family; value: bigint }): string {
   return formatAddr(ip.family, ip.value);
