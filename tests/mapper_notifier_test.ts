@@ -96,10 +96,11 @@ Deno.test("notifier: one endpoint change is one message, built and compressed on
     const [x] = w.ids;
     w.state.applyReport(x, { endpoints: ["192.0.2.9:41641"] });
     w.notifier.flush();
-    const messages = [...w.sinks.values()].map((s) => s.got);
+    const messages = [...w.sinks.entries()].filter(([id]) => id !== x).map(([, s]) => s.got);
     assert.ok(messages.every((m) => m.length === 1));
     const first = messages[0][0];
     assert.ok(messages.every((m) => m[0] === first), "the very same message object");
+    assert.equal(w.sinks.get(x)!.got.length, 0, "no patch about itself");
     assert.deepEqual(JSON.parse(first.json), {
       PeersChangedPatch: [{ NodeID: x, Endpoints: ["192.0.2.9:41641"] }],
     });
@@ -181,8 +182,8 @@ Deno.test("notifier: only nodes that see a changed node hear about it", async ()
     w.notifier.flush();
     const to2 = w.sinks.get(2)!.take();
     assert.deepEqual(to2[0].PeersChangedPatch!.map((p) => p.NodeID), [1]);
-    const to3 = w.sinks.get(3)!.take();
-    assert.deepEqual(to3[0].PeersChangedPatch!.map((p) => p.NodeID), [3], "only its own patch");
+    // Not even its own patch: a client stops applying a delta at a patch for a non-peer.
+    assert.equal(w.sinks.get(3)!.take().length, 0, "node 3 sees nobody, so it hears nothing");
 
     // A full map for an island node lists only what it sees.
     const full3 = JSON.parse(w.mapper.fullMapJson(3)!);
@@ -323,6 +324,25 @@ Deno.test("framing: 4-byte little-endian length, zstd payload, several frames pe
   const split = decodeFrames(joined, false);
   assert.deepEqual(split.messages, ['{"Node":{"ID":1}}']);
   assert.equal(split.rest.byteLength, 5);
+});
+
+Deno.test("notifier: a node whose own patch shares a window with a new peer gets the peer and no patch about itself", async () => {
+  // Tailscale v1.102 applies mutations in node id order and stops at one for a non-peer (itself),
+  // dropping the rest: a self patch here would hide the new peer from it.
+  const w = await world(3);
+  try {
+    const [a, b, c] = w.ids;
+    w.state.applyReport(a, { endpoints: ["192.0.2.1:1"] });
+    w.state.applyReport(c, { hostinfo: { Hostname: "newcomer", OS: "linux" } });
+    w.notifier.flush();
+    const [toA] = w.sinks.get(a)!.take();
+    assert.deepEqual((toA.PeersChanged ?? []).map((n) => n.ID), [c]);
+    assert.equal(toA.PeersChangedPatch, undefined);
+    const [toB] = w.sinks.get(b)!.take();
+    assert.deepEqual(toB.PeersChangedPatch!.map((p) => p.NodeID), [a]);
+  } finally {
+    await w.close();
+  }
 });
 
 Deno.test("notifier: several nodes changing in one window each get the others, not themselves", async () => {

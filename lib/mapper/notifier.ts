@@ -10,8 +10,10 @@
  * Cost is proportional to the affected receivers: each changed node's fragment is built once,
  * receivers are grouped by the exact set of fragments they get (a trie of item indexes), and
  * each group's message is built and compressed once, its bytes shared by all its sessions.
- * A node's own patch is included in its group's message (clients ignore patches for ids that
- * are not their peers) so that one change produces one message for everyone.
+ * A node never gets a patch about itself: Tailscale v1.102 applies a delta's mutations in node id
+ * order and stops at the first one for an id that is not its peer, silently dropping the rest
+ * (peers added in the same message never reach its netmap); older clients fall back to a full
+ * netmap rebuild. So a patched node branches off the shared group like a changed one does.
  */
 import type { Logger } from "../log/log.ts";
 import type { NodeRecord } from "../store/types.ts";
@@ -278,10 +280,12 @@ export class Notifier {
   /**
    * Tracks which items each session gets. With a policy where everyone sees everyone, all
    * sessions share one group and only a changed node itself (which must not get itself as a
-   * peer) branches off, so the cost is per item, not per item × session.
+   * peer, nor a patch about itself) branches off, so the cost is per item, not per item ×
+   * session.
    */
   private fanout(): {
-    add(index: number, nodeId: number, includeSelf: boolean): void;
+    /** Item `index` is about node `nodeId`: to everyone who sees it, never to the node itself. */
+    add(index: number, nodeId: number): void;
     /** To the given nodes and everyone who sees one of them. */
     addToViewersOf(index: number, nodeIds: readonly number[]): void;
     groupOf(sessionId: number): Group;
@@ -292,12 +296,10 @@ export class Notifier {
     if (policy.seesEveryone?.()) {
       let common = root;
       return {
-        add: (index, nodeId, includeSelf) => {
-          if (!includeSelf && this.sessions.has(nodeId) && !own.has(nodeId)) {
-            own.set(nodeId, common);
-          }
+        add: (index, nodeId) => {
+          if (this.sessions.has(nodeId) && !own.has(nodeId)) own.set(nodeId, common);
           for (const [id, g] of own) {
-            if (includeSelf || id !== nodeId) own.set(id, g.with(index));
+            if (id !== nodeId) own.set(id, g.with(index));
           }
           common = common.with(index);
         },
@@ -309,10 +311,7 @@ export class Notifier {
       };
     }
     return {
-      add: (index, nodeId, includeSelf) => {
-        if (includeSelf && this.sessions.has(nodeId)) {
-          own.set(nodeId, (own.get(nodeId) ?? root).with(index));
-        }
+      add: (index, nodeId) => {
         for (const r of policy.peersOf(nodeId)) {
           if (r === nodeId || !this.sessions.has(r)) continue;
           own.set(r, (own.get(r) ?? root).with(index));
@@ -346,7 +345,7 @@ export class Notifier {
         continue;
       }
       const index = items.push({ json, kind: "full", user: mapper.wireUserOf(id) }) - 1;
-      fanout.add(index, id, false);
+      fanout.add(index, id);
     }
     const patched = [...b.patches.keys()]
       .filter((id) => !b.full.has(id) && !b.removed.has(id))
@@ -354,7 +353,7 @@ export class Notifier {
     for (const id of patched) {
       const json = peerChangeJson(id, b.patches.get(id)!);
       const index = items.push({ json, kind: "patch", user: null }) - 1;
-      fanout.add(index, id, true);
+      fanout.add(index, id);
     }
     // A renamed user's profile goes to the nodes that see one of the user's nodes.
     for (const userId of [...b.users].sort((a, z) => a - z)) {
