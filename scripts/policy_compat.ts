@@ -17,14 +17,13 @@
 
 import { IPSet } from "../lib/policy/ipset.ts";
 import {
+  checkPolicy,
   type FilterRule,
   parsePolicy,
   PolicyEngine,
   PolicyError,
   type PolicyNode,
   type PolicyUser,
-  runPolicyTests,
-  runSSHTests,
 } from "../lib/policy/mod.ts";
 
 interface CaseNode {
@@ -192,22 +191,14 @@ function runCase(c: Case): Outcome {
 
   let engine: PolicyEngine;
   try {
-    const policy = parsePolicy(text);
-    engine = new PolicyEngine(policy, users, nodes, { tailnetDomains });
+    engine = new PolicyEngine(parsePolicy(text), users, nodes, { tailnetDomains });
     // The service approves advertised routes its autoApprovers cover, whatever the capture
-    // recorded as approved.
-    for (const n of nodes) {
-      const auto = n.advertisedRoutes.filter((r) =>
-        !n.approvedRoutes.includes(r) && engine.autoApprove(n, r)
-      );
-      if (auto.length > 0) {
-        engine.upsertNode({ ...n, approvedRoutes: [...n.approvedRoutes, ...auto] });
-      }
-    }
-    if (policy) {
-      const failures = [...runPolicyTests(policy, engine), ...runSSHTests(policy, engine)];
-      if (failures.length > 0) throw new PolicyError(`test(s) failed:\n${failures.join("\n")}`);
-    }
+    // recorded as approved; then the policy's tests run against that tailnet.
+    const approved = nodes.map((n) => ({
+      ...n,
+      approvedRoutes: [...new Set([...n.approvedRoutes, ...engine.autoApprovedRoutes(n)])],
+    }));
+    engine = checkPolicy(text, users, approved, { tailnetDomains }).engine;
   } catch (e) {
     if (!(e instanceof PolicyError)) {
       return { pass: false, detail: [`  crashed: ${(e as Error).stack}`] };

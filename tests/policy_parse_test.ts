@@ -268,3 +268,18 @@ Deno.test("parse: nodeAttrs, autoApprovers and tests blocks", () => {
     'SSH tests dst contains disallowed element "100.64.0.0/24"',
   );
 });
+
+Deno.test("parse: posture conditions are refused rather than ignored; users is the old src", () => {
+  rejects(
+    { acls: [{ action: "accept", src: ["*"], dst: ["*:*"], srcPosture: ["posture:x"] }] },
+    "acls[0].srcPosture",
+  );
+  rejects(
+    { grants: [{ src: ["*"], dst: ["*"], ip: ["*"], srcPosture: ["posture:x"] }] },
+    "grants[0].srcPosture",
+  );
+  const p = parsePolicy(
+    JSON.stringify({ acls: [{ action: "accept", users: ["alice@example.com"], dst: ["*:22"] }] }),
+  )!;
+  assert.deepEqual(p.grants[0].src, [{ kind: "user", token: "alice@example.com" }]);
+});

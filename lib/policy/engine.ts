@@ -246,6 +246,12 @@ export class PolicyEngine {
     return false;
   }
 
+  /** The node's advertised routes that the autoApprovers approve (to add to its approved set). */
+  autoApprovedRoutes(node: PolicyNode | number): string[] {
+    const n = typeof node === "number" ? this.rec(node).input : node;
+    return n.advertisedRoutes.filter((r) => this.autoApprove(n, r));
+  }
+
   private approverMatches(n: NodeRec, sels: readonly Sel[]): boolean {
     return sels.some((s) => s.t === "key" && n.keys.includes(s.key));
   }

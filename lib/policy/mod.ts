@@ -2,16 +2,20 @@
  * Tailscale policy engine (ACLs, grants, SSH, nodeAttrs, autoApprovers, tests).
  *
  * ```ts
- * const policy = parsePolicy(text);           // HuJSON → Policy; throws PolicyError
- * const engine = new PolicyEngine(policy, users, nodes, { serverURL });
- * const fails = [...runPolicyTests(policy, engine), ...runSSHTests(policy, engine)];
- * if (fails.length) throw new PolicyError(`test(s) failed:\n${fails.join("\n")}`);
+ * // policy set / policy check: parse, validate against the tailnet, run tests and sshTests.
+ * const { policy, engine } = checkPolicy(text, users, nodes, { serverURL }); // or PolicyError
+ *
+ * // or step by step:
+ * const policy = parsePolicy(text);           // HuJSON → Policy | null; throws PolicyError
+ * const engine = new PolicyEngine(policy, users, nodes, { serverURL, tailnetDomains });
+ * runPolicyTests(policy, engine); runSSHTests(policy, engine);   // → failure strings
  *
  * engine.filterFor(nodeId);      // tailcfg.FilterRule[] ([] = deny all inbound)
  * engine.sshPolicyFor(nodeId);   // tailcfg.SSHPolicy | null (null: policy has no ssh rules)
  * engine.peersOf(nodeId);        // NodeIdSet: has/size/iterate; symmetric; routes count
  * engine.capMapFor(nodeId);      // NodeCapMap from nodeAttrs / randomizeClientPort
- * engine.autoApprove(node, "10.0.0.0/24");
+ * engine.autoApprove(node, "10.0.0.0/24");       // autoApprovers decision for one route
+ * engine.autoApprovedRoutes(node);               // the advertised routes autoApprovers cover
  * engine.upsertNode(node);       // → ids whose outputs may have changed
  * engine.removeNode(nodeId);     // → ids whose outputs may have changed
  * engine.setUsers(users); engine.setPolicy(policy);   // → every id
@@ -45,6 +49,7 @@ export {
   validateAgainstTailnet,
 } from "./engine.ts";
 export { runPolicyTests, runSSHTests } from "./tests.ts";
+export { type CheckedPolicy, checkPolicy } from "./check.ts";
 export { NodeIdSet } from "./nodeset.ts";
 export { HuJSONError, parseHuJSON } from "./hujson.ts";
 export {

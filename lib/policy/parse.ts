@@ -92,6 +92,14 @@ function objectEntries(v: JSONValue | undefined, what: string): [string, JSONVal
   return Object.entries(v).filter(([k]) => !k.startsWith("#"));
 }
 
+/** Device posture is not implemented; ignoring a posture condition would widen access. */
+function rejectPosture(f: Map<string, JSONValue>, where: string): void {
+  const p = f.get("srcPosture");
+  if (p !== undefined && p !== null && !(Array.isArray(p) && p.length === 0)) {
+    fail(`${where}.srcPosture: device posture conditions are not supported`);
+  }
+}
+
 function listOfObjects(v: JSONValue | undefined, what: string): Obj[] {
   if (v === undefined || v === null) return [];
   if (!Array.isArray(v)) fail(`${what}: expected a list`);
@@ -380,7 +388,9 @@ function parseACL(a: Obj, i: number, ctx: Ctx): Grant[] {
   const proto = optString(f.get("proto"), `acls[${i}].proto`);
   if (proto !== undefined && proto !== "") protocols = [parseProtocol(proto)];
 
-  const src = parseAliases(f.get("src"), `acls[${i}].src`);
+  rejectPosture(f, `acls[${i}]`);
+  // "users" is the old spelling of "src".
+  const src = parseAliases(f.get("src") ?? f.get("users"), `acls[${i}].src`);
   for (const s of src) {
     checkAutogroup(s, "src");
     checkDefined(s, ctx, "src", aliasText(s));
@@ -450,6 +460,7 @@ function parseIPSpec(text: string): ProtoPorts {
 
 function parseGrant(g: Obj, i: number, ctx: Ctx): Grant {
   const f = fields(g, ["src", "dst", "ip", "app", "via", "srcPosture"], `grants[${i}]: `);
+  rejectPosture(f, `grants[${i}]`);
   const src = parseAliases(f.get("src"), `grants[${i}].src`);
   const dst = parseAliases(f.get("dst"), `grants[${i}].dst`);
   const ip = stringList(f.get("ip"), `grants[${i}].ip`).map((s) => parseIPSpec(s.trim()));
@@ -536,6 +547,7 @@ function parseSSHRule(r: Obj, i: number, ctx: Ctx): SSHRuleSpec {
     ["action", "src", "dst", "users", "checkPeriod", "acceptEnv", "srcPosture"],
     `ssh[${i}]: `,
   );
+  rejectPosture(f, `ssh[${i}]`);
   const rawAction = f.get("action");
   if (rawAction !== undefined && rawAction !== null && typeof rawAction !== "string") {
     fail(`ssh[${i}].action: expected a string`);
