@@ -44,7 +44,15 @@ async function main(): Promise<number> {
   log.info("starting headscale-deno", { config: loaded.path ?? "(embedded defaults)" });
   for (const w of loaded.warnings) log.warn(w);
 
-  const server = await startServer(config, log);
+  let server;
+  try {
+    server = await startServer(config, log);
+  } catch (e) {
+    // Startup problems (bad policy, database, ports in use) are the user's to fix: one clear line.
+    log.error("cannot start", { error: e });
+    console.error(`headscale-deno: cannot start: ${(e as Error).message}`);
+    return 1;
+  }
   const stopped = Promise.withResolvers<void>();
   const stop = (signal: string) => {
     log.info("shutting down", { signal });

@@ -13,15 +13,15 @@ import { State } from "../state/state.ts";
 import { Router, sendText } from "../http/router.ts";
 import { healthHandler, keyHandler } from "../http/basic_routes.ts";
 import { createApiHandler, REST_PREFIX, RPC_PREFIX } from "../api/server.ts";
-import type { PendingAuthApi, PolicyApi } from "../api/service.ts";
+import type { PendingAuthApi } from "../api/service.ts";
 import {
   type ApiListener,
   serveCleartextTcp,
   serveTls,
   serveUnixSocket,
 } from "../api/transport/mod.ts";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { createControlPlane } from "../control/mod.ts";
+import { allowAllPolicy, createControlPlane, policyEngineView } from "../control/mod.ts";
+import { PolicyManager } from "./policy.ts";
 import { ts2021UpgradeHandler } from "../noise/upgrade.ts";
 import { formatKey, publicKeyOf } from "../tailcfg/keys.ts";
 import { createDerp, type EmbeddedDerp } from "./derp.ts";
@@ -60,25 +60,27 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const noisePrivate = await loadOrCreatePrivateKey(config.noisePrivateKeyPath);
   const noisePublic = formatKey(publicKeyOf(noisePrivate), "mkey");
   const derp: EmbeddedDerp = await createDerp(config, state, log.child({ component: "derp" }));
+  // The policy subscribes to state changes first, so it knows a node before maps are built.
+  const policy = await PolicyManager.open({
+    config,
+    store,
+    state,
+    log: log.child({ component: "policy" }),
+  });
   const control = createControlPlane({ state, config, log, derpMap: () => derp.map() });
+  policy.attach({
+    setPolicy: (engine) =>
+      control.setPolicy(
+        engine ? policyEngineView(engine) : allowAllPolicy(() => control.mapper.nodeIds()),
+      ),
+    resync: (ids) => control.resync(ids),
+  });
   derp.onMapChange(() => state.announce({ kind: "derp-map-changed" }));
 
   const ping = () => store.ping();
   const apiLog = log.child({ component: "api" });
-  // Until the control plane and the policy engine are wired in, these answer honestly.
   const pendingAuths: PendingAuthApi = control.pendingAuths;
 
-  const policy: PolicyApi = {
-    get: async () => ({ policy: (await store.getPolicy()) ?? "", updatedAt: null }),
-    set: () =>
-      Promise.reject(
-        new ConnectError("the policy engine is not available yet", Code.Unimplemented),
-      ),
-    check: () =>
-      Promise.reject(
-        new ConnectError("the policy engine is not available yet", Code.Unimplemented),
-      ),
-  };
   const apiDeps = { state, log: apiLog, ping, pendingAuths, policy };
   const remoteApi = createApiHandler({ ...apiDeps, requireApiKey: true });
   const localApi = createApiHandler({ ...apiDeps, requireApiKey: false });
@@ -153,6 +155,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     listenAddress,
     async close() {
       await Promise.all(apiListeners.map((l) => l.close()));
+      policy.close();
       await control.close();
       await derp.close();
       await new Promise<void>((resolve) => {

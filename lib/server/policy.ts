@@ -1,0 +1,266 @@
+/**
+ * Keeps the policy engine in step with the tailnet and the configured policy source:
+ * `policy.mode: file` (reloaded on SIGHUP and when the file changes) or `database` (set through
+ * the API). A bad new policy is refused with a clear message and the old one stays in force.
+ *
+ * Node changes reach the engine as they happen; the engine answers which nodes' outputs may have
+ * changed, and only those sessions are resynced. Routes that an autoApprover covers are approved
+ * here, as headscale does.
+ */
+import type { Config } from "../config/config.ts";
+import type { Logger } from "../log/log.ts";
+import type { State } from "../state/state.ts";
+import type { Store } from "../store/types.ts";
+import type { NodeRecord } from "../store/types.ts";
+import { InvalidArgumentError } from "../state/errors.ts";
+import type { Change } from "../state/events.ts";
+import {
+  parsePolicy,
+  type Policy,
+  PolicyEngine,
+  PolicyError,
+  type PolicyNode,
+  type PolicyUser,
+  runPolicyTests,
+  runSSHTests,
+} from "../policy/mod.ts";
+import { advertisedRoutes } from "../api/convert.ts";
+import type { PolicyApi } from "../api/service.ts";
+import { Code, ConnectError } from "@connectrpc/connect";
+
+export interface PolicyTarget {
+  /** The engine to ask, or null when no policy is configured (everyone reaches everyone). */
+  setPolicy(engine: PolicyEngine | null): void;
+  resync(ids: Iterable<number>): void;
+}
+
+export function toPolicyNode(n: NodeRecord): PolicyNode {
+  return {
+    id: n.id,
+    name: n.givenName,
+    ipv4: n.ipv4 ?? undefined,
+    ipv6: n.ipv6 ?? undefined,
+    userId: n.userId ?? undefined,
+    tags: n.tags,
+    advertisedRoutes: advertisedRoutes(n),
+    approvedRoutes: n.approvedRoutes,
+  };
+}
+
+export interface PolicyManagerDeps {
+  config: Config;
+  store: Store;
+  state: State;
+  log: Logger;
+}
+
+export class PolicyManager implements PolicyApi {
+  private engine!: PolicyEngine;
+  private text = "";
+  private hasPolicy = false;
+  private updatedAt: Date | null = null;
+  private target: PolicyTarget | undefined;
+  private watcher: Deno.FsWatcher | undefined;
+  private reloadTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly onSighup = () => void this.reloadFile("SIGHUP");
+  private unsubscribe: (() => void) | undefined;
+
+  private constructor(private readonly deps: PolicyManagerDeps) {}
+
+  /**
+   * Loads the configured policy; an invalid one stops the start with a clear error. Subscribes to
+   * state changes before anyone else does, so the engine knows a node before maps are built.
+   */
+  static async open(deps: PolicyManagerDeps): Promise<PolicyManager> {
+    const m = new PolicyManager(deps);
+    const { mode, path } = deps.config.policy;
+    let text = "";
+    if (mode === "database") {
+      text = (await deps.store.getPolicy()) ?? "";
+    } else if (path !== "") {
+      text = await Deno.readTextFile(path);
+    }
+    const policy = m.parse(text, mode === "file" ? path : "the stored policy");
+    m.engine = m.build(policy, false);
+    m.hasPolicy = policy !== null;
+    m.text = text;
+    m.updatedAt = text === "" ? null : new Date();
+    m.unsubscribe = deps.state.subscribe((changes) => m.onChanges(changes));
+    return m;
+  }
+
+  /** Hands the engine to the control plane and starts watching the policy file. */
+  attach(target: PolicyTarget): void {
+    this.target = target;
+    target.setPolicy(this.hasPolicy ? this.engine : null);
+    for (const node of this.deps.state.listNodes()) this.autoApprove(node);
+    if (this.deps.config.policy.mode === "file" && this.deps.config.policy.path !== "") {
+      Deno.addSignalListener("SIGHUP", this.onSighup);
+      this.watch(this.deps.config.policy.path);
+    }
+  }
+
+  private parse(text: string, source: string): Policy | null {
+    if (text.trim() === "") return null;
+    try {
+      return parsePolicy(text);
+    } catch (e) {
+      if (e instanceof PolicyError) throw new PolicyError(`${source}: ${e.message}`);
+      throw e;
+    }
+  }
+
+  private users(): PolicyUser[] {
+    return this.deps.state.listUsers().map((u) => ({
+      id: u.id,
+      name: u.name,
+      email: u.email || undefined,
+    }));
+  }
+
+  /**
+   * Builds an engine over the current tailnet; with `runTests`, also runs the policy's own tests
+   * (on every change; not at startup, where the tailnet may not have the nodes they name yet).
+   */
+  private build(policy: Policy | null, runTests = true): PolicyEngine {
+    const engine = new PolicyEngine(
+      policy,
+      this.users(),
+      this.deps.state.listNodes().map(toPolicyNode),
+      { serverURL: this.deps.config.serverUrl },
+    );
+    if (policy && runTests) {
+      const failures = [...runPolicyTests(policy, engine), ...runSSHTests(policy, engine)];
+      if (failures.length > 0) {
+        throw new PolicyError(`the policy's tests failed:\n${failures.join("\n")}`);
+      }
+    }
+    return engine;
+  }
+
+  private onChanges(changes: readonly Change[]): void {
+    const affected = new Set<number>();
+    for (const c of changes) {
+      let ids: number[] = [];
+      if (c.kind === "node-added" || c.kind === "node-updated") {
+        const node = this.deps.state.getNode(c.nodeId);
+        if (!node) continue;
+        ids = this.engine.upsertNode(toPolicyNode(node));
+        this.autoApprove(node);
+      } else if (c.kind === "node-removed") {
+        ids = this.engine.removeNode(c.nodeId);
+      } else if (c.kind === "user-updated") {
+        ids = this.engine.setUsers(this.users());
+      }
+      for (const id of ids) affected.add(id);
+    }
+    // The changed node itself reaches peers through the normal deltas; nodes whose filter or
+    // peers the change touched get a fresh map. Without a policy nothing but the node changes.
+    if (affected.size > 0 && this.hasPolicy) this.target?.resync(affected);
+  }
+
+  /** Approves advertised routes an autoApprover covers (headscale approves them on sight). */
+  private autoApprove(node: NodeRecord): void {
+    const wanted = advertisedRoutes(node).filter((r) =>
+      !node.approvedRoutes.includes(r) && this.engine.autoApprove(node.id, r)
+    );
+    if (wanted.length === 0) return;
+    this.deps.state.setApprovedRoutes(node.id, [...node.approvedRoutes, ...wanted]).catch((e) =>
+      this.deps.log.error("auto-approving routes failed", { node: node.id, error: e })
+    );
+  }
+
+  private apply(text: string, policy: Policy | null): void {
+    this.engine.setPolicy(policy);
+    this.hasPolicy = policy !== null;
+    this.text = text;
+    this.updatedAt = new Date();
+    this.target?.setPolicy(this.hasPolicy ? this.engine : null);
+    for (const node of this.deps.state.listNodes()) this.autoApprove(node);
+  }
+
+  // ---- file mode ----------------------------------------------------------------------------
+
+  private watch(path: string): void {
+    try {
+      this.watcher = Deno.watchFs(path);
+    } catch (e) {
+      this.deps.log.warn("cannot watch the policy file; reload it with SIGHUP", { path, error: e });
+      return;
+    }
+    (async () => {
+      for await (const _event of this.watcher!) {
+        // Editors write in several steps; reload once things settle.
+        clearTimeout(this.reloadTimer);
+        this.reloadTimer = setTimeout(() => void this.reloadFile("file changed"), 200);
+      }
+    })().catch(() => {});
+  }
+
+  /** Re-reads policy.path; a bad policy is logged and the old one kept. */
+  async reloadFile(reason: string): Promise<boolean> {
+    const path = this.deps.config.policy.path;
+    try {
+      const text = await Deno.readTextFile(path);
+      if (text === this.text) return true;
+      const policy = this.parse(text, path);
+      this.build(policy); // Validates against the tailnet and runs the policy's tests.
+      this.apply(text, policy);
+      this.deps.log.info("policy reloaded", { path, reason });
+      return true;
+    } catch (e) {
+      this.deps.log.error("the new policy was refused; the previous policy stays in force", {
+        path,
+        reason,
+        error: e,
+      });
+      return false;
+    }
+  }
+
+  // ---- API ----------------------------------------------------------------------------------
+
+  get(): Promise<{ policy: string; updatedAt: Date | null }> {
+    return Promise.resolve({ policy: this.text, updatedAt: this.updatedAt });
+  }
+
+  check(text: string): Promise<void> {
+    try {
+      this.build(this.parse(text, "policy"));
+      return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(e instanceof PolicyError ? new InvalidArgumentError(e.message) : e);
+    }
+  }
+
+  async set(text: string): Promise<{ policy: string; updatedAt: Date | null }> {
+    if (this.deps.config.policy.mode !== "database") {
+      throw new ConnectError(
+        "the policy can only be set through the API with policy.mode: database",
+        Code.FailedPrecondition,
+      );
+    }
+    let policy: Policy | null;
+    try {
+      policy = this.parse(text, "policy");
+      this.build(policy);
+    } catch (e) {
+      throw e instanceof PolicyError ? new InvalidArgumentError(e.message) : e;
+    }
+    await this.deps.store.setPolicy(text);
+    this.apply(text, policy);
+    this.deps.log.info("policy updated through the API");
+    return { policy: this.text, updatedAt: this.updatedAt };
+  }
+
+  close(): void {
+    this.unsubscribe?.();
+    clearTimeout(this.reloadTimer);
+    this.watcher?.close();
+    if (this.target) {
+      try {
+        Deno.removeSignalListener("SIGHUP", this.onSighup);
+      } catch { /* not added */ }
+    }
+  }
+}
