@@ -5,7 +5,7 @@
  */
 
 import type { CompiledPolicy, Sel, Template } from "./compile.ts";
-import { INTERNET, type IPRange, IPSet, TAILNET_ADDRESSES } from "./ipset.ts";
+import { AddressNames, INTERNET, type IPRange, IPSet, TAILNET_ADDRESSES } from "./ipset.ts";
 import { Bitset } from "./nodeset.ts";
 import { nodeInSet, type NodeRec, routesOverlap, type Tailnet } from "./tailnet.ts";
 
@@ -66,6 +66,8 @@ export class Resolver {
   /** templates whose destinations are addresses (any node may be one) */
   readonly addressDst: number[] = [];
   private firstSeqCache: Map<string, number> | null = null;
+  /** Remembered address spellings for this engine's SrcIPs. */
+  readonly names = new AddressNames();
 
   constructor(readonly compiled: CompiledPolicy, readonly tailnet: Tailnet) {
     this.states = compiled.templates.map(() => ({}));
@@ -164,7 +166,7 @@ export class Resolver {
           IPSet.of(list.flatMap((m) =>
             m.ips.map((ip) => ({ family: ip.family, lo: ip.value, hi: ip.value }))
           ))
-            .toStrings(),
+            .toStrings(this.names.format),
         );
       const srcStrings = addrs(srcNodes);
       info = {
@@ -271,7 +273,9 @@ export class Resolver {
     const st = this.states[i];
     if (!st.srcStrings) {
       const s = this.src(i);
-      st.srcStrings = Object.freeze(s.dangerAll ? ["*"] : s.addr.toStrings()) as string[];
+      st.srcStrings = Object.freeze(
+        s.dangerAll ? ["*"] : s.addr.toStrings(this.names.format),
+      ) as string[];
     }
     return st.srcStrings;
   }

@@ -152,8 +152,8 @@ export class IPSet {
   }
 
   /** Canonical text: single addresses, CIDRs when a range is exactly one, else "lo-hi". */
-  toStrings(): string[] {
-    return this.ranges().map(formatRange);
+  toStrings(format: AddressFormat = formatAddr): string[] {
+    return this.ranges().map((r) => formatRange(r, format));
   }
 
   /** The set as CIDR prefixes (a range that is not one prefix becomes several). */
@@ -212,23 +212,35 @@ function exactPrefixBits(r: IPRange): number {
   return (r.family === 4 ? 32 : 128) - hostBits;
 }
 
-/** Formats an address (RFC 5952 for IPv6). Hot in filter generation: no bigint arithmetic per group. */
+/** Formats an address (RFC 5952 for IPv6). */
 export function formatAddr(family: Family, value: bigint): string {
   if (family === 4) {
     const v = Number(value);
     return `${(v >>> 24) & 255}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
   }
-  // Tailnet addresses repeat constantly; remember them, keyed by a cheap number.
-  const key = Number(value & 0xfffffffffffffn);
-  const hit = V6_NAMES.get(key);
-  if (hit !== undefined && hit.value === value) return hit.text;
-  const text = formatV6(value);
-  if (V6_NAMES.size >= 100_000) V6_NAMES.clear();
-  V6_NAMES.set(key, { value, text });
-  return text;
+  return formatV6(value);
 }
 
-const V6_NAMES = new Map<number, { value: bigint; text: string }>();
+/**
+ * An address formatter that remembers IPv6 results (tailnet addresses repeat in every rule,
+ * and IPv6 formatting is bigint work). One per engine; the memory is bounded.
+ */
+export class AddressNames {
+  private readonly v6 = new Map<number, { value: bigint; text: string }>();
+
+  readonly format = (family: Family, value: bigint): string => {
+    if (family === 4) return formatAddr(4, value);
+    const key = Number(value & 0xfffffffffffffn);
+    const hit = this.v6.get(key);
+    if (hit !== undefined && hit.value === value) return hit.text;
+    const text = formatV6(value);
+    if (this.v6.size >= 100_000) this.v6.clear();
+    this.v6.set(key, { value, text });
+    return text;
+  };
+}
+
+export type AddressFormat = (family: Family, value: bigint) => string;
 
 function formatV6(value: bigint): string {
   const groups: string[] = [];
@@ -251,17 +263,11 @@ function formatV6(value: bigint): string {
   return `${groups.slice(0, best).join(":")}::${groups.slice(best + bestLen).join(":")}`;
 }
 
-function formatIP(ip: { family: Family; value: bigint }): string {
-  return formatAddr(ip.family, ip.value);
-}
-
-export function formatRange(r: IPRange): string {
-  if (r.lo === r.hi) return formatIP({ family: r.family, value: r.lo });
+export function formatRange(r: IPRange, format: AddressFormat = formatAddr): string {
+  if (r.lo === r.hi) return format(r.family, r.lo);
   const bits = exactPrefixBits(r);
-  if (bits >= 0) return `${formatIP({ family: r.family, value: r.lo })}/${bits}`;
-  return `${formatIP({ family: r.family, value: r.lo })}-${
-    formatIP({ family: r.family, value: r.hi })
-  }`;
+  if (bits >= 0) return `${format(r.family, r.lo)}/${bits}`;
+  return `${format(r.family, r.lo)}-${format(r.family, r.hi)}`;
 }
 
 export function rangeToPrefixes(r: IPRange): string[] {
@@ -276,7 +282,7 @@ export function rangeToPrefixes(r: IPRange): string[] {
       if ((lo & (size - 1n)) !== 0n || lo + size - 1n > r.hi) break;
       bits--;
     }
-    out.push(`${formatIP({ family: r.family, value: lo })}/${bits}`);
+    out.push(`${formatAddr(r.family, lo)}/${bits}`);
     lo += 1n << BigInt(total - bits);
   }
   return out;

@@ -28,16 +28,27 @@
  * `parsePolicy("")` (or passing `null` to the engine) means no policy: allow all. A policy
  * without `acls` and `grants` also allows all; `"acls": []` denies all.
  *
+ * Outputs are read-only: filters share their (frozen) SrcIPs arrays between nodes, and a
+ * NodeIdSet is a view that is valid until the next change to the engine.
+ *
  * Errors: every refusal is a `PolicyError` whose message names the offending part, worded like
  * the hosted service where known (e.g. `src=tag not found: "tag:x"`). Checks that need the
  * tailnet (e.g. `localpart:*@domain` must name a tailnet domain) run in the engine constructor
- * and `setPolicy`.
+ * and `setPolicy` (unless `trustPolicy`, for loading a stored policy at boot).
  *
  * Scale: the policy is compiled once into rule templates indexed by membership key (user,
  * tag, member/tagged) and address; node sets are bitsets over dense slots; per-rule sources
  * and destinations are resolved lazily and cached, and a node change invalidates only the
  * rules that mention its keys. Computing one node's filter or peers touches only the rules
- * indexed under that node's keys plus address-based ones.
+ * indexed under that node's keys plus address-based ones, and nodes with identical
+ * memberships share one peer set and one filter recipe (filled with their own addresses).
+ * upsertNode/removeNode compare each rule's SrcIPs and merged position before and after, so
+ * the reported ids cover exactly the filters, SSH policies and peer sets that can differ (a
+ * change to a node's approved routes reports every node).
+ *
+ * Conformance: `deno task policy-compat` replays captures of Tailscale's hosted control plane
+ * (scripts/policy_compat.ts); tests/policy_*_test.ts cover parsing, autogroups, ports,
+ * engine behaviour, fuzzing and incremental-versus-full equivalence.
  */
 
 export { parsePolicy } from "./parse.ts";

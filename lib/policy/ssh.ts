@@ -5,7 +5,7 @@
  */
 
 import type { CompiledSSHRule } from "./compile.ts";
-import { IPSet } from "./ipset.ts";
+import { formatAddr, IPSet } from "./ipset.ts";
 import { Bitset } from "./nodeset.ts";
 import type { NodeRec, Tailnet } from "./tailnet.ts";
 import type { SSHAction, SSHPolicy, SSHPrincipal, SSHRule } from "./types.ts";
@@ -39,7 +39,7 @@ function principalsOf(nodes: NodeRec[]): SSHPrincipal[] {
   const out: SSHPrincipal[] = [];
   for (const r of set.ranges()) {
     for (let v = r.lo; v <= r.hi; v++) {
-      out.push({ nodeIP: IPSet.of([{ family: r.family, lo: v, hi: v }]).toStrings()[0] });
+      out.push({ nodeIP: formatAddr(r.family, v) });
     }
   }
   return out;

@@ -75,7 +75,7 @@ export interface PortRange {
   last: number;
 }
 
-export const ALL_PORTS: PortRange = { first: 0, last: 65535 };
+export const ALL_PORTS: PortRange = Object.freeze({ first: 0, last: 65535 });
 
 /** One `ip` entry of a grant (or an ACL's proto + one destination's ports). */
 export interface ProtoPorts {
