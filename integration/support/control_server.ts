@@ -139,8 +139,13 @@ export class ControlServer {
     return `${this.harness.artifactsDir}/server.log`;
   }
 
+  /** How the current server process ended, or undefined while it runs. */
+  get exitStatus(): Deno.CommandStatus | undefined {
+    return this.#process?.process.status;
+  }
+
   async #spawn(): Promise<void> {
-    this.#process = await this.harness.startServer({
+    const process = await this.harness.startServer({
       command: [
         Deno.execPath(),
         "run",
@@ -152,6 +157,15 @@ export class ControlServer {
       url: this.url,
       cwd: this.dir,
     });
+    this.#process = process;
+    // A crash (a signal, a native abort) may print nothing: note how the process ended.
+    void process.process.exited.then((status) =>
+      Deno.writeTextFile(
+        this.logPath,
+        `# ${new Date().toISOString()} server exited: ${JSON.stringify(status)}\n`,
+        { append: true },
+      ).catch(() => {})
+    );
   }
 
   /** SIGTERM (SIGKILL after 5 s). The database and keys stay. */
@@ -179,7 +193,10 @@ export class ControlServer {
   async cli<T = unknown>(args: readonly string[]): Promise<T> {
     const result = await this.cliRaw([...args, "-o", "json", "--force"]);
     if (!result.success) {
-      throw new CommandError(`headscale-deno ${displayCommand(args)}`, result);
+      const exited = this.#process && !this.#process.running
+        ? ` (the server exited: ${JSON.stringify(this.exitStatus)})`
+        : "";
+      throw new CommandError(`headscale-deno ${displayCommand(args)}${exited}`, result);
     }
     try {
       return JSON.parse(result.stdout) as T;
