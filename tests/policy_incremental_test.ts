@@ -244,7 +244,7 @@ Deno.test("policy incremental: upsert/remove match a from-scratch engine and rep
         }
       },
     ),
-    { numRuns: Number(Deno.env.get("POLICY_RUNS") ?? 300) },
+    { numRuns: Number(Deno.env.get("POLICY_RUNS") ?? 500) },
   );
 });
 

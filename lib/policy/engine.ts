@@ -14,7 +14,15 @@ import {
 } from "./compile.ts";
 import { Resolver } from "./context.ts";
 import { FilterRecipes } from "./filter.ts";
-import { INTERNET, type IPRange, IPSet, prefixRange, TAILNET_ADDRESSES } from "./ipset.ts";
+import {
+  formatAddr,
+  INTERNET,
+  type IPRange,
+  IPSet,
+  parseRangeText,
+  prefixRange,
+  TAILNET_ADDRESSES,
+} from "./ipset.ts";
 import { Bitset, NodeIdSet } from "./nodeset.ts";
 import { localpartDomain } from "./parse.ts";
 import { SSHCompiler } from "./ssh.ts";
@@ -51,6 +59,8 @@ interface Snapshot {
   peers: number[];
   rules: RuleSignatures;
   ssh: string[];
+  /** First position of every merge key (self and via rules merge into these too). */
+  first: ReadonlyMap<string, number>;
 }
 
 export interface EngineOptions {
@@ -371,6 +381,7 @@ export class PolicyEngine {
       peers: prev ? [...this.peersOf(prev.id)] : [],
       rules: this.ruleSignatures(),
       ssh: this.sshSignatures(),
+      first: this.resolver.firstSeqByKey(),
     };
   }
 
@@ -396,6 +407,31 @@ export class PolicyEngine {
       positions[i] = t.kind !== "ip" || t.via ? -1 : first.get(keys[i]) ?? t.seq;
     }
     return { keys, positions };
+  }
+
+  /** Adds the nodes whose autogroup:self or via rules have one of these merge keys. */
+  private addMovedPerNodeRules(moved: ReadonlySet<string>, addBits: (b: Bitset) => void): void {
+    const rs = this.resolver;
+    const tn = this.tailnet;
+    const templates = this.compiled.templates;
+    for (let i = 0; i < templates.length; i++) {
+      if (templates[i].via && moved.has(rs.mergeKey(i))) addBits(this.viaNodes(i));
+    }
+    if (!templates.some((t) => t.self)) return;
+    for (const key of moved) {
+      // A self rule's SrcIPs are one owner's devices: find the owner from the first address.
+      const firstText = key.slice(0, key.search(/[,|]/));
+      const range = parseRangeText(firstText)?.[0];
+      if (!range) continue;
+      const id = tn.byAddress.get(formatAddr(range.family, range.lo));
+      const owner = id === undefined ? undefined : tn.nodes.get(id)?.userId;
+      if (owner === undefined) continue;
+      for (let i = 0; i < templates.length; i++) {
+        if (templates[i].self && rs.selfInfo(i, owner).mergeKey === key) {
+          addBits(tn.membersOf(`u:${owner}`));
+        }
+      }
+    }
   }
 
   private sshSignatures(): string[] {
@@ -462,6 +498,13 @@ export class PolicyEngine {
     }
     // autogroup:self rules list the owner's devices.
     if (templates.some((t) => t.self)) addOwners();
+    // Per-node rules (autogroup:self, via) take the position of a tailnet-wide rule with the
+    // same SrcIPs; when such a key appears, moves or goes, they move with it.
+    const first = rs.firstSeqByKey();
+    const moved = new Set<string>();
+    for (const [k, pos] of first) if (before.first.get(k) !== pos) moved.add(k);
+    for (const [k, pos] of before.first) if (first.get(k) !== pos) moved.add(k);
+    if (moved.size > 0) this.addMovedPerNodeRules(moved, addBits);
     // SSH rules whose principals changed.
     const sshAfter = this.sshSignatures();
     this.compiled.ssh.forEach((r, i) => {

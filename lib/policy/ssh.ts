@@ -64,7 +64,7 @@ export class SSHCompiler {
   /**
    * Forgets the sources of rules a change to these membership keys could alter. Grouping by
    * owner and per-tag repetition mean a rule over autogroup:member also depends on every
-   * owner key, and one over autogroup:tagged on every tag key.
+   * owner key, and one over tagged devices on every tag key.
    */
   invalidate(changed: ReadonlySet<string>, everything = false): void {
     if (everything) {
@@ -79,7 +79,8 @@ export class SSHCompiler {
         s.t !== "key" ||
         changed.has(s.key) ||
         (s.key === "member" && owners) ||
-        (s.key === "tagged" && tags) ||
+        // Tagged devices are listed once per tag: any tag change can alter the count.
+        ((s.key === "tagged" || s.key.startsWith("t:")) && tags) ||
         (s.key === "*" && changed.size > 0)
       );
       if (hit) {

@@ -120,6 +120,8 @@ export class Tailnet {
   readonly idToSlot = new Map<number, number>();
   private readonly freeSlots: number[] = [];
   private readonly members = new Map<string, Bitset>();
+  /** Node by address (as formatted). */
+  readonly byAddress = new Map<string, number>();
   /** Nodes with approved subnet routes. */
   readonly routers = new Set<number>();
   /** Nodes advertising subnet routes (approved or not). */
@@ -163,6 +165,7 @@ export class Tailnet {
     this.slotToId[n.slot] = n.id;
     this.idToSlot.set(n.id, n.slot);
     for (const k of n.keys) this.membersOf(k).add(n.slot);
+    for (const ip of n.ipStrings) this.byAddress.set(ip, n.id);
     if (n.subnetRoutes.length > 0) this.routers.add(n.id);
     if (n.advertisedSubnetRoutes.length > 0) this.advertisers.add(n.id);
     if (n.isExit) this.exits.add(n.id);
@@ -172,6 +175,7 @@ export class Tailnet {
 
   private detach(n: NodeRec): void {
     for (const k of n.keys) this.members.get(k)?.delete(n.slot);
+    for (const ip of n.ipStrings) if (this.byAddress.get(ip) === n.id) this.byAddress.delete(ip);
     if (this.routers.delete(n.id)) this.routeSetCache = null;
     this.advertisers.delete(n.id);
     this.exits.delete(n.id);
