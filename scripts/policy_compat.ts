@@ -331,4 +331,11 @@ async function main(): Promise<number> {
   return unexpected.length > 0 ? 1 : 0;
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) {
+  try {
+    Deno.exit(await main());
+  } catch (e) {
+    console.error(`policy-compat: ${(e as Error).message}`);
+    Deno.exit(2);
+  }
+}

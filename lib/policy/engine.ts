@@ -57,6 +57,9 @@ interface RuleSignatures {
 
 interface Snapshot {
   peers: number[];
+  /** The changed node's class signatures before the change (its old classes go stale). */
+  peerClass: string | null;
+  filterClass: string | null;
   rules: RuleSignatures;
   ssh: string[];
   /** First position of every merge key (self and via rules merge into these too). */
@@ -152,6 +155,8 @@ export class PolicyEngine {
   /** Peer bits per class of equivalent nodes; cleared on every change. */
   private readonly peerClasses = new Map<string, Bitset>();
   private readonly recipes = new FilterRecipes();
+  /** Class signatures per node record (records are replaced when a node changes). */
+  private signatures = new WeakMap<NodeRec, { peer: string | null; filter: string | null }>();
 
   constructor(
     policy: Policy | null,
@@ -173,6 +178,7 @@ export class PolicyEngine {
     this.ssh = new SSHCompiler(this.compiled.ssh, this.tailnet);
     this.peerClasses.clear();
     this.recipes.clear();
+    this.signatures = new WeakMap();
   }
 
   /** Replaces the policy (already parsed); every node may be affected. */
@@ -214,7 +220,8 @@ export class PolicyEngine {
 
   /** The node's packet filter (tailcfg FilterRule list; empty = deny all inbound). */
   filterFor(id: number): FilterRule[] {
-    return this.recipes.filterFor(this.resolver, this.rec(id));
+    const n = this.rec(id);
+    return this.recipes.filterFor(this.resolver, n, this.filterSignature(n));
   }
 
   /** The node's SSH policy, or null when the policy has no ssh rules. */
@@ -281,21 +288,41 @@ export class PolicyEngine {
    * per such class (routers and exit nodes are computed on their own).
    */
   private peerBits(n: NodeRec): Bitset {
-    const special = n.subnetRoutes.length > 0 || n.isExit;
-    let sig = "";
-    if (!special) {
-      const rs = this.resolver;
-      sig = n.keys.join("\u0000") + "|";
-      for (const i of rs.addressTouch) {
-        sig += (rs.src(i).nodes.has(n.slot) ? "1" : "0") +
-          (rs.dst(i).nodes.has(n.slot) ? "1" : "0");
-      }
+    const sig = this.peerSignature(n);
+    if (sig !== null) {
       const hit = this.peerClasses.get(sig);
       if (hit) return hit;
     }
     const bits = this.computePeerBits(n);
-    if (!special) this.peerClasses.set(sig, bits);
+    if (sig !== null) this.peerClasses.set(sig, bits);
     return bits;
+  }
+
+  /** The node's peer class: its keys and address-rule memberships (null: router or exit). */
+  private peerSignature(n: NodeRec): string | null {
+    const cached = this.signatures.get(n);
+    if (cached) return cached.peer;
+    const sigs = {
+      peer: this.computePeerSignature(n),
+      filter: this.recipes.signature(this.resolver, n),
+    };
+    this.signatures.set(n, sigs);
+    return sigs.peer;
+  }
+
+  private filterSignature(n: NodeRec): string | null {
+    this.peerSignature(n);
+    return this.signatures.get(n)!.filter;
+  }
+
+  private computePeerSignature(n: NodeRec): string | null {
+    if (n.subnetRoutes.length > 0 || n.isExit) return null;
+    const rs = this.resolver;
+    let sig = n.keys.join("\u0000") + "|";
+    for (const i of rs.addressTouch) {
+      sig += (rs.src(i).nodes.has(n.slot) ? "1" : "0") + (rs.dst(i).nodes.has(n.slot) ? "1" : "0");
+    }
+    return sig;
   }
 
   private computePeerBits(n: NodeRec): Bitset {
@@ -379,6 +406,8 @@ export class PolicyEngine {
   private snapshotFor(prev: NodeRec | undefined): Snapshot {
     return {
       peers: prev ? [...this.peersOf(prev.id)] : [],
+      peerClass: prev ? this.peerSignature(prev) : null,
+      filterClass: prev ? this.filterSignature(prev) : null,
       rules: this.ruleSignatures(),
       ssh: this.sshSignatures(),
       first: this.resolver.firstSeqByKey(),
@@ -463,14 +492,20 @@ export class PolicyEngine {
 
     this.resolver.invalidate(changed, routesChanged, touched);
     this.ssh.invalidate(changed, routesChanged);
-    this.peerClasses.clear();
-    this.recipes.clear();
-    if (routesChanged) return this.nodeIds();
+    if (routesChanged) {
+      this.peerClasses.clear();
+      this.recipes.clear();
+      this.signatures = new WeakMap();
+      return this.nodeIds();
+    }
 
     const affected = new Set<number>(before.peers);
     if (next) {
       affected.add(next.id);
-      for (const p of this.peersOf(next.id)) affected.add(p);
+      // Computed directly: the class cache is only cleaned once the change is known.
+      for (const slot of this.computePeerBits(next).bits()) {
+        if (slot !== next.slot) affected.add(tn.slotToId[slot]);
+      }
     }
     const addBits = (b: Bitset) => {
       for (const slot of b.bits()) {
@@ -528,7 +563,19 @@ export class PolicyEngine {
       }
     }
     if (prev && !next) affected.delete(prev.id);
-    return [...affected].filter((id) => tn.nodes.has(id)).sort((a, b) => a - b);
+    const out = [...affected].filter((id) => tn.nodes.has(id)).sort((a, b) => a - b);
+
+    // Classes with an affected member are stale; every other class still holds (its members'
+    // outputs did not change). The changed node's old classes go too.
+    this.peerClasses.delete(before.peerClass ?? "");
+    this.recipes.forget(before.filterClass);
+    for (const id of out) {
+      const n = tn.nodes.get(id)!;
+      const p = this.peerSignature(n);
+      if (p !== null) this.peerClasses.delete(p);
+      this.recipes.forget(this.filterSignature(n));
+    }
+    return out;
   }
 
   // -------------------------------------------------------------------------------------------

@@ -293,8 +293,9 @@ export class FilterRecipes {
     this.recipes.clear();
   }
 
-  filterFor(rs: Resolver, n: NodeRec): FilterRule[] {
-    if (n.subnetRoutes.length > 0 || n.isExit) return computeFilter(rs, n);
+  /** The node's class, or null for routers and exit nodes (computed on their own). */
+  signature(rs: Resolver, n: NodeRec): string | null {
+    if (n.subnetRoutes.length > 0 || n.isExit) return null;
     let sig = n.keys.join("\u0001") + "|" + n.ips.map((ip) => ip.family).join("");
     for (const i of rs.addressDst) {
       for (const d of rs.compiled.templates[i].dst) {
@@ -303,6 +304,16 @@ export class FilterRecipes {
         }
       }
     }
+    return sig;
+  }
+
+  /** Drops a class's recipe (one of its members' filters changed). */
+  forget(sig: string | null): void {
+    if (sig !== null) this.recipes.delete(sig);
+  }
+
+  filterFor(rs: Resolver, n: NodeRec, sig: string | null = this.signature(rs, n)): FilterRule[] {
+    if (sig === null) return computeFilter(rs, n);
     let recipe = this.recipes.get(sig);
     if (!recipe) {
       const marks: Own = {
