@@ -11,17 +11,9 @@ export function checkDate(value: Date, field: string): Date {
   return value;
 }
 
-export function checkOptionalDate(value: Date | null, field: string): Date | null {
-  return value === null ? null : checkDate(value, field);
-}
-
 /** ISO-8601 UTC with milliseconds (the SQLite form); sorts and round-trips exactly. */
 export function encodeTime(value: Date, field: string): string {
   return checkDate(value, field).toISOString();
-}
-
-export function encodeOptionalTime(value: Date | null, field: string): string | null {
-  return value === null ? null : encodeTime(value, field);
 }
 
 export function decodeTime(value: unknown, where: string): Date {

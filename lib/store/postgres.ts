@@ -4,18 +4,7 @@
  * write has committed when its promise resolves.
  */
 import postgres from "postgres";
-import {
-  checkDate,
-  checkId,
-  checkOptionalDate,
-  checkOptionalId,
-  decodeObject,
-  decodeOptionalTime,
-  decodeStrings,
-  decodeTime,
-  encodeObject,
-  encodeStrings,
-} from "./codec.ts";
+import { checkDate, checkId } from "./codec.ts";
 import { notFound, uniqueConflict, userOwnsNodes } from "./errors.ts";
 import {
   assertKnownVersion,
@@ -26,6 +15,19 @@ import {
   pendingMigrations,
 } from "./migrations.ts";
 import {
+  apiKeyFromRow,
+  apiKeyParams,
+  type Dialect,
+  nodeFromRow,
+  nodeParams,
+  nodeSessionParams,
+  type Params as RowParams,
+  preAuthKeyFromRow,
+  preAuthKeyParams,
+  userFromRow,
+  userParams,
+} from "./rows.ts";
+import {
   type ApiKeyRecord,
   type NewApiKey,
   type NewNode,
@@ -33,7 +35,6 @@ import {
   type NewUser,
   type NodeRecord,
   type PreAuthKeyRecord,
-  type RegisterMethod,
   type Store,
   StoreConflictError,
   StoreNotFoundError,
@@ -58,8 +59,7 @@ export interface PostgresOptions {
 
 type Sql = postgres.Sql<{ bigint: number }>;
 type Tx = postgres.TransactionSql<{ bigint: number }>;
-type Row = Record<string, unknown>;
-type Params = Record<string, string | number | boolean | Date | null>;
+type Params = RowParams<Date | boolean>;
 
 const SSL_MODES: Record<string, false | "require" | "prefer" | "allow" | "verify-full"> = {
   "": false,
@@ -123,151 +123,14 @@ export function openPostgresStore(options: PostgresOptions): PostgresStore {
   return new PostgresStore(sql, options.migrations ?? MIGRATIONS);
 }
 
-// ---- row encoding ---------------------------------------------------------------------------
+// ---- how PostgreSQL holds values --------------------------------------------------------------
 
-function userParams(u: NewUser): Params {
-  return {
-    name: u.name,
-    display_name: u.displayName,
-    email: u.email,
-    provider_id: u.providerId,
-    provider: u.provider,
-    profile_pic_url: u.profilePicUrl,
-    created_at: checkDate(u.createdAt, "user createdAt"),
-  };
-}
-
-function nodeParams(n: NewNode): Params {
-  return {
-    machine_key: n.machineKey,
-    node_key: n.nodeKey,
-    disco_key: n.discoKey,
-    ipv4: n.ipv4,
-    ipv6: n.ipv6,
-    hostname: n.hostname,
-    given_name: n.givenName,
-    user_id: checkOptionalId(n.userId, "node userId"),
-    tags: encodeStrings(n.tags, "node tags"),
-    auth_key_id: checkOptionalId(n.authKeyId, "node authKeyId"),
-    register_method: n.registerMethod,
-    ephemeral: n.ephemeral,
-    hostinfo: encodeObject(n.hostinfo, "node hostinfo"),
-    endpoints: encodeStrings(n.endpoints, "node endpoints"),
-    approved_routes: encodeStrings(n.approvedRoutes, "node approvedRoutes"),
-    expiry: checkOptionalDate(n.expiry, "node expiry"),
-    last_seen: checkOptionalDate(n.lastSeen, "node lastSeen"),
-    created_at: checkDate(n.createdAt, "node createdAt"),
-    updated_at: checkDate(n.updatedAt, "node updatedAt"),
-  };
-}
-
-/** What a map session changes; see updateNodes. Plain JSON: it travels as one jsonb value. */
-function nodeSessionJson(n: NodeRecord) {
-  return {
-    id: checkId(n.id, "node id"),
-    disco_key: n.discoKey,
-    hostname: n.hostname,
-    hostinfo: encodeObject(n.hostinfo, "node hostinfo"),
-    endpoints: encodeStrings(n.endpoints, "node endpoints"),
-    last_seen: checkOptionalDate(n.lastSeen, "node lastSeen")?.toISOString() ?? null,
-    updated_at: checkDate(n.updatedAt, "node updatedAt").toISOString(),
-  };
-}
-
-function preAuthKeyParams(k: NewPreAuthKey): Params {
-  return {
-    prefix: k.prefix,
-    hash: k.hash,
-    user_id: checkOptionalId(k.userId, "pre-auth key userId"),
-    reusable: k.reusable,
-    ephemeral: k.ephemeral,
-    used: k.used,
-    tags: encodeStrings(k.tags, "pre-auth key tags"),
-    expiration: checkOptionalDate(k.expiration, "pre-auth key expiration"),
-    created_at: checkDate(k.createdAt, "pre-auth key createdAt"),
-  };
-}
-
-function apiKeyParams(k: NewApiKey): Params {
-  return {
-    prefix: k.prefix,
-    hash: k.hash,
-    expiration: checkOptionalDate(k.expiration, "API key expiration"),
-    last_seen: checkOptionalDate(k.lastSeen, "API key lastSeen"),
-    created_at: checkDate(k.createdAt, "API key createdAt"),
-  };
-}
-
-// ---- row decoding ---------------------------------------------------------------------------
-
-const optionalNumber = (v: unknown) => v === null ? null : Number(v);
-
-function userFromRow(r: Row): UserRecord {
-  return {
-    id: Number(r.id),
-    name: String(r.name),
-    displayName: String(r.display_name),
-    email: String(r.email),
-    providerId: String(r.provider_id),
-    provider: String(r.provider),
-    profilePicUrl: String(r.profile_pic_url),
-    createdAt: decodeTime(r.created_at, `users row ${r.id} created_at`),
-  };
-}
-
-function nodeFromRow(r: Row): NodeRecord {
-  const where = `nodes row ${r.id}`;
-  return {
-    id: Number(r.id),
-    machineKey: String(r.machine_key),
-    nodeKey: String(r.node_key),
-    discoKey: String(r.disco_key),
-    ipv4: r.ipv4 === null ? null : String(r.ipv4),
-    ipv6: r.ipv6 === null ? null : String(r.ipv6),
-    hostname: String(r.hostname),
-    givenName: String(r.given_name),
-    userId: optionalNumber(r.user_id),
-    tags: decodeStrings(r.tags, `${where} tags`),
-    authKeyId: optionalNumber(r.auth_key_id),
-    registerMethod: String(r.register_method) as RegisterMethod,
-    ephemeral: r.ephemeral === true,
-    hostinfo: decodeObject(r.hostinfo, `${where} hostinfo`),
-    endpoints: decodeStrings(r.endpoints, `${where} endpoints`),
-    approvedRoutes: decodeStrings(r.approved_routes, `${where} approved_routes`),
-    expiry: decodeOptionalTime(r.expiry, `${where} expiry`),
-    lastSeen: decodeOptionalTime(r.last_seen, `${where} last_seen`),
-    createdAt: decodeTime(r.created_at, `${where} created_at`),
-    updatedAt: decodeTime(r.updated_at, `${where} updated_at`),
-  };
-}
-
-function preAuthKeyFromRow(r: Row): PreAuthKeyRecord {
-  const where = `pre_auth_keys row ${r.id}`;
-  return {
-    id: Number(r.id),
-    prefix: String(r.prefix),
-    hash: String(r.hash),
-    userId: optionalNumber(r.user_id),
-    reusable: r.reusable === true,
-    ephemeral: r.ephemeral === true,
-    used: r.used === true,
-    tags: decodeStrings(r.tags, `${where} tags`),
-    expiration: decodeOptionalTime(r.expiration, `${where} expiration`),
-    createdAt: decodeTime(r.created_at, `${where} created_at`),
-  };
-}
-
-function apiKeyFromRow(r: Row): ApiKeyRecord {
-  const where = `api_keys row ${r.id}`;
-  return {
-    id: Number(r.id),
-    prefix: String(r.prefix),
-    hash: String(r.hash),
-    expiration: decodeOptionalTime(r.expiration, `${where} expiration`),
-    lastSeen: decodeOptionalTime(r.last_seen, `${where} last_seen`),
-    createdAt: decodeTime(r.created_at, `${where} created_at`),
-  };
-}
+/** Timestamps as Date (timestamptz columns), booleans as bool. */
+const POSTGRES: Dialect<Date | boolean> = {
+  time: checkDate,
+  bool: (b) => b,
+  readBool: (v) => v === true,
+};
 
 // ---- errors ---------------------------------------------------------------------------------
 
@@ -380,7 +243,7 @@ export class PostgresStore implements Store {
   }
 
   async insertUser(user: NewUser): Promise<UserRecord> {
-    const row = userParams(user);
+    const row = userParams(user, POSTGRES);
     return await this.write(row, async () => {
       const [saved] = await this.sql`INSERT INTO users ${this.sql(row)} RETURNING *`;
       return userFromRow(saved);
@@ -389,7 +252,7 @@ export class PostgresStore implements Store {
 
   async updateUser(user: UserRecord): Promise<void> {
     const id = checkId(user.id, "user id");
-    const row = userParams(user);
+    const row = userParams(user, POSTGRES);
     const result = await this.write(
       row,
       () => this.sql`UPDATE users SET ${this.sql(row)} WHERE id = ${id}`,
@@ -418,13 +281,13 @@ export class PostgresStore implements Store {
 
   async listNodes(): Promise<NodeRecord[]> {
     const rows = await this.sql`SELECT * FROM nodes ORDER BY id`;
-    return rows.map(nodeFromRow);
+    return rows.map((r) => nodeFromRow(r, POSTGRES));
   }
 
   async saveNode(node: NewNode | NodeRecord, useKeyId?: number): Promise<NodeRecord> {
     const existingId = "id" in node && node.id !== undefined ? checkId(node.id, "node id") : null;
     if (useKeyId !== undefined) checkId(useKeyId, "pre-auth key id");
-    const row = nodeParams(node);
+    const row = nodeParams(node, POSTGRES);
     return await this.write(row, () =>
       this.sql.begin(async (tx) => {
         const [saved] = existingId === null
@@ -438,7 +301,7 @@ export class PostgresStore implements Store {
           if (!key) throw notFound("pre_auth_keys", useKeyId);
           if (!key.reusable) await tx`UPDATE pre_auth_keys SET used = true WHERE id = ${useKeyId}`;
         }
-        return nodeFromRow(saved);
+        return nodeFromRow(saved, POSTGRES);
       }));
   }
 
@@ -451,13 +314,14 @@ export class PostgresStore implements Store {
    */
   async updateNodes(nodes: NodeRecord[]): Promise<void> {
     // The last entry for a node wins, as it would with one UPDATE each.
-    const latest = new Map(nodes.map((n) => [n.id, nodeSessionJson(n)]));
+    const latest = new Map(nodes.map((n) => [n.id, nodeSessionParams(n, POSTGRES)]));
     const rows = [...latest.values()];
     if (rows.length === 0) return;
     const chunk = 1000;
     await this.sql.begin(async (tx) => {
       for (let i = 0; i < rows.length; i += chunk) {
         // Sent as text: a jsonb parameter would make the driver encode the string once more.
+        // Dates become ISO-8601 text in JSON, which timestamptz reads back exactly.
         const json = JSON.stringify(rows.slice(i, i + chunk));
         await tx`
           UPDATE nodes AS n SET
@@ -486,20 +350,20 @@ export class PostgresStore implements Store {
 
   async listPreAuthKeys(): Promise<PreAuthKeyRecord[]> {
     const rows = await this.sql`SELECT * FROM pre_auth_keys ORDER BY id`;
-    return rows.map(preAuthKeyFromRow);
+    return rows.map((r) => preAuthKeyFromRow(r, POSTGRES));
   }
 
   async insertPreAuthKey(key: NewPreAuthKey): Promise<PreAuthKeyRecord> {
-    const row = preAuthKeyParams(key);
+    const row = preAuthKeyParams(key, POSTGRES);
     return await this.write(row, async () => {
       const [saved] = await this.sql`INSERT INTO pre_auth_keys ${this.sql(row)} RETURNING *`;
-      return preAuthKeyFromRow(saved);
+      return preAuthKeyFromRow(saved, POSTGRES);
     });
   }
 
   async updatePreAuthKey(key: PreAuthKeyRecord): Promise<void> {
     const id = checkId(key.id, "pre-auth key id");
-    const row = preAuthKeyParams(key);
+    const row = preAuthKeyParams(key, POSTGRES);
     const result = await this.write(
       row,
       () => this.sql`UPDATE pre_auth_keys SET ${this.sql(row)} WHERE id = ${id}`,
@@ -521,7 +385,7 @@ export class PostgresStore implements Store {
   }
 
   async insertApiKey(key: NewApiKey): Promise<ApiKeyRecord> {
-    const row = apiKeyParams(key);
+    const row = apiKeyParams(key, POSTGRES);
     return await this.write(row, async () => {
       const [saved] = await this.sql`INSERT INTO api_keys ${this.sql(row)} RETURNING *`;
       return apiKeyFromRow(saved);
@@ -530,7 +394,7 @@ export class PostgresStore implements Store {
 
   async updateApiKey(key: ApiKeyRecord): Promise<void> {
     const id = checkId(key.id, "API key id");
-    const row = apiKeyParams(key);
+    const row = apiKeyParams(key, POSTGRES);
     const result = await this.write(
       row,
       () => this.sql`UPDATE api_keys SET ${this.sql(row)} WHERE id = ${id}`,

@@ -17,18 +17,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import {
-  checkId,
-  checkOptionalId,
-  decodeObject,
-  decodeOptionalTime,
-  decodeStrings,
-  decodeTime,
-  encodeObject,
-  encodeOptionalTime,
-  encodeStrings,
-  encodeTime,
-} from "./codec.ts";
+import { checkId, encodeTime } from "./codec.ts";
 import { notFound, uniqueConflict, userOwnsNodes } from "./errors.ts";
 import {
   assertKnownVersion,
@@ -39,6 +28,20 @@ import {
   pendingMigrations,
 } from "./migrations.ts";
 import {
+  apiKeyFromRow,
+  apiKeyParams,
+  type Dialect,
+  nodeFromRow,
+  nodeParams,
+  nodeSessionParams,
+  type Params as RowParams,
+  preAuthKeyFromRow,
+  preAuthKeyParams,
+  type Row,
+  userFromRow,
+  userParams,
+} from "./rows.ts";
+import {
   type ApiKeyRecord,
   type NewApiKey,
   type NewNode,
@@ -46,7 +49,6 @@ import {
   type NewUser,
   type NodeRecord,
   type PreAuthKeyRecord,
-  type RegisterMethod,
   type Store,
   StoreConflictError,
   StoreNotFoundError,
@@ -62,8 +64,7 @@ export interface SqliteOptions {
   migrations?: readonly Migration[];
 }
 
-type Row = Record<string, unknown>;
-type Params = Record<string, string | number | null>;
+type Params = RowParams<string | number>;
 
 const NODE_COLUMNS = [
   "machine_key",
@@ -163,153 +164,14 @@ function prepareStatements(db: DatabaseSync) {
 }
 type Statements = ReturnType<typeof prepareStatements>;
 
-// ---- row encoding ---------------------------------------------------------------------------
+// ---- how SQLite holds values ------------------------------------------------------------------
 
-const bit = (b: boolean) => b ? 1 : 0;
-
-function userParams(u: NewUser): Params {
-  return {
-    name: u.name,
-    display_name: u.displayName,
-    email: u.email,
-    provider_id: u.providerId,
-    provider: u.provider,
-    profile_pic_url: u.profilePicUrl,
-    created_at: encodeTime(u.createdAt, "user createdAt"),
-  };
-}
-
-function nodeParams(n: NewNode): Params {
-  return {
-    machine_key: n.machineKey,
-    node_key: n.nodeKey,
-    disco_key: n.discoKey,
-    ipv4: n.ipv4,
-    ipv6: n.ipv6,
-    hostname: n.hostname,
-    given_name: n.givenName,
-    user_id: checkOptionalId(n.userId, "node userId"),
-    tags: encodeStrings(n.tags, "node tags"),
-    auth_key_id: checkOptionalId(n.authKeyId, "node authKeyId"),
-    register_method: n.registerMethod,
-    ephemeral: bit(n.ephemeral),
-    hostinfo: encodeObject(n.hostinfo, "node hostinfo"),
-    endpoints: encodeStrings(n.endpoints, "node endpoints"),
-    approved_routes: encodeStrings(n.approvedRoutes, "node approvedRoutes"),
-    expiry: encodeOptionalTime(n.expiry, "node expiry"),
-    last_seen: encodeOptionalTime(n.lastSeen, "node lastSeen"),
-    created_at: encodeTime(n.createdAt, "node createdAt"),
-    updated_at: encodeTime(n.updatedAt, "node updatedAt"),
-  };
-}
-
-function nodeSessionParams(n: NodeRecord): Params {
-  return {
-    id: checkId(n.id, "node id"),
-    disco_key: n.discoKey,
-    hostname: n.hostname,
-    hostinfo: encodeObject(n.hostinfo, "node hostinfo"),
-    endpoints: encodeStrings(n.endpoints, "node endpoints"),
-    last_seen: encodeOptionalTime(n.lastSeen, "node lastSeen"),
-    updated_at: encodeTime(n.updatedAt, "node updatedAt"),
-  };
-}
-
-function preAuthKeyParams(k: NewPreAuthKey): Params {
-  return {
-    prefix: k.prefix,
-    hash: k.hash,
-    user_id: checkOptionalId(k.userId, "pre-auth key userId"),
-    reusable: bit(k.reusable),
-    ephemeral: bit(k.ephemeral),
-    used: bit(k.used),
-    tags: encodeStrings(k.tags, "pre-auth key tags"),
-    expiration: encodeOptionalTime(k.expiration, "pre-auth key expiration"),
-    created_at: encodeTime(k.createdAt, "pre-auth key createdAt"),
-  };
-}
-
-function apiKeyParams(k: NewApiKey): Params {
-  return {
-    prefix: k.prefix,
-    hash: k.hash,
-    expiration: encodeOptionalTime(k.expiration, "API key expiration"),
-    last_seen: encodeOptionalTime(k.lastSeen, "API key lastSeen"),
-    created_at: encodeTime(k.createdAt, "API key createdAt"),
-  };
-}
-
-// ---- row decoding ---------------------------------------------------------------------------
-
-const optionalNumber = (v: unknown) => v === null ? null : Number(v);
-
-function userFromRow(r: Row): UserRecord {
-  const where = `users row ${r.id}`;
-  return {
-    id: Number(r.id),
-    name: String(r.name),
-    displayName: String(r.display_name),
-    email: String(r.email),
-    providerId: String(r.provider_id),
-    provider: String(r.provider),
-    profilePicUrl: String(r.profile_pic_url),
-    createdAt: decodeTime(r.created_at, `${where} created_at`),
-  };
-}
-
-function nodeFromRow(r: Row): NodeRecord {
-  const where = `nodes row ${r.id}`;
-  return {
-    id: Number(r.id),
-    machineKey: String(r.machine_key),
-    nodeKey: String(r.node_key),
-    discoKey: String(r.disco_key),
-    ipv4: r.ipv4 === null ? null : String(r.ipv4),
-    ipv6: r.ipv6 === null ? null : String(r.ipv6),
-    hostname: String(r.hostname),
-    givenName: String(r.given_name),
-    userId: optionalNumber(r.user_id),
-    tags: decodeStrings(r.tags, `${where} tags`),
-    authKeyId: optionalNumber(r.auth_key_id),
-    registerMethod: String(r.register_method) as RegisterMethod,
-    ephemeral: r.ephemeral === 1,
-    hostinfo: decodeObject(r.hostinfo, `${where} hostinfo`),
-    endpoints: decodeStrings(r.endpoints, `${where} endpoints`),
-    approvedRoutes: decodeStrings(r.approved_routes, `${where} approved_routes`),
-    expiry: decodeOptionalTime(r.expiry, `${where} expiry`),
-    lastSeen: decodeOptionalTime(r.last_seen, `${where} last_seen`),
-    createdAt: decodeTime(r.created_at, `${where} created_at`),
-    updatedAt: decodeTime(r.updated_at, `${where} updated_at`),
-  };
-}
-
-function preAuthKeyFromRow(r: Row): PreAuthKeyRecord {
-  const where = `pre_auth_keys row ${r.id}`;
-  return {
-    id: Number(r.id),
-    prefix: String(r.prefix),
-    hash: String(r.hash),
-    userId: optionalNumber(r.user_id),
-    reusable: r.reusable === 1,
-    ephemeral: r.ephemeral === 1,
-    used: r.used === 1,
-    tags: decodeStrings(r.tags, `${where} tags`),
-    expiration: decodeOptionalTime(r.expiration, `${where} expiration`),
-    createdAt: decodeTime(r.created_at, `${where} created_at`),
-  };
-}
-
-function apiKeyFromRow(r: Row): ApiKeyRecord {
-  const where = `api_keys row ${r.id}`;
-  return {
-    id: Number(r.id),
-    prefix: String(r.prefix),
-    hash: String(r.hash),
-    expiration: decodeOptionalTime(r.expiration, `${where} expiration`),
-    lastSeen: decodeOptionalTime(r.last_seen, `${where} last_seen`),
-    createdAt: decodeTime(r.created_at, `${where} created_at`),
-  };
-}
+/** Timestamps as ISO-8601 UTC text (sorts and round-trips exactly), booleans as 0/1. */
+const SQLITE: Dialect<string | number> = {
+  time: encodeTime,
+  bool: (b) => b ? 1 : 0,
+  readBool: (v) => v === 1,
+};
 
 // ---- the store ------------------------------------------------------------------------------
 
@@ -469,12 +331,12 @@ export class SqliteStore implements Store {
   }
 
   async insertUser(user: NewUser): Promise<UserRecord> {
-    const row = userParams(user);
+    const row = userParams(user, SQLITE);
     return this.write("users", row, () => userFromRow(this.q.insertUser.get(row) as Row));
   }
 
   async updateUser(user: UserRecord): Promise<void> {
-    const row = { ...userParams(user), id: checkId(user.id, "user id") };
+    const row = { ...userParams(user, SQLITE), id: checkId(user.id, "user id") };
     const result = this.write("users", row, () => this.q.updateUser.run(row));
     if (result.changes === 0) throw notFound("users", user.id);
   }
@@ -492,13 +354,13 @@ export class SqliteStore implements Store {
   // ---- nodes --------------------------------------------------------------------------------
 
   async listNodes(): Promise<NodeRecord[]> {
-    return this.q.listNodes.all().map(nodeFromRow);
+    return this.q.listNodes.all().map((r) => nodeFromRow(r, SQLITE));
   }
 
   async saveNode(node: NewNode | NodeRecord, useKeyId?: number): Promise<NodeRecord> {
     const existingId = "id" in node && node.id !== undefined ? checkId(node.id, "node id") : null;
     if (useKeyId !== undefined) checkId(useKeyId, "pre-auth key id");
-    const row = nodeParams(node);
+    const row = nodeParams(node, SQLITE);
     return this.write("nodes", row, () =>
       this.transaction(() => {
         let saved: Row;
@@ -511,7 +373,7 @@ export class SqliteStore implements Store {
           saved = this.q.nodeById.get(existingId) as Row;
         }
         if (useKeyId !== undefined) this.markKeyUsed(useKeyId);
-        return nodeFromRow(saved);
+        return nodeFromRow(saved, SQLITE);
       }));
   }
 
@@ -531,7 +393,7 @@ export class SqliteStore implements Store {
    */
   async updateNodes(nodes: NodeRecord[]): Promise<void> {
     if (nodes.length === 0) return;
-    const rows = nodes.map(nodeSessionParams);
+    const rows = nodes.map((n) => nodeSessionParams(n, SQLITE));
     const stmt = this.q.updateNodeSession;
     this.transaction(() => {
       for (const row of rows) stmt.run(row);
@@ -546,20 +408,20 @@ export class SqliteStore implements Store {
   // ---- pre-auth keys ------------------------------------------------------------------------
 
   async listPreAuthKeys(): Promise<PreAuthKeyRecord[]> {
-    return this.q.listPreAuthKeys.all().map(preAuthKeyFromRow);
+    return this.q.listPreAuthKeys.all().map((r) => preAuthKeyFromRow(r, SQLITE));
   }
 
   async insertPreAuthKey(key: NewPreAuthKey): Promise<PreAuthKeyRecord> {
-    const row = preAuthKeyParams(key);
+    const row = preAuthKeyParams(key, SQLITE);
     return this.write(
       "pre_auth_keys",
       row,
-      () => preAuthKeyFromRow(this.q.insertPreAuthKey.get(row) as Row),
+      () => preAuthKeyFromRow(this.q.insertPreAuthKey.get(row) as Row, SQLITE),
     );
   }
 
   async updatePreAuthKey(key: PreAuthKeyRecord): Promise<void> {
-    const row = { ...preAuthKeyParams(key), id: checkId(key.id, "pre-auth key id") };
+    const row = { ...preAuthKeyParams(key, SQLITE), id: checkId(key.id, "pre-auth key id") };
     const result = this.write("pre_auth_keys", row, () => this.q.updatePreAuthKey.run(row));
     if (result.changes === 0) throw notFound("pre_auth_keys", key.id);
   }
@@ -576,12 +438,12 @@ export class SqliteStore implements Store {
   }
 
   async insertApiKey(key: NewApiKey): Promise<ApiKeyRecord> {
-    const row = apiKeyParams(key);
+    const row = apiKeyParams(key, SQLITE);
     return this.write("api_keys", row, () => apiKeyFromRow(this.q.insertApiKey.get(row) as Row));
   }
 
   async updateApiKey(key: ApiKeyRecord): Promise<void> {
-    const row = { ...apiKeyParams(key), id: checkId(key.id, "API key id") };
+    const row = { ...apiKeyParams(key, SQLITE), id: checkId(key.id, "API key id") };
     const result = this.write("api_keys", row, () => this.q.updateApiKey.run(row));
     if (result.changes === 0) throw notFound("api_keys", key.id);
   }
