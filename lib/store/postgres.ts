@@ -24,6 +24,8 @@ import {
   type Params as RowParams,
   preAuthKeyFromRow,
   preAuthKeyParams,
+  type Row,
+  type Table,
   userFromRow,
   userParams,
 } from "./rows.ts";
@@ -235,29 +237,46 @@ export class PostgresStore implements Store {
     await this.sql.end({ timeout: 5 });
   }
 
+  // ---- one table's rows, by id --------------------------------------------------------------
+
+  private async listRows(table: Table): Promise<Row[]> {
+    return await this.sql`SELECT * FROM ${this.sql(table)} ORDER BY id`;
+  }
+
+  /** Inserts `row` and returns it as stored, id included. */
+  private async insertRow(table: Table, row: Params): Promise<Row> {
+    return await this.write(row, async () => {
+      const [saved] = await this.sql`INSERT INTO ${this.sql(table)} ${this.sql(row)} RETURNING *`;
+      return saved;
+    });
+  }
+
+  private async updateRow(table: Table, id: number, row: Params): Promise<void> {
+    const result = await this.write(
+      row,
+      () => this.sql`UPDATE ${this.sql(table)} SET ${this.sql(row)} WHERE id = ${id}`,
+    );
+    if (result.count === 0) throw notFound(table, id);
+  }
+
+  private async deleteRow(table: Table, id: number): Promise<void> {
+    const result = await this.sql`DELETE FROM ${this.sql(table)} WHERE id = ${id}`;
+    if (result.count === 0) throw notFound(table, id);
+  }
+
   // ---- users --------------------------------------------------------------------------------
 
   async listUsers(): Promise<UserRecord[]> {
-    const rows = await this.sql`SELECT * FROM users ORDER BY id`;
-    return rows.map(userFromRow);
+    return (await this.listRows("users")).map(userFromRow);
   }
 
   async insertUser(user: NewUser): Promise<UserRecord> {
-    const row = userParams(user, POSTGRES);
-    return await this.write(row, async () => {
-      const [saved] = await this.sql`INSERT INTO users ${this.sql(row)} RETURNING *`;
-      return userFromRow(saved);
-    });
+    return userFromRow(await this.insertRow("users", userParams(user, POSTGRES)));
   }
 
   async updateUser(user: UserRecord): Promise<void> {
     const id = checkId(user.id, "user id");
-    const row = userParams(user, POSTGRES);
-    const result = await this.write(
-      row,
-      () => this.sql`UPDATE users SET ${this.sql(row)} WHERE id = ${id}`,
-    );
-    if (result.count === 0) throw notFound("users", id);
+    await this.updateRow("users", id, userParams(user, POSTGRES));
   }
 
   async deleteUser(id: number): Promise<void> {
@@ -280,8 +299,7 @@ export class PostgresStore implements Store {
   // ---- nodes --------------------------------------------------------------------------------
 
   async listNodes(): Promise<NodeRecord[]> {
-    const rows = await this.sql`SELECT * FROM nodes ORDER BY id`;
-    return rows.map((r) => nodeFromRow(r, POSTGRES));
+    return (await this.listRows("nodes")).map((r) => nodeFromRow(r, POSTGRES));
   }
 
   async saveNode(node: NewNode | NodeRecord, useKeyId?: number): Promise<NodeRecord> {
@@ -341,71 +359,46 @@ export class PostgresStore implements Store {
   }
 
   async deleteNode(id: number): Promise<void> {
-    checkId(id, "node id");
-    const result = await this.sql`DELETE FROM nodes WHERE id = ${id}`;
-    if (result.count === 0) throw notFound("nodes", id);
+    await this.deleteRow("nodes", checkId(id, "node id"));
   }
 
   // ---- pre-auth keys ------------------------------------------------------------------------
 
   async listPreAuthKeys(): Promise<PreAuthKeyRecord[]> {
-    const rows = await this.sql`SELECT * FROM pre_auth_keys ORDER BY id`;
-    return rows.map((r) => preAuthKeyFromRow(r, POSTGRES));
+    return (await this.listRows("pre_auth_keys")).map((r) => preAuthKeyFromRow(r, POSTGRES));
   }
 
   async insertPreAuthKey(key: NewPreAuthKey): Promise<PreAuthKeyRecord> {
-    const row = preAuthKeyParams(key, POSTGRES);
-    return await this.write(row, async () => {
-      const [saved] = await this.sql`INSERT INTO pre_auth_keys ${this.sql(row)} RETURNING *`;
-      return preAuthKeyFromRow(saved, POSTGRES);
-    });
+    const saved = await this.insertRow("pre_auth_keys", preAuthKeyParams(key, POSTGRES));
+    return preAuthKeyFromRow(saved, POSTGRES);
   }
 
   async updatePreAuthKey(key: PreAuthKeyRecord): Promise<void> {
     const id = checkId(key.id, "pre-auth key id");
-    const row = preAuthKeyParams(key, POSTGRES);
-    const result = await this.write(
-      row,
-      () => this.sql`UPDATE pre_auth_keys SET ${this.sql(row)} WHERE id = ${id}`,
-    );
-    if (result.count === 0) throw notFound("pre_auth_keys", id);
+    await this.updateRow("pre_auth_keys", id, preAuthKeyParams(key, POSTGRES));
   }
 
   async deletePreAuthKey(id: number): Promise<void> {
-    checkId(id, "pre-auth key id");
-    const result = await this.sql`DELETE FROM pre_auth_keys WHERE id = ${id}`;
-    if (result.count === 0) throw notFound("pre_auth_keys", id);
+    await this.deleteRow("pre_auth_keys", checkId(id, "pre-auth key id"));
   }
 
   // ---- API keys -----------------------------------------------------------------------------
 
   async listApiKeys(): Promise<ApiKeyRecord[]> {
-    const rows = await this.sql`SELECT * FROM api_keys ORDER BY id`;
-    return rows.map(apiKeyFromRow);
+    return (await this.listRows("api_keys")).map(apiKeyFromRow);
   }
 
   async insertApiKey(key: NewApiKey): Promise<ApiKeyRecord> {
-    const row = apiKeyParams(key, POSTGRES);
-    return await this.write(row, async () => {
-      const [saved] = await this.sql`INSERT INTO api_keys ${this.sql(row)} RETURNING *`;
-      return apiKeyFromRow(saved);
-    });
+    return apiKeyFromRow(await this.insertRow("api_keys", apiKeyParams(key, POSTGRES)));
   }
 
   async updateApiKey(key: ApiKeyRecord): Promise<void> {
     const id = checkId(key.id, "API key id");
-    const row = apiKeyParams(key, POSTGRES);
-    const result = await this.write(
-      row,
-      () => this.sql`UPDATE api_keys SET ${this.sql(row)} WHERE id = ${id}`,
-    );
-    if (result.count === 0) throw notFound("api_keys", id);
+    await this.updateRow("api_keys", id, apiKeyParams(key, POSTGRES));
   }
 
   async deleteApiKey(id: number): Promise<void> {
-    checkId(id, "API key id");
-    const result = await this.sql`DELETE FROM api_keys WHERE id = ${id}`;
-    if (result.count === 0) throw notFound("api_keys", id);
+    await this.deleteRow("api_keys", checkId(id, "API key id"));
   }
 
   // ---- policy -------------------------------------------------------------------------------

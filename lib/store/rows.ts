@@ -40,6 +40,8 @@ export interface Dialect<Value> {
 /** Column name to value, as the backends bind them. */
 export type Params<Value> = Record<string, string | number | null | Value>;
 export type Row = Record<string, unknown>;
+/** The tables that hold records, each with an integer primary key `id`. */
+export type Table = "users" | "nodes" | "pre_auth_keys" | "api_keys";
 
 function optionalTime<Value>(
   d: Dialect<Value>,
