@@ -16,7 +16,7 @@
 // deno-lint-ignore-file require-await
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { DatabaseSync } from "node:sqlite";
 import { checkId, encodeTime } from "./codec.ts";
 import { notFound, uniqueConflict, userOwnsNodes } from "./errors.ts";
 import {
@@ -38,6 +38,7 @@ import {
   preAuthKeyFromRow,
   preAuthKeyParams,
   type Row,
+  type Table,
   userFromRow,
   userParams,
 } from "./rows.ts";
@@ -128,39 +129,34 @@ function updateSql(table: string, columns: string[]): string {
   return `UPDATE ${table} SET ${sets} WHERE id = $id`;
 }
 
+/** The four statements every record table has: by id, with named parameters for the row. */
+function tableStatements(db: DatabaseSync, table: Table, columns: string[]) {
+  return {
+    list: db.prepare(`SELECT * FROM ${table} ORDER BY id`),
+    insert: db.prepare(insertSql(table, columns)),
+    update: db.prepare(updateSql(table, columns)),
+    remove: db.prepare(`DELETE FROM ${table} WHERE id = ?`),
+  };
+}
+
 /** The statements every call reuses; prepared once the schema exists. */
 function prepareStatements(db: DatabaseSync) {
   const p = (sql: string) => db.prepare(sql);
   return {
-    listUsers: p("SELECT * FROM users ORDER BY id"),
-    insertUser: p(insertSql("users", USER_COLUMNS)),
-    updateUser: p(updateSql("users", USER_COLUMNS)),
+    users: tableStatements(db, "users", USER_COLUMNS),
+    nodes: tableStatements(db, "nodes", NODE_COLUMNS),
+    pre_auth_keys: tableStatements(db, "pre_auth_keys", PRE_AUTH_KEY_COLUMNS),
+    api_keys: tableStatements(db, "api_keys", API_KEY_COLUMNS),
+
     userExists: p("SELECT 1 AS found FROM users WHERE id = ?"),
     countUserNodes: p("SELECT count(*) AS n FROM nodes WHERE user_id = ?"),
-    deleteUser: p("DELETE FROM users WHERE id = ?"),
-
-    listNodes: p("SELECT * FROM nodes ORDER BY id"),
     nodeById: p("SELECT * FROM nodes WHERE id = ?"),
-    insertNode: p(insertSql("nodes", NODE_COLUMNS)),
-    updateNode: p(updateSql("nodes", NODE_COLUMNS)),
     updateNodeSession: p(updateSql("nodes", NODE_SESSION_COLUMNS)),
-    deleteNode: p("DELETE FROM nodes WHERE id = ?"),
-
-    listPreAuthKeys: p("SELECT * FROM pre_auth_keys ORDER BY id"),
     preAuthKeyReusable: p("SELECT reusable FROM pre_auth_keys WHERE id = ?"),
     markPreAuthKeyUsed: p("UPDATE pre_auth_keys SET used = 1 WHERE id = ?"),
-    insertPreAuthKey: p(insertSql("pre_auth_keys", PRE_AUTH_KEY_COLUMNS)),
-    updatePreAuthKey: p(updateSql("pre_auth_keys", PRE_AUTH_KEY_COLUMNS)),
-    deletePreAuthKey: p("DELETE FROM pre_auth_keys WHERE id = ?"),
-
-    listApiKeys: p("SELECT * FROM api_keys ORDER BY id"),
-    insertApiKey: p(insertSql("api_keys", API_KEY_COLUMNS)),
-    updateApiKey: p(updateSql("api_keys", API_KEY_COLUMNS)),
-    deleteApiKey: p("DELETE FROM api_keys WHERE id = ?"),
-
     latestPolicy: p("SELECT data FROM policies ORDER BY id DESC LIMIT 1"),
     insertPolicy: p("INSERT INTO policies (data, created_at) VALUES (?, ?)"),
-  } satisfies Record<string, StatementSync>;
+  };
 }
 type Statements = ReturnType<typeof prepareStatements>;
 
@@ -267,12 +263,33 @@ export class SqliteStore implements Store {
     return undefined;
   }
 
-  private write<T>(table: string, row: Params, fn: () => T): T {
+  private write<T>(table: Table, row: Params, fn: () => T): T {
     try {
       return fn();
     } catch (e) {
       throw this.translate(e, table, row);
     }
+  }
+
+  // ---- one table's rows, by id --------------------------------------------------------------
+
+  private listRows(table: Table): Row[] {
+    return this.q[table].list.all();
+  }
+
+  /** Inserts `row` and returns it as stored, id included. */
+  private insertRow(table: Table, row: Params): Row {
+    return this.write(table, row, () => this.q[table].insert.get(row) as Row);
+  }
+
+  private updateRow(table: Table, row: Params, id: number): void {
+    const withId = { ...row, id };
+    const result = this.write(table, withId, () => this.q[table].update.run(withId));
+    if (result.changes === 0) throw notFound(table, id);
+  }
+
+  private deleteRow(table: Table, id: number): void {
+    if (this.q[table].remove.run(id).changes === 0) throw notFound(table, id);
   }
 
   private databaseVersion(): number {
@@ -327,18 +344,16 @@ export class SqliteStore implements Store {
   // ---- users --------------------------------------------------------------------------------
 
   async listUsers(): Promise<UserRecord[]> {
-    return this.q.listUsers.all().map(userFromRow);
+    return this.listRows("users").map(userFromRow);
   }
 
   async insertUser(user: NewUser): Promise<UserRecord> {
-    const row = userParams(user, SQLITE);
-    return this.write("users", row, () => userFromRow(this.q.insertUser.get(row) as Row));
+    return userFromRow(this.insertRow("users", userParams(user, SQLITE)));
   }
 
   async updateUser(user: UserRecord): Promise<void> {
-    const row = { ...userParams(user, SQLITE), id: checkId(user.id, "user id") };
-    const result = this.write("users", row, () => this.q.updateUser.run(row));
-    if (result.changes === 0) throw notFound("users", user.id);
+    const row = userParams(user, SQLITE);
+    this.updateRow("users", row, checkId(user.id, "user id"));
   }
 
   async deleteUser(id: number): Promise<void> {
@@ -347,14 +362,14 @@ export class SqliteStore implements Store {
       if (!this.q.userExists.get(id)) throw notFound("users", id);
       const owned = Number((this.q.countUserNodes.get(id) as Row).n);
       if (owned > 0) throw userOwnsNodes(id, owned);
-      this.q.deleteUser.run(id);
+      this.q.users.remove.run(id);
     });
   }
 
   // ---- nodes --------------------------------------------------------------------------------
 
   async listNodes(): Promise<NodeRecord[]> {
-    return this.q.listNodes.all().map((r) => nodeFromRow(r, SQLITE));
+    return this.listRows("nodes").map((r) => nodeFromRow(r, SQLITE));
   }
 
   async saveNode(node: NewNode | NodeRecord, useKeyId?: number): Promise<NodeRecord> {
@@ -365,9 +380,9 @@ export class SqliteStore implements Store {
       this.transaction(() => {
         let saved: Row;
         if (existingId === null) {
-          saved = this.q.insertNode.get(row) as Row;
+          saved = this.q.nodes.insert.get(row) as Row;
         } else {
-          if (this.q.updateNode.run({ ...row, id: existingId }).changes === 0) {
+          if (this.q.nodes.update.run({ ...row, id: existingId }).changes === 0) {
             throw notFound("nodes", existingId);
           }
           saved = this.q.nodeById.get(existingId) as Row;
@@ -401,56 +416,48 @@ export class SqliteStore implements Store {
   }
 
   async deleteNode(id: number): Promise<void> {
-    checkId(id, "node id");
-    if (this.q.deleteNode.run(id).changes === 0) throw notFound("nodes", id);
+    this.deleteRow("nodes", checkId(id, "node id"));
   }
 
   // ---- pre-auth keys ------------------------------------------------------------------------
 
   async listPreAuthKeys(): Promise<PreAuthKeyRecord[]> {
-    return this.q.listPreAuthKeys.all().map((r) => preAuthKeyFromRow(r, SQLITE));
+    return this.listRows("pre_auth_keys").map((r) => preAuthKeyFromRow(r, SQLITE));
   }
 
   async insertPreAuthKey(key: NewPreAuthKey): Promise<PreAuthKeyRecord> {
     const row = preAuthKeyParams(key, SQLITE);
-    return this.write(
-      "pre_auth_keys",
-      row,
-      () => preAuthKeyFromRow(this.q.insertPreAuthKey.get(row) as Row, SQLITE),
-    );
+    return preAuthKeyFromRow(this.insertRow("pre_auth_keys", row), SQLITE);
   }
 
   async updatePreAuthKey(key: PreAuthKeyRecord): Promise<void> {
-    const row = { ...preAuthKeyParams(key, SQLITE), id: checkId(key.id, "pre-auth key id") };
-    const result = this.write("pre_auth_keys", row, () => this.q.updatePreAuthKey.run(row));
-    if (result.changes === 0) throw notFound("pre_auth_keys", key.id);
+    const row = preAuthKeyParams(key, SQLITE);
+    this.updateRow("pre_auth_keys", row, checkId(key.id, "pre-auth key id"));
   }
 
   async deletePreAuthKey(id: number): Promise<void> {
-    checkId(id, "pre-auth key id");
-    if (this.q.deletePreAuthKey.run(id).changes === 0) throw notFound("pre_auth_keys", id);
+    this.deleteRow("pre_auth_keys", checkId(id, "pre-auth key id"));
   }
 
   // ---- API keys -----------------------------------------------------------------------------
 
   async listApiKeys(): Promise<ApiKeyRecord[]> {
-    return this.q.listApiKeys.all().map(apiKeyFromRow);
+    return this.listRows("api_keys").map(apiKeyFromRow);
   }
 
   async insertApiKey(key: NewApiKey): Promise<ApiKeyRecord> {
-    const row = apiKeyParams(key, SQLITE);
-    return this.write("api_keys", row, () => apiKeyFromRow(this.q.insertApiKey.get(row) as Row));
+    return apiKeyFromRow(
+      this.insertRow("api_keys", apiKeyParams(key, SQLITE)),
+    );
   }
 
   async updateApiKey(key: ApiKeyRecord): Promise<void> {
-    const row = { ...apiKeyParams(key, SQLITE), id: checkId(key.id, "API key id") };
-    const result = this.write("api_keys", row, () => this.q.updateApiKey.run(row));
-    if (result.changes === 0) throw notFound("api_keys", key.id);
+    const row = apiKeyParams(key, SQLITE);
+    this.updateRow("api_keys", row, checkId(key.id, "API key id"));
   }
 
   async deleteApiKey(id: number): Promise<void> {
-    checkId(id, "API key id");
-    if (this.q.deleteApiKey.run(id).changes === 0) throw notFound("api_keys", id);
+    this.deleteRow("api_keys", checkId(id, "API key id"));
   }
 
   // ---- policy -------------------------------------------------------------------------------
