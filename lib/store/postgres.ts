@@ -14,33 +14,22 @@ import {
   OWN_TABLES,
   pendingMigrations,
 } from "./migrations.ts";
+import { RowStore } from "./row_store.ts";
 import {
-  apiKeyFromRow,
-  apiKeyParams,
   type Dialect,
   nodeFromRow,
   nodeParams,
   nodeSessionParams,
   type Params as RowParams,
-  preAuthKeyFromRow,
-  preAuthKeyParams,
   type Row,
   type Table,
-  userFromRow,
-  userParams,
 } from "./rows.ts";
 import {
-  type ApiKeyRecord,
-  type NewApiKey,
   type NewNode,
-  type NewPreAuthKey,
-  type NewUser,
   type NodeRecord,
-  type PreAuthKeyRecord,
   type Store,
   StoreConflictError,
   StoreNotFoundError,
-  type UserRecord,
 } from "./types.ts";
 
 export interface PostgresOptions {
@@ -171,13 +160,16 @@ function translate(e: unknown, row: Params): unknown {
 
 // ---- the store ------------------------------------------------------------------------------
 
-export class PostgresStore implements Store {
+export class PostgresStore extends RowStore<Date | boolean> implements Store {
   readonly kind = "postgres";
+  protected readonly dialect = POSTGRES;
 
   constructor(
     private readonly sql: Sql,
     private readonly migrations: readonly Migration[] = MIGRATIONS,
-  ) {}
+  ) {
+    super();
+  }
 
   private async write<T>(row: Params, fn: () => Promise<T>): Promise<T> {
     try {
@@ -239,19 +231,19 @@ export class PostgresStore implements Store {
 
   // ---- one table's rows, by id --------------------------------------------------------------
 
-  private async listRows(table: Table): Promise<Row[]> {
+  protected async listRows(table: Table): Promise<Row[]> {
     return await this.sql`SELECT * FROM ${this.sql(table)} ORDER BY id`;
   }
 
   /** Inserts `row` and returns it as stored, id included. */
-  private async insertRow(table: Table, row: Params): Promise<Row> {
+  protected async insertRow(table: Table, row: Params): Promise<Row> {
     return await this.write(row, async () => {
       const [saved] = await this.sql`INSERT INTO ${this.sql(table)} ${this.sql(row)} RETURNING *`;
       return saved;
     });
   }
 
-  private async updateRow(table: Table, id: number, row: Params): Promise<void> {
+  protected async updateRow(table: Table, id: number, row: Params): Promise<void> {
     const result = await this.write(
       row,
       () => this.sql`UPDATE ${this.sql(table)} SET ${this.sql(row)} WHERE id = ${id}`,
@@ -259,25 +251,12 @@ export class PostgresStore implements Store {
     if (result.count === 0) throw notFound(table, id);
   }
 
-  private async deleteRow(table: Table, id: number): Promise<void> {
+  protected async deleteRow(table: Table, id: number): Promise<void> {
     const result = await this.sql`DELETE FROM ${this.sql(table)} WHERE id = ${id}`;
     if (result.count === 0) throw notFound(table, id);
   }
 
   // ---- users --------------------------------------------------------------------------------
-
-  async listUsers(): Promise<UserRecord[]> {
-    return (await this.listRows("users")).map(userFromRow);
-  }
-
-  async insertUser(user: NewUser): Promise<UserRecord> {
-    return userFromRow(await this.insertRow("users", userParams(user, POSTGRES)));
-  }
-
-  async updateUser(user: UserRecord): Promise<void> {
-    const id = checkId(user.id, "user id");
-    await this.updateRow("users", id, userParams(user, POSTGRES));
-  }
 
   async deleteUser(id: number): Promise<void> {
     checkId(id, "user id");
@@ -297,10 +276,6 @@ export class PostgresStore implements Store {
   }
 
   // ---- nodes --------------------------------------------------------------------------------
-
-  async listNodes(): Promise<NodeRecord[]> {
-    return (await this.listRows("nodes")).map((r) => nodeFromRow(r, POSTGRES));
-  }
 
   async saveNode(node: NewNode | NodeRecord, useKeyId?: number): Promise<NodeRecord> {
     const existingId = "id" in node && node.id !== undefined ? checkId(node.id, "node id") : null;
@@ -356,49 +331,6 @@ export class PostgresStore implements Store {
           WHERE n.id = v.id`;
       }
     });
-  }
-
-  async deleteNode(id: number): Promise<void> {
-    await this.deleteRow("nodes", checkId(id, "node id"));
-  }
-
-  // ---- pre-auth keys ------------------------------------------------------------------------
-
-  async listPreAuthKeys(): Promise<PreAuthKeyRecord[]> {
-    return (await this.listRows("pre_auth_keys")).map((r) => preAuthKeyFromRow(r, POSTGRES));
-  }
-
-  async insertPreAuthKey(key: NewPreAuthKey): Promise<PreAuthKeyRecord> {
-    const saved = await this.insertRow("pre_auth_keys", preAuthKeyParams(key, POSTGRES));
-    return preAuthKeyFromRow(saved, POSTGRES);
-  }
-
-  async updatePreAuthKey(key: PreAuthKeyRecord): Promise<void> {
-    const id = checkId(key.id, "pre-auth key id");
-    await this.updateRow("pre_auth_keys", id, preAuthKeyParams(key, POSTGRES));
-  }
-
-  async deletePreAuthKey(id: number): Promise<void> {
-    await this.deleteRow("pre_auth_keys", checkId(id, "pre-auth key id"));
-  }
-
-  // ---- API keys -----------------------------------------------------------------------------
-
-  async listApiKeys(): Promise<ApiKeyRecord[]> {
-    return (await this.listRows("api_keys")).map(apiKeyFromRow);
-  }
-
-  async insertApiKey(key: NewApiKey): Promise<ApiKeyRecord> {
-    return apiKeyFromRow(await this.insertRow("api_keys", apiKeyParams(key, POSTGRES)));
-  }
-
-  async updateApiKey(key: ApiKeyRecord): Promise<void> {
-    const id = checkId(key.id, "API key id");
-    await this.updateRow("api_keys", id, apiKeyParams(key, POSTGRES));
-  }
-
-  async deleteApiKey(id: number): Promise<void> {
-    await this.deleteRow("api_keys", checkId(id, "API key id"));
   }
 
   // ---- policy -------------------------------------------------------------------------------

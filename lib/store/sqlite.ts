@@ -27,33 +27,22 @@ import {
   OWN_TABLES,
   pendingMigrations,
 } from "./migrations.ts";
+import { RowStore } from "./row_store.ts";
 import {
-  apiKeyFromRow,
-  apiKeyParams,
   type Dialect,
   nodeFromRow,
   nodeParams,
   nodeSessionParams,
   type Params as RowParams,
-  preAuthKeyFromRow,
-  preAuthKeyParams,
   type Row,
   type Table,
-  userFromRow,
-  userParams,
 } from "./rows.ts";
 import {
-  type ApiKeyRecord,
-  type NewApiKey,
   type NewNode,
-  type NewPreAuthKey,
-  type NewUser,
   type NodeRecord,
-  type PreAuthKeyRecord,
   type Store,
   StoreConflictError,
   StoreNotFoundError,
-  type UserRecord,
 } from "./types.ts";
 
 export interface SqliteOptions {
@@ -210,15 +199,18 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
   return new SqliteStore(db, options.migrations ?? MIGRATIONS);
 }
 
-export class SqliteStore implements Store {
+export class SqliteStore extends RowStore<string | number> implements Store {
   readonly kind = "sqlite";
+  protected readonly dialect = SQLITE;
   private statements: Statements | undefined;
   private closed = false;
 
   constructor(
     private readonly db: DatabaseSync,
     private readonly migrations: readonly Migration[] = MIGRATIONS,
-  ) {}
+  ) {
+    super();
+  }
 
   private get q(): Statements {
     this.statements ??= prepareStatements(this.db);
@@ -273,22 +265,22 @@ export class SqliteStore implements Store {
 
   // ---- one table's rows, by id --------------------------------------------------------------
 
-  private listRows(table: Table): Row[] {
+  protected async listRows(table: Table): Promise<Row[]> {
     return this.q[table].list.all();
   }
 
   /** Inserts `row` and returns it as stored, id included. */
-  private insertRow(table: Table, row: Params): Row {
+  protected async insertRow(table: Table, row: Params): Promise<Row> {
     return this.write(table, row, () => this.q[table].insert.get(row) as Row);
   }
 
-  private updateRow(table: Table, row: Params, id: number): void {
+  protected async updateRow(table: Table, id: number, row: Params): Promise<void> {
     const withId = { ...row, id };
     const result = this.write(table, withId, () => this.q[table].update.run(withId));
     if (result.changes === 0) throw notFound(table, id);
   }
 
-  private deleteRow(table: Table, id: number): void {
+  protected async deleteRow(table: Table, id: number): Promise<void> {
     if (this.q[table].remove.run(id).changes === 0) throw notFound(table, id);
   }
 
@@ -343,19 +335,6 @@ export class SqliteStore implements Store {
 
   // ---- users --------------------------------------------------------------------------------
 
-  async listUsers(): Promise<UserRecord[]> {
-    return this.listRows("users").map(userFromRow);
-  }
-
-  async insertUser(user: NewUser): Promise<UserRecord> {
-    return userFromRow(this.insertRow("users", userParams(user, SQLITE)));
-  }
-
-  async updateUser(user: UserRecord): Promise<void> {
-    const row = userParams(user, SQLITE);
-    this.updateRow("users", row, checkId(user.id, "user id"));
-  }
-
   async deleteUser(id: number): Promise<void> {
     checkId(id, "user id");
     this.transaction(() => {
@@ -367,10 +346,6 @@ export class SqliteStore implements Store {
   }
 
   // ---- nodes --------------------------------------------------------------------------------
-
-  async listNodes(): Promise<NodeRecord[]> {
-    return this.listRows("nodes").map((r) => nodeFromRow(r, SQLITE));
-  }
 
   async saveNode(node: NewNode | NodeRecord, useKeyId?: number): Promise<NodeRecord> {
     const existingId = "id" in node && node.id !== undefined ? checkId(node.id, "node id") : null;
@@ -413,51 +388,6 @@ export class SqliteStore implements Store {
     this.transaction(() => {
       for (const row of rows) stmt.run(row);
     });
-  }
-
-  async deleteNode(id: number): Promise<void> {
-    this.deleteRow("nodes", checkId(id, "node id"));
-  }
-
-  // ---- pre-auth keys ------------------------------------------------------------------------
-
-  async listPreAuthKeys(): Promise<PreAuthKeyRecord[]> {
-    return this.listRows("pre_auth_keys").map((r) => preAuthKeyFromRow(r, SQLITE));
-  }
-
-  async insertPreAuthKey(key: NewPreAuthKey): Promise<PreAuthKeyRecord> {
-    const row = preAuthKeyParams(key, SQLITE);
-    return preAuthKeyFromRow(this.insertRow("pre_auth_keys", row), SQLITE);
-  }
-
-  async updatePreAuthKey(key: PreAuthKeyRecord): Promise<void> {
-    const row = preAuthKeyParams(key, SQLITE);
-    this.updateRow("pre_auth_keys", row, checkId(key.id, "pre-auth key id"));
-  }
-
-  async deletePreAuthKey(id: number): Promise<void> {
-    this.deleteRow("pre_auth_keys", checkId(id, "pre-auth key id"));
-  }
-
-  // ---- API keys -----------------------------------------------------------------------------
-
-  async listApiKeys(): Promise<ApiKeyRecord[]> {
-    return this.listRows("api_keys").map(apiKeyFromRow);
-  }
-
-  async insertApiKey(key: NewApiKey): Promise<ApiKeyRecord> {
-    return apiKeyFromRow(
-      this.insertRow("api_keys", apiKeyParams(key, SQLITE)),
-    );
-  }
-
-  async updateApiKey(key: ApiKeyRecord): Promise<void> {
-    const row = apiKeyParams(key, SQLITE);
-    this.updateRow("api_keys", row, checkId(key.id, "API key id"));
-  }
-
-  async deleteApiKey(id: number): Promise<void> {
-    this.deleteRow("api_keys", checkId(id, "API key id"));
   }
 
   // ---- policy -------------------------------------------------------------------------------
