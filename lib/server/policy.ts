@@ -58,6 +58,8 @@ export class PolicyManager implements PolicyApi {
   private engine!: PolicyEngine;
   private text = "";
   private hasPolicy = false;
+  /** Ids of the users the engine knows (state announces renames, not new users: see syncUsers). */
+  private knownUsers = new Set<number>();
   private updatedAt: Date | null = null;
   private target: PolicyTarget | undefined;
   private watcher: Deno.FsWatcher | undefined;
@@ -82,6 +84,7 @@ export class PolicyManager implements PolicyApi {
     }
     const policy = m.parse(text, mode === "file" ? path : "the stored policy");
     m.engine = m.build(policy, false);
+    m.knownUsers = new Set(deps.state.listUsers().map((u) => u.id));
     m.hasPolicy = policy !== null;
     m.text = text;
     m.updatedAt = text === "" ? null : new Date();
@@ -146,12 +149,16 @@ export class PolicyManager implements PolicyApi {
       if (c.kind === "node-added" || c.kind === "node-updated") {
         const node = this.deps.state.getNode(c.nodeId);
         if (!node) continue;
+        // A user created after the engine was built is news to it: "alice@" would match nothing.
+        // A user with no node yet changes no node's outputs, so the ids that matter are the
+        // upsert's.
+        if (node.userId !== null && !this.knownUsers.has(node.userId)) this.syncUsers();
         ids = this.engine.upsertNode(toPolicyNode(node));
         this.autoApprove(node);
       } else if (c.kind === "node-removed") {
         ids = this.engine.removeNode(c.nodeId);
       } else if (c.kind === "user-updated") {
-        ids = this.engine.setUsers(this.users());
+        ids = this.syncUsers();
       }
       for (const id of ids) affected.add(id);
     }
@@ -171,7 +178,16 @@ export class PolicyManager implements PolicyApi {
     );
   }
 
+  /** Hands the engine the current user list; returns the nodes whose outputs may have changed. */
+  private syncUsers(): number[] {
+    const users = this.users();
+    this.knownUsers = new Set(users.map((u) => u.id));
+    return this.engine.setUsers(users);
+  }
+
   private apply(text: string, policy: Policy | null): void {
+    // The new policy was checked against today's users; the engine must resolve it with them.
+    this.syncUsers();
     this.engine.setPolicy(policy);
     this.hasPolicy = policy !== null;
     this.text = text;
