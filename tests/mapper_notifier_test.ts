@@ -191,36 +191,66 @@ Deno.test("notifier: only nodes that see a changed node hear about it", async ()
     const full1 = JSON.parse(w.mapper.fullMapJson(1)!);
     assert.deepEqual(full1.Peers.map((p: { ID: number }) => p.ID), [2]);
 
-    // Policy change: everyone resyncs with a full map; an empty peer list becomes PeersRemoved.
+    // A policy change that changes nothing for anyone sends nothing.
     w.state.announce({ kind: "policy-changed" });
     w.notifier.flush();
-    const resync3 = w.sinks.get(3)!.take()[0];
-    assert.ok(resync3.Node);
-    assert.deepEqual(resync3.PeersRemoved, [1, 2]);
+    for (const id of w.ids) assert.deepEqual(w.sinks.get(id)!.take(), [], `node ${id}`);
+    // Opening the islands: each node gets just the peers it did not have, in full.
     islands = false;
     w.state.announce({ kind: "policy-changed" });
     w.notifier.flush();
-    const open3 = w.sinks.get(3)!.take()[0];
-    assert.deepEqual(open3.Peers!.map((p) => p.ID), [1, 2]);
-    assert.equal(open3.PeersRemoved, undefined);
+    const open3 = w.sinks.get(3)!.take();
+    assert.equal(open3.length, 1);
+    assert.deepEqual(open3[0].PeersChanged!.map((p) => p.ID), [1, 2]);
+    assert.equal(open3[0].Peers, undefined, "a delta, not a full map");
+    assert.equal(open3[0].PacketFilters, undefined, "the filter did not change");
+    assert.equal(open3[0].Node, undefined);
+    for (const id of [1, 2]) {
+      const [d] = w.sinks.get(id)!.take();
+      assert.deepEqual(d.PeersChanged!.map((p) => p.ID), [3], `node ${id}`);
+      assert.equal(d.PeersRemoved, undefined);
+    }
+    // Closing them again: node 3 loses both, the others lose node 3.
+    islands = true;
+    w.state.announce({ kind: "policy-changed" });
+    w.notifier.flush();
+    assert.deepEqual(w.sinks.get(3)!.take()[0].PeersRemoved, [1, 2]);
+    assert.deepEqual(w.sinks.get(1)!.take()[0].PeersRemoved, [3]);
   } finally {
     await w.close();
   }
 });
 
-Deno.test("notifier: resync(ids) gives just those sessions a full map instead of a delta", async () => {
-  const w = await world(3);
+Deno.test("notifier: resync(ids) sends those sessions only what changed in their policy outputs", async () => {
+  const denyAll: PolicyView["filterFor"] = () => [];
+  let filterOf2 = denyAll;
+  const policy: PolicyView = {
+    *peersOf(id) {
+      for (const other of [1, 2, 3]) if (other !== id) yield other;
+    },
+    canSee: () => true,
+    filterFor: (id) => id === 2 ? filterOf2(id) : [],
+    sshPolicyFor: () => null,
+  };
+  const w = await world(3, policy);
   try {
     const [x, y, z] = w.ids;
     w.state.applyReport(x, { endpoints: ["192.0.2.1:1"] });
-    w.notifier.resync([y]);
+    filterOf2 = () => ALLOW_ALL_FILTER;
+    w.notifier.resync([y, z]);
     w.notifier.flush();
     const [toY] = w.sinks.get(y)!.take();
-    assert.ok(toY.Node && toY.Peers && toY.PacketFilter, "a full map");
-    assert.deepEqual(toY.Peers!.find((p) => p.ID === x)!.Endpoints, ["192.0.2.1:1"]);
+    assert.equal(toY.Peers, undefined, "a delta, not a full map");
+    assert.deepEqual(toY.PacketFilters, { base: ALLOW_ALL_FILTER });
+    assert.deepEqual(toY.PeersChangedPatch!.map((p) => p.NodeID), [x]);
     const [toZ] = w.sinks.get(z)!.take();
-    assert.equal(toZ.Peers, undefined);
+    assert.equal(toZ.PacketFilters, undefined, "z's filter did not change");
     assert.deepEqual(toZ.PeersChangedPatch!.map((p) => p.NodeID), [x]);
+    // Asked again with nothing changed: nothing is sent.
+    w.notifier.resync([y, z]);
+    w.notifier.flush();
+    assert.deepEqual(w.sinks.get(y)!.take(), []);
+    assert.deepEqual(w.sinks.get(z)!.take(), []);
   } finally {
     await w.close();
   }

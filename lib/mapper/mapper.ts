@@ -39,6 +39,8 @@ export type PeerPatch = NodePatch & { cap?: number };
 
 export const CAP_FILE_SHARING = "https://tailscale.com/cap/file-sharing";
 export const CAP_SSH = "https://tailscale.com/cap/ssh";
+/** An SSHPolicy that replaces an earlier one with nothing. */
+export const NO_SSH_POLICY = '{"rules":[]}';
 
 /** True when a PeerChange can express the patch; otherwise peers need the full node. */
 export function patchable(p: PeerPatch): boolean {
@@ -90,7 +92,10 @@ export class Mapper {
     return this.policyView;
   }
 
-  /** Swaps the policy; the caller announces policy-changed so every session resyncs. */
+  /**
+   * Swaps the policy; the caller announces policy-changed, and the notifier then sends each
+   * session what changed for it (see PolicySync).
+   */
   setPolicy(policy: PolicyView): void {
     this.policyView = policy;
   }
@@ -217,14 +222,20 @@ export class Mapper {
     }));
   }
 
-  /** The node as it sees itself: its peer view plus its own capabilities. */
-  selfNode(node: NodeRecord): Node {
-    const self = this.nodeView(node);
+  /** The node's own capabilities: Taildrop, SSH where the policy has rules, nodeAttrs. */
+  selfCapMap(nodeId: number): CapMap {
     const capMap: CapMap = {};
     if (this.deps.config.taildropEnabled) capMap[CAP_FILE_SHARING] = [];
     // Tailscale SSH only where the policy has rules for this node (headscale grants it always).
-    if ((this.policyView.sshPolicyFor(node.id)?.rules.length ?? 0) > 0) capMap[CAP_SSH] = [];
-    Object.assign(capMap, this.policyView.nodeCapMap?.(node.id) ?? {});
+    if ((this.policyView.sshPolicyFor(nodeId)?.rules.length ?? 0) > 0) capMap[CAP_SSH] = [];
+    Object.assign(capMap, this.policyView.nodeCapMap?.(nodeId) ?? {});
+    return capMap;
+  }
+
+  /** The node as it sees itself: its peer view plus its own capabilities. */
+  selfNode(node: NodeRecord): Node {
+    const self = this.nodeView(node);
+    const capMap = this.selfCapMap(node.id);
     if (Object.keys(capMap).length > 0) self.CapMap = capMap;
     return self;
   }
@@ -279,7 +290,9 @@ export class Mapper {
       `,"PacketFilter":${JSON.stringify(policy.filterFor(node.id))}`,
     );
     const ssh = policy.sshPolicyFor(node.id);
+    // The client keeps its last SSH policy when the field is absent: a resync must clear it.
     if (ssh) tail.push(`,"SSHPolicy":${JSON.stringify(ssh)}`);
+    else if (resync) tail.push(`,"SSHPolicy":${NO_SSH_POLICY}`);
     tail.push(
       `,"UserProfiles":[${profiles.join(",")}]`,
       `,"ControlTime":"${this.now().toISOString()}"`,

@@ -5,7 +5,12 @@
  * - node added/updated → PeersChanged (full node) to the nodes that see it, Node to itself;
  * - node patched → PeersChangedPatch to the nodes that see it;
  * - node removed → PeersRemoved; user renamed → UserProfiles; DERP/DNS → DERPMap/DNSConfig;
- * - policy changed → a fresh full map for everyone; `resync(ids)` → for those nodes only.
+ * - policy changed → each session gets only what changed for it (PolicySync): PeersRemoved for
+ *   peers it no longer sees, PeersChanged (full nodes, with their users' profiles) for new ones,
+ *   PacketFilters when its filter changed, SSHPolicy, and its Node when its capabilities
+ *   changed; nothing when nothing changed for it. `resync(ids)` does the same for those nodes
+ *   (the ids a policy engine reports as affected by a node change). A full map is sent instead
+ *   when that is smaller.
  *
  * Cost is proportional to the affected receivers: each changed node's fragment is built once,
  * receivers are grouped by the exact set of fragments they get (a trie of item indexes), and
@@ -21,6 +26,7 @@ import type { Change } from "../state/events.ts";
 import { ExpiryWatch } from "./expiry_watch.ts";
 import { SharedMessage } from "./framing.ts";
 import { type Mapper, mergePatch, patchable, peerChangeJson, type PeerPatch } from "./mapper.ts";
+import { type PolicyDelta, PolicySync } from "./policy_sync.ts";
 
 /** One open map stream, as the notifier sees it. */
 export interface MapSink {
@@ -58,8 +64,9 @@ interface Batch {
   users: Set<number>;
   derp: boolean;
   dns: boolean;
+  /** The policy changed: compare every session's policy outputs. */
   policy: boolean;
-  /** Sessions that get a fresh full map instead of a delta (their policy outputs changed). */
+  /** Sessions whose policy outputs may have changed (compared, then sent what changed). */
   resync: Set<number>;
 }
 
@@ -77,8 +84,16 @@ function emptyBatch(): Batch {
   };
 }
 
+/** What every session gets in this batch. */
+interface Everyone {
+  removed: readonly number[];
+  derpJson: string | null;
+}
+
 interface Item {
   json: string;
+  /** The node a full node or patch is about (-1 for a profile). */
+  nodeId: number;
   /** A full node (PeersChanged), a PeerChange, or a renamed user's profile. */
   kind: "full" | "patch" | "profile";
   /** Wire user id of a full node (for UserProfiles). */
@@ -89,6 +104,8 @@ interface Item {
 class Group {
   private children: Map<number, Group> | undefined;
   message: SharedMessage | undefined;
+  /** Ids of the full nodes among the items (computed on first use). */
+  fullIds: number[] | undefined;
 
   constructor(readonly parent: Group | null, readonly item: number) {}
 
@@ -117,9 +134,12 @@ export class Notifier {
   private timer: ReturnType<typeof setTimeout> | undefined;
   private readonly unsubscribe: () => void;
   private readonly expiry: ExpiryWatch;
+  /** What each session was last sent of the policy's outputs. */
+  readonly policySync: PolicySync;
   private closed = false;
 
   constructor(private readonly deps: NotifierDeps) {
+    this.policySync = new PolicySync(deps.mapper);
     this.unsubscribe = deps.state.subscribe((changes) => this.onChanges(changes));
     this.expiry = new ExpiryWatch({
       listNodes: () => deps.state.listNodes(),
@@ -143,16 +163,23 @@ export class Notifier {
     return this.sessions.has(nodeId);
   }
 
-  /** Adds a stream; a previous stream of the same node is closed (a new poll replaces it). */
+  /**
+   * Adds a stream; a previous stream of the same node is closed (a new poll replaces it). The
+   * caller sends it a full map built now (its policy outputs are remembered as sent).
+   */
   register(sink: MapSink): void {
     const previous = this.sessions.get(sink.nodeId);
     this.sessions.set(sink.nodeId, sink);
+    this.policySync.remember(sink.nodeId);
     if (previous && previous !== sink) previous.close("replaced by a newer map stream");
   }
 
   /** Removes a stream if it is still the node's current one. */
   unregister(sink: MapSink): void {
-    if (this.sessions.get(sink.nodeId) === sink) this.sessions.delete(sink.nodeId);
+    if (this.sessions.get(sink.nodeId) === sink) {
+      this.sessions.delete(sink.nodeId);
+      this.policySync.forget(sink.nodeId);
+    }
   }
 
   /** Records a node's capability version; peers learn it with the next patch. */
@@ -201,6 +228,7 @@ export class Notifier {
           const sink = this.sessions.get(c.nodeId);
           if (sink) {
             this.sessions.delete(c.nodeId);
+            this.policySync.forget(c.nodeId);
             if (sink.deleted) sink.deleted();
             else sink.close("node deleted");
           }
@@ -249,17 +277,16 @@ export class Notifier {
     const b = this.batch;
     this.batch = emptyBatch();
     try {
-      if (b.policy) this.resyncAll();
-      else this.sendDeltas(b);
+      this.sendDeltas(b);
     } catch (e) {
       this.deps.log.error("sending map updates failed", { error: e });
     }
   }
 
   /**
-   * Gives these nodes' sessions a fresh full map with the next batch (peers, filter, SSH
-   * policy, capabilities), e.g. the ids a policy engine reports as affected by a change. A full
-   * map replaces any delta they would have got. Without ids: every session.
+   * With the next batch, compares these nodes' policy outputs (peers, filter, SSH policy,
+   * capabilities) with what their sessions were sent and sends each what changed, e.g. for the
+   * ids a policy engine reports as affected by a node change. Without ids: every session.
    */
   resync(nodeIds?: Iterable<number>): void {
     if (this.closed) return;
@@ -268,13 +295,26 @@ export class Notifier {
     this.scheduleFlush();
   }
 
-  private resyncAll(): void {
-    for (const sink of [...this.sessions.values()]) this.sendFullMap(sink);
-  }
-
+  /** A full map on a running stream (its policy outputs were already remembered). */
   private sendFullMap(sink: MapSink): void {
     const msg = this.deps.mapper.fullMapMessage(sink.nodeId, { resync: true });
     if (msg !== null) sink.send(msg);
+  }
+
+  /**
+   * The nodes whose own attributes changed in this batch (only pairs involving them can have
+   * changed visibility), or null when anything may have (a new policy, or a resync with no
+   * node change behind it).
+   */
+  private changedNodes(b: Batch): Set<number> | null {
+    if (b.policy) return null;
+    const changed = new Set<number>([...b.full, ...b.removed]);
+    if (b.users.size > 0) {
+      for (const n of this.deps.state.listNodes()) {
+        if (n.userId !== null && b.users.has(n.userId)) changed.add(n.id);
+      }
+    }
+    return changed.size > 0 ? changed : null;
   }
 
   /**
@@ -344,7 +384,8 @@ export class Notifier {
         b.removed.add(id);
         continue;
       }
-      const index = items.push({ json, kind: "full", user: mapper.wireUserOf(id) }) - 1;
+      const index = items.push({ json, nodeId: id, kind: "full", user: mapper.wireUserOf(id) }) -
+        1;
       fanout.add(index, id);
     }
     const patched = [...b.patches.keys()]
@@ -352,14 +393,14 @@ export class Notifier {
       .sort((a, z) => a - z);
     for (const id of patched) {
       const json = peerChangeJson(id, b.patches.get(id)!);
-      const index = items.push({ json, kind: "patch", user: null }) - 1;
+      const index = items.push({ json, nodeId: id, kind: "patch", user: null }) - 1;
       fanout.add(index, id);
     }
     // A renamed user's profile goes to the nodes that see one of the user's nodes.
     for (const userId of [...b.users].sort((a, z) => a - z)) {
       const json = mapper.profileJsonOf(userId);
       if (json === null) continue;
-      const index = items.push({ json, kind: "profile", user: userId }) - 1;
+      const index = items.push({ json, nodeId: -1, kind: "profile", user: userId }) - 1;
       const owned = this.deps.state.listNodes().filter((n) => n.userId === userId);
       fanout.addToViewersOf(index, owned.map((n) => n.id));
     }
@@ -369,38 +410,72 @@ export class Notifier {
     const trace = log.enabled("trace");
     let sent = 0;
     let messages = 0;
-    const everyone: string[] = [];
-    if (removed.length > 0) everyone.push(`"PeersRemoved":[${removed.join(",")}]`);
-    if (b.derp) everyone.push(`"DERPMap":${mapper.derpMapJson()}`);
+    let policyDeltas = 0;
+    let fullMaps = 0;
+    const everyone: Everyone = { removed, derpJson: b.derp ? mapper.derpMapJson() : null };
+    const hasEveryone = removed.length > 0 || b.derp;
 
-    for (const sink of [...this.sessions.values()]) {
-      const id = sink.nodeId;
-      if (b.resync.has(id)) {
-        this.sendFullMap(sink);
-        continue;
-      }
-      const group = fanout.groupOf(id);
-      const node = b.self.has(id) || b.dns ? this.deps.state.getNode(id) : undefined;
-      const selfJson = b.self.has(id) && node ? JSON.stringify(mapper.selfNode(node)) : null;
-      const dnsJson = b.dns && node ? mapper.dnsConfigJsonFor(node) : null;
-      if (group.parent === null && selfJson === null && dnsJson === null) {
-        if (everyone.length === 0) continue;
-      }
-      const personal = selfJson !== null || (dnsJson !== null && mapper.dnsIsPerNode());
-      let msg = personal ? undefined : group.message;
-      if (!msg) {
-        msg = new SharedMessage(
-          this.deltaJson(group.items().map((i) => items[i]), everyone, {
+    // Policy outputs: every session after a new policy, else the sessions asked for.
+    const round = this.policySync.round(this.changedNodes(b));
+    const comparesAll = b.policy;
+    const tracksPeers = !mapper.policy.seesEveryone?.();
+    /** Identical personal messages (e.g. the same filter change) are built once. */
+    const personal = new Map<string, SharedMessage>();
+
+    try {
+      for (const sink of [...this.sessions.values()]) {
+        const id = sink.nodeId;
+        const group = fanout.groupOf(id);
+        let policy: PolicyDelta | null = null;
+        if (comparesAll || b.resync.has(id)) {
+          policy = round.diff(id);
+          if (policy?.full) {
+            this.sendFullMap(sink);
+            fullMaps++;
+            continue;
+          }
+          if (policy) policyDeltas++;
+        } else if (tracksPeers && group.parent !== null) {
+          group.fullIds ??= group.items().filter((i) => items[i].kind === "full").map((i) =>
+            items[i].nodeId
+          );
+          if (group.fullIds.length > 0) round.noteReceived(id, group.fullIds);
+        }
+        const wantsSelf = b.self.has(id) || (policy?.selfChanged ?? false);
+        const node = wantsSelf || b.dns ? this.deps.state.getNode(id) : undefined;
+        const selfJson = wantsSelf && node ? JSON.stringify(mapper.selfNode(node)) : null;
+        const dnsJson = b.dns && node ? mapper.dnsConfigJsonFor(node) : null;
+        if (group.parent === null && selfJson === null && dnsJson === null && policy === null) {
+          if (!hasEveryone) continue;
+        }
+        const own = selfJson !== null || policy !== null ||
+          (dnsJson !== null && mapper.dnsIsPerNode());
+        let msg = own ? undefined : group.message;
+        if (!msg) {
+          const json = this.deltaJson(group.items().map((i) => items[i]), everyone, {
             selfJson,
             dnsJson,
-          }),
-        );
-        if (!personal) group.message = msg;
-        messages++;
+            policy,
+          });
+          if (own) {
+            msg = personal.get(json);
+            if (!msg) {
+              msg = new SharedMessage(json);
+              if (json.length <= 65536) personal.set(json, msg);
+              messages++;
+            }
+          } else {
+            msg = new SharedMessage(json);
+            group.message = msg;
+            messages++;
+          }
+        }
+        if (trace) log.trace("delta", { node: id, json: msg.json.slice(0, 2000) });
+        sink.send(msg);
+        sent++;
       }
-      if (trace) log.trace("delta", { node: id, json: msg.json.slice(0, 2000) });
-      sink.send(msg);
-      sent++;
+    } finally {
+      round.end();
     }
     log.debug("deltas sent", {
       full: full.length,
@@ -408,27 +483,52 @@ export class Notifier {
       removed: removed.length,
       sessions: sent,
       messages,
+      policyDeltas,
+      fullMaps,
     });
   }
 
   private deltaJson(
     list: Item[],
-    everyone: string[],
-    extra: { selfJson: string | null; dnsJson: string | null },
+    everyone: Everyone,
+    extra: { selfJson: string | null; dnsJson: string | null; policy: PolicyDelta | null },
   ): string {
+    const { mapper } = this.deps;
+    const policy = extra.policy;
+    // Peers the policy no longer shows this node: no full node or patch about them may follow
+    // (a client stops applying a delta at a patch for a node that is not its peer).
+    const gone = policy && policy.removed.length > 0 ? new Set(policy.removed) : null;
     const parts: string[] = [];
     if (extra.selfJson !== null) parts.push(`"Node":${extra.selfJson}`);
-    const changed = list.filter((i) => i.kind === "full");
-    const patches = list.filter((i) => i.kind === "patch");
-    if (changed.length > 0) parts.push(`"PeersChanged":[${changed.map((i) => i.json).join(",")}]`);
+    const changed = list.filter((i) => i.kind === "full" && !gone?.has(i.nodeId));
+    const patches = list.filter((i) => i.kind === "patch" && !gone?.has(i.nodeId));
+    const users = new Set<number>();
+    for (const i of changed) if (i.user !== null) users.add(i.user);
+    const changedJson = changed.map((i) => i.json);
+    if (policy && policy.added.length > 0) {
+      const listed = new Set(changed.map((i) => i.nodeId));
+      for (const id of policy.added) {
+        if (listed.has(id)) continue;
+        const entry = mapper.peerEntry(id);
+        if (entry === null) continue;
+        changedJson.push(entry.json);
+        users.add(entry.user);
+      }
+    }
+    if (changedJson.length > 0) parts.push(`"PeersChanged":[${changedJson.join(",")}]`);
     if (patches.length > 0) {
       parts.push(`"PeersChangedPatch":[${patches.map((i) => i.json).join(",")}]`);
     }
-    parts.push(...everyone);
+    const removed = gone ? [...new Set([...everyone.removed, ...gone])] : everyone.removed;
+    if (removed.length > 0) parts.push(`"PeersRemoved":[${removed.join(",")}]`);
+    if (everyone.derpJson !== null) parts.push(`"DERPMap":${everyone.derpJson}`);
     if (extra.dnsJson !== null) parts.push(`"DNSConfig":${extra.dnsJson}`);
+    // Named filter "base" is what PacketFilter sets, and what full maps use.
+    if (policy?.filterJson) parts.push(`"PacketFilters":{"base":${policy.filterJson}}`);
+    if (policy?.sshJson) parts.push(`"SSHPolicy":${policy.sshJson}`);
     const profiles = new Set(list.filter((i) => i.kind === "profile").map((i) => i.json));
-    for (const i of changed) {
-      const p = i.user === null ? null : this.deps.mapper.profileJsonOf(i.user);
+    for (const u of users) {
+      const p = mapper.profileJsonOf(u);
       if (p !== null) profiles.add(p);
     }
     if (profiles.size > 0) parts.push(`"UserProfiles":[${[...profiles].join(",")}]`);
