@@ -14,7 +14,7 @@
  * control.pendingAuths.list();
  * // the policy engine (default: allow-all; contract in ../mapper/policy_view.ts):
  * control.setPolicy(policyEngineView(engine));
- * // after a node change, the nodes whose filter/peers changed get a full map:
+ * // after a node change, the nodes the engine reports get what changed for them (a delta):
  * control.resync(engine.upsertNode(policyNode));
  * await control.close();
  * ```
@@ -82,11 +82,14 @@ export interface ControlPlane {
   pendingAuths: PendingAuths;
   mapper: Mapper;
   notifier: Notifier;
-  /** Plugs in a (new) policy and resyncs every session. */
+  /**
+   * Plugs in a (new) policy. With the next batch each session gets only what changed for it
+   * (peers removed and added, packet filter, SSH policy, its own capabilities), or nothing.
+   */
   setPolicy(policy: PolicyView): void;
   /**
-   * Sends these nodes a fresh full map with the next batch (e.g. the ids a policy engine says
-   * are affected by a node change); without ids, every node.
+   * With the next batch, sends these nodes what changed for them in the policy's outputs (e.g.
+   * the ids a policy engine says are affected by a node change); without ids, every node.
    */
   resync(nodeIds?: Iterable<number>): void;
   close(): Promise<void>;

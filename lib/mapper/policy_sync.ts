@@ -121,9 +121,11 @@ export class PolicySync {
   /** @internal */
   current(nodeId: number): { filterJson: string; sshJson: string; capJson: string } {
     const view = this.mapper.policy;
+    const ssh = view.sshPolicyFor(nodeId);
     return {
       filterJson: JSON.stringify(view.filterFor(nodeId)),
-      sshJson: JSON.stringify(view.sshPolicyFor(nodeId)),
+      // No rules and no policy mean the same to a client.
+      sshJson: ssh && ssh.rules.length > 0 ? JSON.stringify(ssh) : "null",
       capJson: JSON.stringify(this.mapper.selfCapMap(nodeId)),
     };
   }

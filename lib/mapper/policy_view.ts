@@ -7,8 +7,11 @@
  * - Visibility is symmetric: `peersOf(a)` holds b exactly when `peersOf(b)` holds a, so the same
  *   call answers "whose map contains X" when X changes. `peersOf` never yields the node itself.
  * - Results are stable until the policy announces `{ kind: "policy-changed" }` on the state
- *   (State.announce), which makes every session receive a fresh full map. A node change that
- *   alters relationships (tags, addresses) must therefore be followed by that announcement.
+ *   (State.announce), after which every session receives what changed for it. A node change
+ *   that alters relationships (tags, addresses) must be followed by that announcement, or by
+ *   `Notifier.resync(ids)` naming the nodes whose outputs may have changed.
+ * - Whether a sees b depends only on a, b and the policy: after a node change the notifier
+ *   compares peers only for the changed nodes.
  */
 import type { CapMap, FilterRule, SSHPolicy } from "../tailcfg/types.ts";
 
