@@ -7,6 +7,7 @@
  * changed, and only those sessions are resynced. Routes that an autoApprover covers are approved
  * here, as headscale does.
  */
+import { basename, dirname, resolve } from "node:path";
 import type { Config } from "../config/config.ts";
 import type { Logger } from "../log/log.ts";
 import type { State } from "../state/state.ts";
@@ -198,15 +199,22 @@ export class PolicyManager implements PolicyApi {
 
   // ---- file mode ----------------------------------------------------------------------------
 
+  /**
+   * Watches the policy file's directory, not the file: editors and config tools replace the
+   * file (a new one renamed over it), and a watch on the file itself ends with the old file.
+   * Kubernetes volumes swap a `..data` symlink in the directory instead.
+   */
   private watch(path: string): void {
+    const file = resolve(path);
     try {
-      this.watcher = Deno.watchFs(path);
+      this.watcher = Deno.watchFs(dirname(file), { recursive: false });
     } catch (e) {
       this.deps.log.warn("cannot watch the policy file; reload it with SIGHUP", { path, error: e });
       return;
     }
     (async () => {
-      for await (const _event of this.watcher!) {
+      for await (const event of this.watcher!) {
+        if (!event.paths.some((p) => p === file || basename(p).startsWith(".."))) continue;
         // Editors write in several steps; reload once things settle.
         clearTimeout(this.reloadTimer);
         this.reloadTimer = setTimeout(() => void this.reloadFile("file changed"), 200);
