@@ -53,6 +53,43 @@ function digest(json: string): string {
   return "#" + createHash("sha256").update(json).digest("base64");
 }
 
+/**
+ * JSON of filter rules, reusing the text of frozen arrays: the engine shares one frozen SrcIPs
+ * list between every node a rule reaches, and those lists are most of a filter's text.
+ * Gives exactly what JSON.stringify gives.
+ */
+export class FilterJson {
+  private readonly frozen = new WeakMap<object, string>();
+
+  of(rules: readonly object[]): string {
+    const parts: string[] = [];
+    for (const rule of rules) parts.push(this.rule(rule));
+    return `[${parts.join(",")}]`;
+  }
+
+  private rule(rule: object): string {
+    if (Object.getPrototypeOf(rule) !== Object.prototype) return JSON.stringify(rule);
+    const parts: string[] = [];
+    for (const [k, v] of Object.entries(rule)) {
+      if (v === undefined || typeof v === "function" || typeof v === "symbol") continue;
+      parts.push(`${JSON.stringify(k)}:${this.value(v)}`);
+    }
+    return `{${parts.join(",")}}`;
+  }
+
+  private value(v: unknown): string {
+    if (Array.isArray(v) && Object.isFrozen(v)) {
+      let json = this.frozen.get(v);
+      if (json === undefined) {
+        json = JSON.stringify(v);
+        this.frozen.set(v, json);
+      }
+      return json;
+    }
+    return JSON.stringify(v);
+  }
+}
+
 interface Membership {
   has(id: number): boolean;
 }
@@ -60,6 +97,7 @@ interface Membership {
 export class PolicySync {
   private readonly sent = new Map<number, Sent>();
   private readonly pool = new PeerSetPool();
+  private readonly filterJson = new FilterJson();
 
   constructor(private readonly mapper: Mapper) {}
 
@@ -123,7 +161,7 @@ export class PolicySync {
     const view = this.mapper.policy;
     const ssh = view.sshPolicyFor(nodeId);
     return {
-      filterJson: JSON.stringify(view.filterFor(nodeId)),
+      filterJson: this.filterJson.of(view.filterFor(nodeId)),
       // No rules and no policy mean the same to a client.
       sshJson: ssh && ssh.rules.length > 0 ? JSON.stringify(ssh) : "null",
       capJson: JSON.stringify(this.mapper.selfCapMap(nodeId)),
