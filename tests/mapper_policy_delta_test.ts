@@ -261,3 +261,44 @@ Deno.test("a node's tag change reaches only the sessions it affects, as deltas",
     await t.close();
   }
 });
+
+Deno.test("remembered peer sets do not pile up across policy changes, and go with their sessions", async () => {
+  const t = await tailnet();
+  try {
+    const start = t.notifier.policySync.peerMemory();
+    for (let i = 0; i < 3; i++) {
+      await t.policy.set(`{ "acls": [] }`);
+      t.flush();
+      await t.policy.set(`{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:*"] }] }`);
+      t.flush();
+      await t.policy.set(WEB_80);
+      t.flush();
+    }
+    assert.deepEqual(t.notifier.policySync.peerMemory(), start);
+    assert.equal(t.notifier.policySync.size, 5);
+    await t.state.deleteNode(t.ids.b1);
+    const got = t.flush();
+    assert.deepEqual(got.a1.PeersRemoved, [t.ids.b1], "a removal still reaches everyone");
+    assert.equal(t.notifier.policySync.size, 4, "the deleted node's session is forgotten");
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("a user rename that changes who the policy names reaches that user's peers as deltas", async () => {
+  const t = await tailnet();
+  try {
+    const { a1, a2, web } = t.ids;
+    const alice = t.state.getUserByName("alice")!;
+    await t.state.renameUser(alice.id, "alicia");
+    const got = t.flush();
+    assert.deepEqual(Object.keys(got).sort(), ["a1", "a2", "web"], "b1 and srv hear nothing");
+    assert.deepEqual(got.a1.PeersRemoved, [web], "alice@ no longer names a1's owner");
+    assert.deepEqual(got.a2.PeersRemoved, [web]);
+    assert.deepEqual(got.web.PeersRemoved, [a1, a2]);
+    assert.deepEqual(got.web.PacketFilters, { base: [] });
+    assert.equal(got.web.Peers, undefined);
+  } finally {
+    await t.close();
+  }
+});

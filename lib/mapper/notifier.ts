@@ -84,6 +84,26 @@ function emptyBatch(): Batch {
   };
 }
 
+/**
+ * The policy delta minus what the session's shared message already carries (full nodes of
+ * changed peers, removals sent to everyone): often nothing is left, and the session keeps
+ * sharing its group's message.
+ */
+function withoutShared(
+  d: PolicyDelta,
+  shared: ReadonlySet<number>,
+  removedForAll: ReadonlySet<number>,
+): PolicyDelta | null {
+  const added = d.added.filter((id) => !shared.has(id));
+  const removed = d.removed.filter((id) => !removedForAll.has(id));
+  if (
+    added.length === 0 && removed.length === 0 && d.filterJson === null && d.sshJson === null &&
+    !d.selfChanged
+  ) return null;
+  if (added.length === d.added.length && removed.length === d.removed.length) return d;
+  return { ...d, added, removed };
+}
+
 /** What every session gets in this batch. */
 interface Everyone {
   removed: readonly number[];
@@ -105,7 +125,7 @@ class Group {
   private children: Map<number, Group> | undefined;
   message: SharedMessage | undefined;
   /** Ids of the full nodes among the items (computed on first use). */
-  fullIds: number[] | undefined;
+  fullIds: ReadonlySet<number> | undefined;
 
   constructor(readonly parent: Group | null, readonly item: number) {}
 
@@ -421,6 +441,10 @@ export class Notifier {
     const tracksPeers = !mapper.policy.seesEveryone?.();
     /** Identical personal messages (e.g. the same filter change) are built once. */
     const personal = new Map<string, SharedMessage>();
+    const fullIdsOf = (group: Group): ReadonlySet<number> =>
+      group.fullIds ??= new Set(
+        group.items().filter((i) => items[i].kind === "full").map((i) => items[i].nodeId),
+      );
 
     try {
       for (const sink of [...this.sessions.values()]) {
@@ -434,12 +458,11 @@ export class Notifier {
             fullMaps++;
             continue;
           }
+          if (policy) policy = withoutShared(policy, fullIdsOf(group), b.removed);
           if (policy) policyDeltas++;
         } else if (tracksPeers && group.parent !== null) {
-          group.fullIds ??= group.items().filter((i) => items[i].kind === "full").map((i) =>
-            items[i].nodeId
-          );
-          if (group.fullIds.length > 0) round.noteReceived(id, group.fullIds);
+          const fullIds = fullIdsOf(group);
+          if (fullIds.size > 0) round.noteReceived(id, [...fullIds]);
         }
         const wantsSelf = b.self.has(id) || (policy?.selfChanged ?? false);
         const node = wantsSelf || b.dns ? this.deps.state.getNode(id) : undefined;

@@ -233,7 +233,10 @@ export class PolicyRound {
     let peers: PeerRecord;
     let added: readonly number[];
     let removed: readonly number[];
-    if (this.changed === null || this.changed.has(nodeId)) {
+    // Checking each changed node costs more than listing the peers when the node has few.
+    const whole = this.changed === null || this.changed.has(nodeId) ||
+      this.changed.size > pool.count(prev.peers, nodeId, everyone);
+    if (whole) {
       peers = sync.currentPeers(nodeId);
       ({ added, removed } = pool.diff(prev.peers, peers, nodeId, everyone));
     } else {
