@@ -94,69 +94,22 @@ interface Membership {
   has(id: number): boolean;
 }
 
-export class PolicySync {
-  private readonly sent = new Map<number, Sent>();
-  private readonly pool = new PeerSetPool();
+/** The remembered outputs and the means to compute current ones (shared with rounds). */
+class SentOutputs {
+  readonly sent = new Map<number, Sent>();
+  readonly pool = new PeerSetPool();
   private readonly filterJson = new FilterJson();
 
-  constructor(private readonly mapper: Mapper) {}
+  constructor(readonly mapper: Mapper) {}
 
-  /** Sessions remembered. */
-  get size(): number {
-    return this.sent.size;
-  }
-
-  /** Distinct peer arrays and the ids they hold (memory accounting for tests and benchmarks). */
-  peerMemory(): { sets: number; ids: number } {
-    return { sets: this.pool.setCount, ids: this.pool.idCount };
-  }
-
-  /** Remembers what a full map built now gives the node (call when one is sent). */
-  remember(nodeId: number): void {
-    const now = this.current(nodeId);
-    this.replace(nodeId, {
-      peers: this.currentPeers(nodeId),
-      filter: digest(now.filterJson),
-      ssh: digest(now.sshJson),
-      cap: digest(now.capJson),
-    });
-  }
-
-  forget(nodeId: number): void {
-    const prev = this.sent.get(nodeId);
-    if (!prev) return;
-    this.pool.release(prev.peers);
-    this.sent.delete(nodeId);
-  }
-
-  /**
-   * Starts a change round. `changed`: the nodes whose own attributes changed since the last
-   * round (peers are compared only for them); null compares everything (a new policy).
-   */
-  round(changed: ReadonlySet<number> | null): PolicyRound {
-    return new PolicyRound(this, changed);
-  }
-
-  // ---- used by PolicyRound ------------------------------------------------------------------
-
-  /** @internal */
-  get peerPool(): PeerSetPool {
-    return this.pool;
-  }
-
-  /** @internal */
-  sentTo(nodeId: number): Sent | undefined {
-    return this.sent.get(nodeId);
-  }
-
-  /** @internal Replaces a session's record (`next.peers` held); the old one is released. */
+  /** Replaces a session's record (`next.peers` held); the old one is released. */
   replace(nodeId: number, next: Sent): void {
     const prev = this.sent.get(nodeId);
     this.sent.set(nodeId, next);
     if (prev) this.pool.release(prev.peers);
   }
 
-  /** @internal */
+  /** The node's current filter, SSH policy and self capabilities, as JSON. */
   current(nodeId: number): { filterJson: string; sshJson: string; capJson: string } {
     const view = this.mapper.policy;
     const ssh = view.sshPolicyFor(nodeId);
@@ -168,16 +121,59 @@ export class PolicySync {
     };
   }
 
-  /** @internal A held peer record for the node's current peers. */
+  /** A held peer record for the node's current peers. */
   currentPeers(nodeId: number): PeerRecord {
     const view = this.mapper.policy;
     if (view.seesEveryone?.()) return EVERYONE;
     return this.pool.intern(sortedIds(view.peersOf(nodeId), nodeId), nodeId);
   }
 
-  /** @internal */
-  get mapperRef(): Mapper {
-    return this.mapper;
+  remember(nodeId: number): void {
+    const now = this.current(nodeId);
+    this.replace(nodeId, {
+      peers: this.currentPeers(nodeId),
+      filter: digest(now.filterJson),
+      ssh: digest(now.sshJson),
+      cap: digest(now.capJson),
+    });
+  }
+}
+
+export class PolicySync {
+  private readonly outputs: SentOutputs;
+
+  constructor(mapper: Mapper) {
+    this.outputs = new SentOutputs(mapper);
+  }
+
+  /** Sessions remembered. */
+  get size(): number {
+    return this.outputs.sent.size;
+  }
+
+  /** Distinct peer arrays and the ids they hold (memory accounting for tests and benchmarks). */
+  peerMemory(): { sets: number; ids: number } {
+    return { sets: this.outputs.pool.setCount, ids: this.outputs.pool.idCount };
+  }
+
+  /** Remembers what a full map built now gives the node (call when one is sent). */
+  remember(nodeId: number): void {
+    this.outputs.remember(nodeId);
+  }
+
+  forget(nodeId: number): void {
+    const prev = this.outputs.sent.get(nodeId);
+    if (!prev) return;
+    this.outputs.pool.release(prev.peers);
+    this.outputs.sent.delete(nodeId);
+  }
+
+  /**
+   * Starts a change round. `changed`: the nodes whose own attributes changed since the last
+   * round (peers are compared only for them); null compares everything (a new policy).
+   */
+  round(changed: ReadonlySet<number> | null): PolicyRound {
+    return new PolicyRound(this.outputs, changed);
   }
 }
 
@@ -186,13 +182,13 @@ export class PolicyRound {
   private readonly viewers = new Map<number, Membership>();
 
   constructor(
-    private readonly sync: PolicySync,
+    private readonly outputs: SentOutputs,
     private readonly changed: ReadonlySet<number> | null,
   ) {}
 
   /** Every current node id, ascending. */
   private everyone(): Int32Array {
-    return this.everyoneIds ??= Int32Array.from(this.sync.mapperRef.nodeIds());
+    return this.everyoneIds ??= Int32Array.from(this.outputs.mapper.nodeIds());
   }
 
   /** The nodes that see `id` now (= the nodes `id` sees). */
@@ -202,7 +198,7 @@ export class PolicyRound {
       if (indexOfSorted(this.everyone(), id) < 0) {
         m = { has: () => false };
       } else {
-        const peers = this.sync.mapperRef.policy.peersOf(id);
+        const peers = this.outputs.mapper.policy.peersOf(id);
         m = typeof (peers as Partial<Membership>).has === "function"
           ? peers as unknown as Membership
           : new Set(peers);
@@ -217,8 +213,8 @@ export class PolicyRound {
    * sent. Null when nothing changed for it.
    */
   diff(nodeId: number): PolicyDelta | null {
-    const { sync } = this;
-    const prev = sync.sentTo(nodeId);
+    const sync = this.outputs;
+    const prev = sync.sent.get(nodeId);
     if (!prev) {
       sync.remember(nodeId);
       return FULL;
@@ -228,7 +224,7 @@ export class PolicyRound {
     const ssh = digest(now.sshJson);
     const cap = digest(now.capJson);
 
-    const pool = sync.peerPool;
+    const pool = sync.pool;
     const everyone = this.everyone();
     let peers: PeerRecord;
     let added: readonly number[];
@@ -286,19 +282,19 @@ export class PolicyRound {
    * remembered to have.
    */
   noteReceived(nodeId: number, ids: readonly number[]): void {
-    const prev = this.sync.sentTo(nodeId);
+    const prev = this.outputs.sent.get(nodeId);
     if (!prev || prev.peers.set === null) return;
-    const pool = this.sync.peerPool;
+    const pool = this.outputs.pool;
     const everyone = this.everyone();
     const plus = ids.filter((id) => id !== nodeId && !pool.has(prev.peers, nodeId, id, everyone));
     if (plus.length === 0) return;
     const peers = pool.toggle(prev.peers, plus, [], everyone);
-    this.sync.replace(nodeId, { ...prev, peers });
+    this.outputs.replace(nodeId, { ...prev, peers });
   }
 
   /** Ends the round (drops its memos). */
   end(): void {
-    this.sync.peerPool.endRound();
+    this.outputs.pool.endRound();
   }
 }
 
