@@ -151,9 +151,17 @@ export class ManagedProcess {
       stdout: "piped",
       stderr: "piped",
     }).spawn();
+    // Write each chunk as it comes (pipeTo to a file held everything back until the child
+    // exited here, so logs were not readable while a test ran).
     const pump = async (stream: ReadableStream<Uint8Array>) => {
       const file = await Deno.open(options.logPath, { append: true });
-      await stream.pipeTo(file.writable).catch(() => {});
+      try {
+        for await (const chunk of stream) await file.write(chunk);
+      } catch {
+        // The child went away; what was written stays.
+      } finally {
+        file.close();
+      }
     };
     const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
     return new ManagedProcess(commandLine, options.logPath, child, pumps);
