@@ -16,10 +16,14 @@ Deno.test({
   ignore,
   fn: () =>
     withHarness({ name: "control-oldest", tailscaleVersion: "oldest" }, async (h) => {
-      const server = await startControlServer(h);
+      // https, as a real deployment: with an http:// URL a v1.80 client that dialed recently forces
+      // an HTTPS dial and never reconnects after a restart (controlhttp's forceNoise443).
+      const server = await startControlServer(h, { tls: true });
       await server.createUser("alice");
       const key = await server.createAuthKey("alice", { reusable: true });
-      const clients = await h.addClients(["old-a", "old-b", "old-c", "old-d"]);
+      const clients = await h.addClients(["old-a", "old-b", "old-c", "old-d"], {
+        env: server.clientEnv,
+      });
       await assertMeshScenario(server, clients, key);
       await assertRestartScenario(h, server, clients, key, { name: "old-late" });
     }),

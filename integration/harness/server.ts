@@ -25,6 +25,8 @@ export interface ServerOptions {
   readyTimeoutMs?: number;
   /** Strings never to show when the command line is printed. */
   redact?: string[];
+  /** PEM of a private CA to trust for an https `url`'s health check. */
+  caCertPem?: string;
 }
 
 export interface ServerSetup {
@@ -51,6 +53,9 @@ export class ServerProcess {
     });
     const server = new ServerProcess(options.url.replace(/\/$/, ""), setup.logPath, process);
     const healthUrl = server.url + (options.healthPath ?? "/health");
+    const client = options.caCertPem
+      ? Deno.createHttpClient({ caCerts: [options.caCertPem] })
+      : undefined;
     try {
       await waitFor(
         async () => {
@@ -63,7 +68,7 @@ export class ServerProcess {
               )}`,
             );
           }
-          const response = await fetch(healthUrl, { signal: AbortSignal.timeout(2_000) });
+          const response = await fetch(healthUrl, { signal: AbortSignal.timeout(2_000), client });
           await response.body?.cancel();
           if (response.status !== 200) throw new Error(`${healthUrl} answered ${response.status}`);
           return true;
@@ -77,6 +82,8 @@ export class ServerProcess {
     } catch (error) {
       await process.stop();
       throw error;
+    } finally {
+      client?.close();
     }
     return server;
   }

@@ -21,6 +21,7 @@ import {
   runCommand,
   type ServerProcess,
 } from "../harness.ts";
+import { createTestCa, issueServerCertificate } from "./tls.ts";
 
 const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const DENO_FLAGS = [
@@ -58,6 +59,12 @@ export interface ControlServerOptions {
   ephemeralInactivityTimeout?: string;
   /** `dns.base_domain`. Default `tailnet.internal`. */
   baseDomain?: string;
+  /**
+   * Serve https with a throwaway CA (clients must trust `server.caCertPath` via SSL_CERT_FILE), as
+   * real deployments do. Old clients need it: v1.80 forces an HTTPS dial after a recent failed
+   * Noise dial, so with an http:// URL it cannot reconnect after a server restart.
+   */
+  tls?: boolean;
 }
 
 /** A free UDP port on `host` (for the embedded STUN server). */
@@ -82,6 +89,9 @@ export class ControlServer {
     readonly dir: string,
     readonly configPath: string,
     readonly baseDomain: string,
+    readonly scheme: "http" | "https" = "http",
+    readonly caCertPath?: string,
+    private readonly caCertPem?: string,
   ) {}
 
   /** Writes the config into `<workDir>/server` and starts the server (waits for /health). */
@@ -91,9 +101,18 @@ export class ControlServer {
     await Deno.mkdir(dir, { recursive: true });
     const stunPort = await freeUdpPort(listen.host);
     const baseDomain = options.baseDomain ?? "tailnet.internal";
+    const tls = options.tls
+      ? await (async () => {
+        const ca = await createTestCa(`${harness.workDir}/tls`);
+        const cert = await issueServerCertificate(ca, { ipAddresses: [listen.host] });
+        return { ca, cert };
+      })()
+      : undefined;
+    const scheme = tls ? "https" : "http";
     const config = [
-      `server_url: ${listen.url}`,
+      `server_url: ${scheme}://${listen.hostPort}`,
       `listen_addr: ${listen.hostPort}`,
+      ...(tls ? [`tls_cert_path: ${tls.cert.certPath}`, `tls_key_path: ${tls.cert.keyPath}`] : []),
       `noise:`,
       `  private_key_path: ${dir}/noise_private.key`,
       `database:`,
@@ -120,14 +139,28 @@ export class ControlServer {
     ].join("\n");
     const configPath = `${dir}/config.yaml`;
     await Deno.writeTextFile(configPath, config + "\n");
-    const server = new ControlServer(harness, listen, dir, configPath, baseDomain);
+    const server = new ControlServer(
+      harness,
+      listen,
+      dir,
+      configPath,
+      baseDomain,
+      scheme,
+      tls?.ca.certPath,
+      tls?.ca.certPem,
+    );
     await server.#spawn();
     return server;
   }
 
-  /** `http://<bridge ip>:<port>`: server_url and the clients' `--login-server`. */
+  /** `http(s)://<bridge ip>:<port>`: server_url and the clients' `--login-server`. */
   get url(): string {
-    return this.listen.url;
+    return `${this.scheme}://${this.listen.hostPort}`;
+  }
+
+  /** Environment a client needs to trust this server (https only). */
+  get clientEnv(): Record<string, string> {
+    return this.caCertPath ? { SSL_CERT_FILE: this.caCertPath } : {};
   }
 
   get running(): boolean {
@@ -156,6 +189,7 @@ export class ControlServer {
       ],
       url: this.url,
       cwd: this.dir,
+      caCertPem: this.caCertPem,
     });
     this.#process = process;
     // A crash (a signal, a native abort) may print nothing: note how the process ended.

@@ -45,7 +45,10 @@ export async function assertRestartScenario(
   const ipsBefore = await Promise.all(clients.map((c) => c.ips()));
 
   await server.restart();
-  const late = await h.addClient(newcomer.name, { version: newcomer.version });
+  const late = await h.addClient(newcomer.name, {
+    version: newcomer.version,
+    env: server.clientEnv,
+  });
   await late.up({ loginServer: server.url, authKey });
   const everyone = [...clients, late];
   // Every old client sees the newcomer online: only a live map stream can have told it.
