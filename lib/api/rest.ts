@@ -68,8 +68,9 @@ export function restRoutes(service: DescService): RestRoute[] {
     const { case: verb, value: path } = rule.pattern;
     if (!verb || typeof path !== "string") continue;
     const params: string[] = [];
+    // "/api/v1/node/{node_id}/rename/{new_name}" → /^\/api\/v1\/node\/([^/]+)\/rename\/([^/]+)$/
     const source = path.replace(/[.*+?^$()|[\]\\]/g, "\\$&").replace(
-      /\\?\{([a-z_]+)\\?\}/g,
+      /\{([a-z_]+)\}/g,
       (_, name) => {
         params.push(name);
         return "([^/]+)";
@@ -77,7 +78,7 @@ export function restRoutes(service: DescService): RestRoute[] {
     );
     routes.push({
       httpMethod: verb.toUpperCase(),
-      pattern: new RegExp(`^${source.replace(/\\\{|\\\}/g, "")}$`),
+      pattern: new RegExp(`^${source}$`),
       params,
       body: rule.body,
       method,
