@@ -121,9 +121,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   http.on("request", router.handleRequest);
   http.on("upgrade", router.handleUpgrade);
   http.on("clientError", (_e, socket) => socket.destroy());
-  const listenAddress = await listen(http, config.listenAddr);
-  log.info("listening", { addr: listenAddress, server_url: config.serverUrl });
-
+  // The API listeners come first: once /health answers, the CLI's socket is there too.
   const apiListeners: ApiListener[] = [];
   const onConnectionError = (e: Error) => apiLog.debug("API connection error", { error: e });
   apiListeners.push(
@@ -148,6 +146,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     );
   }
   for (const l of apiListeners) log.info("management API listening", { addr: l.address });
+
+  const listenAddress = await listen(http, config.listenAddr);
+  log.info("listening", { addr: listenAddress, server_url: config.serverUrl });
 
   return {
     store,
