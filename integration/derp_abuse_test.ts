@@ -6,31 +6,16 @@
  * check the same against a DerpServer in the test process; this checks the wired server.)
  */
 import assert from "node:assert/strict";
-import { createSocket } from "node:dgram";
 import { fileURLToPath } from "node:url";
 import { DerpClient } from "../lib/derp/client.ts";
 import { FrameType } from "../lib/derp/frame.ts";
+import { freeTcpPort, freeUdpPort, serverConfigYaml } from "./support/server_config.ts";
 import { ManagedProcess } from "./harness/command.ts";
 import { waitFor } from "./harness/wait.ts";
 
 const REPO_ROOT = fileURLToPath(new URL("../", import.meta.url));
 const DENO_FLAGS = ["--allow-net", "--allow-read", "--allow-write", "--allow-env", "--allow-sys"];
 const IDLE_CLIENTS = 2_000;
-
-async function freeUdpPort(): Promise<number> {
-  const socket = createSocket("udp4");
-  await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", () => resolve()));
-  const { port } = socket.address();
-  await new Promise<void>((resolve) => socket.close(() => resolve()));
-  return port;
-}
-
-function freeTcpPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 interface LoopbackServer {
   url: string;
@@ -46,25 +31,13 @@ async function startLoopbackServer(): Promise<LoopbackServer> {
   const configPath = `${dir}/config.yaml`;
   await Deno.writeTextFile(
     configPath,
-    [
-      `server_url: ${url}`,
-      `listen_addr: 127.0.0.1:${port}`,
-      `noise:`,
-      `  private_key_path: ${dir}/noise_private.key`,
-      `database:`,
-      `  type: sqlite`,
-      `  sqlite:`,
-      `    path: ${dir}/db.sqlite`,
-      `unix_socket: ${dir}/headscale.sock`,
-      `derp:`,
-      `  server:`,
-      `    enabled: true`,
-      `    verify_clients: false`,
-      `    private_key_path: ${dir}/derp_private.key`,
-      `    stun_listen_addr: 127.0.0.1:${await freeUdpPort()}`,
-      `log:`,
-      `  level: info`,
-    ].join("\n") + "\n",
+    serverConfigYaml({
+      dir,
+      serverUrl: url,
+      listenAddr: `127.0.0.1:${port}`,
+      derp: { verifyClients: false, stunListenAddr: `127.0.0.1:${await freeUdpPort()}` },
+      logLevel: "info",
+    }),
   );
   const logPath = `${dir}/server.log`;
   const process = await ManagedProcess.spawn(

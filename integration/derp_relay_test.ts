@@ -10,7 +10,6 @@
  * a client that never sends its ClientInfo) neither stop the server nor the relayed traffic.
  */
 import assert from "node:assert/strict";
-import { createSocket } from "node:dgram";
 import net from "node:net";
 import tls from "node:tls";
 import { fileURLToPath } from "node:url";
@@ -24,6 +23,7 @@ import {
   waitFor,
   withHarness,
 } from "./harness.ts";
+import { freeUdpPort, serverConfigYaml } from "./support/server_config.ts";
 import { ManagedProcess } from "./harness/command.ts";
 import {
   createTestCa,
@@ -51,17 +51,6 @@ async function skipReason(): Promise<string | undefined> {
 const skip = await skipReason();
 if (skip) console.log(`skipped: ${skip}`);
 
-async function freeUdpPort(host: string): Promise<number> {
-  const socket = createSocket("udp4");
-  await new Promise<void>((resolve, reject) => {
-    socket.once("error", reject);
-    socket.bind(0, host, () => resolve());
-  });
-  const { port } = socket.address();
-  await new Promise<void>((resolve) => socket.close(() => resolve()));
-  return port;
-}
-
 /** Our server with TLS on the bridge address: its URLs, CA and admin CLI. */
 interface HttpsServer {
   /** `https://<bridge>:<port>`. */
@@ -88,34 +77,25 @@ async function startHttpsServer(h: Harness): Promise<HttpsServer> {
   const configPath = `${dir}/config.yaml`;
   await Deno.writeTextFile(
     configPath,
-    [
-      `server_url: ${url}`,
-      `listen_addr: ${listen.hostPort}`,
-      `tls_cert_path: ${cert.certPath}`,
-      `tls_key_path: ${cert.keyPath}`,
-      `noise:`,
-      `  private_key_path: ${dir}/noise_private.key`,
-      `database:`,
-      `  type: sqlite`,
-      `  sqlite:`,
-      `    path: ${dir}/db.sqlite`,
-      `unix_socket: ${dir}/headscale.sock`,
-      `derp:`,
-      `  server:`,
-      `    enabled: true`,
-      `    region_id: ${REGION_ID}`,
-      `    region_code: ${REGION_CODE}`,
-      `    verify_clients: true`,
-      `    private_key_path: ${dir}/derp_private.key`,
-      `    stun_listen_addr: ${listen.host}:${stunPort}`,
-      `dns:`,
-      `  magic_dns: true`,
-      `  base_domain: tailnet.internal`,
-      `tuning:`,
-      `  batch_change_delay: 50ms`,
-      `log:`,
-      `  level: debug`,
-    ].join("\n") + "\n",
+    serverConfigYaml({
+      dir,
+      serverUrl: url,
+      listenAddr: listen.hostPort,
+      tls: { certPath: cert.certPath, keyPath: cert.keyPath },
+      derp: {
+        regionId: REGION_ID,
+        regionCode: REGION_CODE,
+        verifyClients: true,
+        stunListenAddr: `${listen.host}:${stunPort}`,
+      },
+      extra: [
+        `dns:`,
+        `  magic_dns: true`,
+        `  base_domain: tailnet.internal`,
+        `tuning:`,
+        `  batch_change_delay: 50ms`,
+      ],
+    }),
   );
   const process = await ManagedProcess.spawn(
     [Deno.execPath(), "run", ...DENO_FLAGS, `${REPO_ROOT}main.ts`, "-c", configPath],

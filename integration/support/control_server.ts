@@ -10,7 +10,6 @@
  * const nodes = await server.listNodes();
  * ```
  */
-import { createSocket } from "node:dgram";
 import { fileURLToPath } from "node:url";
 import { displayCommand } from "../harness/command.ts";
 import {
@@ -22,6 +21,7 @@ import {
   type ServerProcess,
 } from "../harness.ts";
 import { createTestCa, issueServerCertificate } from "./tls.ts";
+import { freeUdpPort, serverConfigYaml } from "./server_config.ts";
 
 const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const DENO_FLAGS = [
@@ -67,18 +67,6 @@ export interface ControlServerOptions {
   tls?: boolean;
 }
 
-/** A free UDP port on `host` (for the embedded STUN server). */
-async function freeUdpPort(host: string): Promise<number> {
-  const socket = createSocket("udp4");
-  await new Promise<void>((resolve, reject) => {
-    socket.once("error", reject);
-    socket.bind(0, host, () => resolve());
-  });
-  const { port } = socket.address();
-  await new Promise<void>((resolve) => socket.close(() => resolve()));
-  return port;
-}
-
 /** One headscale-deno server process in a harness, with its config and admin CLI. */
 export class ControlServer {
   #process: ServerProcess | undefined;
@@ -109,36 +97,26 @@ export class ControlServer {
       })()
       : undefined;
     const scheme = tls ? "https" : "http";
-    const config = [
-      `server_url: ${scheme}://${listen.hostPort}`,
-      `listen_addr: ${listen.hostPort}`,
-      ...(tls ? [`tls_cert_path: ${tls.cert.certPath}`, `tls_key_path: ${tls.cert.keyPath}`] : []),
-      `noise:`,
-      `  private_key_path: ${dir}/noise_private.key`,
-      `database:`,
-      `  type: sqlite`,
-      `  sqlite:`,
-      `    path: ${dir}/db.sqlite`,
-      `unix_socket: ${dir}/headscale.sock`,
-      `derp:`,
-      `  server:`,
-      `    enabled: true`,
-      `    private_key_path: ${dir}/derp_private.key`,
-      `    stun_listen_addr: ${listen.host}:${stunPort}`,
-      `node:`,
-      `  ephemeral:`,
-      `    inactivity_timeout: ${options.ephemeralInactivityTimeout ?? "66s"}`,
-      `dns:`,
-      `  magic_dns: true`,
-      `  base_domain: ${baseDomain}`,
-      `tuning:`,
-      `  batch_change_delay: ${options.batchChangeDelay ?? "50ms"}`,
-      `log:`,
-      `  level: debug`,
-      options.extraConfig ?? "",
-    ].join("\n");
+    const config = serverConfigYaml({
+      dir,
+      serverUrl: `${scheme}://${listen.hostPort}`,
+      listenAddr: listen.hostPort,
+      tls: tls && { certPath: tls.cert.certPath, keyPath: tls.cert.keyPath },
+      derp: { stunListenAddr: `${listen.host}:${stunPort}` },
+      extra: [
+        `node:`,
+        `  ephemeral:`,
+        `    inactivity_timeout: ${options.ephemeralInactivityTimeout ?? "66s"}`,
+        `dns:`,
+        `  magic_dns: true`,
+        `  base_domain: ${baseDomain}`,
+        `tuning:`,
+        `  batch_change_delay: ${options.batchChangeDelay ?? "50ms"}`,
+        options.extraConfig ?? "",
+      ],
+    });
     const configPath = `${dir}/config.yaml`;
-    await Deno.writeTextFile(configPath, config + "\n");
+    await Deno.writeTextFile(configPath, config);
     const server = new ControlServer(
       harness,
       listen,

@@ -23,6 +23,7 @@
 import { fileURLToPath } from "node:url";
 import { DerpClient } from "../../lib/derp/client.ts";
 import { createTestCa, issueServerCertificate } from "../../integration/support/tls.ts";
+import { freeTcpPort, serverConfigYaml } from "../../integration/support/server_config.ts";
 
 const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -88,13 +89,6 @@ function parseArgs(args: string[]): Options {
     }
   }
   return opts;
-}
-
-function freeTcpPort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 /** user+system CPU seconds of a process so far (Linux /proc). */
@@ -173,32 +167,22 @@ async function startOurs(tls: boolean): Promise<Relay> {
   const dir = await Deno.makeTempDir({ prefix: "hsd-bench-derp-" });
   const port = freeTcpPort();
   const scheme = tls ? "https" : "http";
-  const lines = [
-    `server_url: ${scheme}://127.0.0.1:${port}`,
-    `listen_addr: 127.0.0.1:${port}`,
-    `noise:`,
-    `  private_key_path: ${dir}/noise_private.key`,
-    `database:`,
-    `  type: sqlite`,
-    `  sqlite:`,
-    `    path: ${dir}/db.sqlite`,
-    `unix_socket: ${dir}/headscale.sock`,
-    `derp:`,
-    `  server:`,
-    `    enabled: true`,
-    `    verify_clients: false`,
-    `    stun:`,
-    `      enabled: false`,
-    `    private_key_path: ${dir}/derp_private.key`,
-    `log:`,
-    `  level: warn`,
-  ];
+  let tlsFiles: { certPath: string; keyPath: string } | undefined;
   if (tls) {
     const ca = await createTestCa(`${dir}/tls`);
-    const cert = await issueServerCertificate(ca, { ipAddresses: ["127.0.0.1"] });
-    lines.push(`tls_cert_path: ${cert.certPath}`, `tls_key_path: ${cert.keyPath}`);
+    tlsFiles = await issueServerCertificate(ca, { ipAddresses: ["127.0.0.1"] });
   }
-  await Deno.writeTextFile(`${dir}/config.yaml`, lines.join("\n") + "\n");
+  await Deno.writeTextFile(
+    `${dir}/config.yaml`,
+    serverConfigYaml({
+      dir,
+      serverUrl: `${scheme}://127.0.0.1:${port}`,
+      listenAddr: `127.0.0.1:${port}`,
+      tls: tlsFiles && { certPath: tlsFiles.certPath, keyPath: tlsFiles.keyPath },
+      derp: { verifyClients: false, stunListenAddr: null },
+      logLevel: "warn",
+    }),
+  );
   const logPath = `${dir}/server.log`;
   const child = await spawn(
     [
