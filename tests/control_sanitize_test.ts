@@ -64,6 +64,12 @@ Deno.test("sanitize: Hostinfo keeps known, well-typed fields under their Go name
     sshHostKeys: ["ssh-ed25519 AAAA"],
     Location: { City: "Oslo" },
   });
+  // JSON.parse("-0") is -0; Go has no negative zero, and the stored copy must round-trip.
+  const zero = sanitizeHostinfo(JSON.parse(
+    '{"NetInfo":{"PreferredDERP":-0,"DERPLatency":{"1-v4":-0}},"Services":[{"Proto":"tcp","Port":-0}]}',
+  ));
+  assert.ok(Object.is(zero?.NetInfo?.PreferredDERP, 0));
+  assert.deepEqual(JSON.parse(JSON.stringify(zero)), zero);
   assert.equal(sanitizeHostinfo(null), null);
   assert.equal(sanitizeHostinfo([1]), null);
 });
@@ -71,7 +77,12 @@ Deno.test("sanitize: Hostinfo keeps known, well-typed fields under their Go name
 Deno.test("sanitize: any JSON input gives a Hostinfo whose known fields have the right types", () => {
   fc.assert(
     fc.property(fc.jsonValue(), fc.jsonValue(), (a, b) => {
-      const h = sanitizeHostinfo({ Hostname: a, NetInfo: { PreferredDERP: b }, OS: b });
+      const h = sanitizeHostinfo({
+        Hostname: a,
+        NetInfo: { PreferredDERP: b, DERPLatency: { x: b } },
+        OS: b,
+        Services: [{ Proto: "tcp", Port: b }],
+      });
       if (h === null) return;
       assert.ok(h.Hostname === undefined || typeof h.Hostname === "string");
       assert.ok(h.OS === undefined || typeof h.OS === "string");

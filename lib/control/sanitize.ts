@@ -167,9 +167,10 @@ function cleanValue(kind: FieldKind, v: unknown): unknown {
     case "optbool":
       return typeof v === "boolean" ? v : undefined;
     case "int":
-      return Number.isSafeInteger(v) && (v as number) >= 0 ? v : undefined;
+      // `+ 0` turns -0 (which JSON.parse can produce) into 0, as Go's int would.
+      return Number.isSafeInteger(v) && (v as number) >= 0 ? (v as number) + 0 : undefined;
     case "number":
-      return typeof v === "number" && Number.isFinite(v) ? v : undefined;
+      return typeof v === "number" && Number.isFinite(v) ? v + 0 : undefined;
     case "strings":
       return Array.isArray(v)
         ? v.filter((s) => typeof s === "string" && s.length <= MAX_STRING).slice(0, MAX_LIST)
@@ -188,7 +189,7 @@ function cleanValue(kind: FieldKind, v: unknown): unknown {
           if (!Number.isInteger(Port) || (Port as number) < 0 || (Port as number) > 65535) {
             return [];
           }
-          const out: Record<string, unknown> = { Proto, Port };
+          const out: Record<string, unknown> = { Proto, Port: (Port as number) + 0 };
           if (typeof Description === "string" && Description !== "") {
             out.Description = Description.slice(0, MAX_STRING);
           }
@@ -199,7 +200,7 @@ function cleanValue(kind: FieldKind, v: unknown): unknown {
       if (v === null || typeof v !== "object" || Array.isArray(v)) return undefined;
       const out: Record<string, number> = {};
       for (const [k, n] of Object.entries(v).slice(0, MAX_LIST)) {
-        if (typeof n === "number" && Number.isFinite(n) && k.length <= 64) out[k] = n;
+        if (typeof n === "number" && Number.isFinite(n) && k.length <= 64) out[k] = n + 0;
       }
       return out;
     }
