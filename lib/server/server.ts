@@ -119,7 +119,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     })
     : createServer(serverOptions);
   http.on("request", router.handleRequest);
-  http.on("upgrade", router.handleUpgrade);
+  // Set at shutdown: a /ts2021 or /derp upgrade then gets a closed socket, not a handshake with
+  // a server about to vanish (Tailscale clients wait out a dial timeout on such a connection).
+  let shuttingDown = false;
+  http.on("upgrade", (req, socket, head) => {
+    if (shuttingDown) socket.destroy();
+    else router.handleUpgrade(req, socket, head);
+  });
   http.on("clientError", (_e, socket) => socket.destroy());
   // The API listeners come first: once /health answers, the CLI's socket is there too.
   const apiListeners: ApiListener[] = [];
@@ -155,14 +161,16 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     state,
     listenAddress,
     async close() {
+      // Stop accepting first: clients that reconnect as their streams end must be refused (they
+      // retry within milliseconds, reaching the next server as soon as it listens).
+      shuttingDown = true;
+      const httpClosed = new Promise<void>((resolve) => http.close(() => resolve()));
       await Promise.all(apiListeners.map((l) => l.close()));
       policy.close();
       await control.close();
       await derp.close();
-      await new Promise<void>((resolve) => {
-        http.close(() => resolve());
-        http.closeAllConnections();
-      });
+      http.closeAllConnections();
+      await httpClosed;
       await state.close();
       await store.close();
     },
