@@ -302,12 +302,15 @@ export class Harness {
     if (this.#closed) return;
     this.#closed = true;
     if (options.failed) await this.collectArtifacts(options.error).catch(() => {});
+    // Before the daemons stop, so their shutdown lines do not crowd out the interesting ones.
+    const digest = options.failed ? await this.failureDigest() : undefined;
     await Promise.all(this.#clients.map((c) => c.stopDaemon().catch(() => {})));
     await Promise.all(this.#servers.map((s) => s.stop().catch(() => {})));
     const problems = await this.network.destroy();
     await Deno.remove(this.workDir, { recursive: true }).catch(() => {});
     const keep = options.failed || this.options.keepArtifacts ||
       Deno.env.get("HEADSCALE_IT_KEEP_ARTIFACTS") === "1";
+    if (digest) console.error(digest);
     if (keep) {
       console.error(`integration artifacts (${this.runId}): ${this.artifactsDir}`);
     } else {
@@ -318,6 +321,28 @@ export class Harness {
       if (options.failed) console.error(message);
       else throw new Error(message);
     }
+  }
+
+  /**
+   * The ends of the server logs and the control-related lines of each client log, for CI output
+   * where the artifact folder itself is out of reach.
+   */
+  async failureDigest(): Promise<string> {
+    const tail = async (path: string, lines: number, keep?: RegExp) => {
+      const text = await Deno.readTextFile(path).catch(() => "");
+      const all = text.split("\n").filter((l) => l !== "" && (!keep || keep.test(l)));
+      return all.slice(-lines).map((l) => `  ${l.slice(0, 300)}`).join("\n");
+    };
+    const parts: string[] = [`--- failure digest (${this.runId}) ---`];
+    for (const server of this.#servers) {
+      parts.push(`${server.logPath}, last lines:`, await tail(server.logPath, 40));
+    }
+    const control = /control|PollNetMap|netmap|Received error|backoff|authRoutine|mapRoutine/;
+    for (const client of this.#clients) {
+      parts.push(`${client.name} (control lines):`, await tail(client.logPath, 12, control));
+    }
+    parts.push("--- end of failure digest ---");
+    return parts.join("\n");
   }
 
   #assertOpen(): void {

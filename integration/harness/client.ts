@@ -352,8 +352,12 @@ export class TailscaleClient {
     return waitFor(
       async () => {
         const status = await this.status();
-        const peers = peersOf(status).filter((p) => !options.online || p.Online);
-        if (peers.length < count) throw new Error(`${peers.length} peers`);
+        const all = peersOf(status);
+        const peers = all.filter((p) => !options.online || p.Online);
+        if (peers.length < count) {
+          const seen = all.map((p) => `${p.HostName}${p.Online ? "" : "(offline)"}`).join(" ");
+          throw new Error(`${peers.length} peers: ${seen || "none"}`);
+        }
         return status;
       },
       timeoutMs,
