@@ -334,8 +334,9 @@ export class Harness {
       return all.slice(-lines).map((l) => `  ${l.slice(0, 300)}`).join("\n");
     };
     const parts: string[] = [`--- failure digest (${this.runId}) ---`];
-    for (const server of this.#servers) {
-      parts.push(`${server.logPath}, last lines:`, await tail(server.logPath, 40));
+    // A restarted server appends to the same log.
+    for (const path of new Set(this.#servers.map((s) => s.logPath))) {
+      parts.push(`${path}, last lines:`, await tail(path, 40));
     }
     const control = /control|PollNetMap|netmap|Received error|backoff|authRoutine|mapRoutine/;
     for (const client of this.#clients) {
