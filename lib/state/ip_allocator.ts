@@ -112,6 +112,18 @@ export class IpAllocator {
     };
   }
 
+  /** True when a prefix is configured for `family`. */
+  has(family: Family): boolean {
+    return this.pools[family] !== undefined;
+  }
+
+  /** Takes one address of `family` (backfilling a node that lacks one). */
+  allocateOne(family: Family): string {
+    const pool = this.pools[family];
+    if (!pool) throw new Error(`no IPv${family} prefix is configured`);
+    return formatIP({ family, value: pool.allocate() });
+  }
+
   release(addrs: Addresses): void {
     for (const text of [addrs.ipv4, addrs.ipv6]) {
       const ip = text ? parseIP(text) : null;

@@ -21,7 +21,7 @@ import type {
 import { StoreConflictError, StoreNotFoundError } from "../store/types.ts";
 import type { Change, ChangeListener, NodePatch } from "./events.ts";
 import { ConflictError, InvalidArgumentError, KeyRejectedError, NotFoundError } from "./errors.ts";
-import { IpAllocator } from "./ip_allocator.ts";
+import { type Addresses, IpAllocator } from "./ip_allocator.ts";
 import { dnsSafeName, uniqueName, validGivenName } from "./names.ts";
 
 export interface StateDeps {
@@ -106,6 +106,21 @@ function visibleHostinfo(h: Record<string, unknown> | null): string {
   if (!h) return "";
   const { NetInfo: _netInfo, ...rest } = h;
   return JSON.stringify(rest);
+}
+
+/** What backfillNodeIPs will write for one node. */
+interface BackfillPlan {
+  nodeId: number;
+  ipv4: string | null;
+  ipv6: string | null;
+  /** Addresses taken from the allocator for this node (released if not written). */
+  allocated: Addresses;
+  changes: string[];
+}
+
+/** Go's %q for the strings headscale quotes (JSON escaping matches it for printable text). */
+function goQuote(text: string): string {
+  return JSON.stringify(text);
 }
 
 export class State {
@@ -636,6 +651,109 @@ export class State {
     });
     this.emit({ kind: "node-updated", nodeId: id });
     return saved;
+  }
+
+  /**
+   * headscale's BackfillNodeIPs: gives every node an address in each configured prefix it lacks,
+   * and drops its address of a family no prefix is configured for. Addresses outside the
+   * configured prefix are left alone, as in headscale. Returns one line per change, in
+   * headscale's words, for the nodes whose new addresses were written.
+   *
+   * Every address is allocated before the first write, so registrations running meanwhile can
+   * never receive one of them, and an exhausted prefix fails before anything changes. Each node
+   * is then written in its own transaction (the store has no multi-node save): if a write fails,
+   * the nodes written before it keep their addresses and the rest are untouched, so running it
+   * again finishes the job.
+   */
+  async backfillNodeIPs(): Promise<string[]> {
+    const plans = this.planBackfill();
+    const changes: string[] = [];
+    const events: Change[] = [];
+    try {
+      for (let i = 0; i < plans.length; i++) {
+        const plan = plans[i];
+        const current = this.nodes.get(plan.nodeId);
+        if (!current) { // Deleted since planning.
+          this.ips.release(plan.allocated);
+          continue;
+        }
+        let saved: NodeRecord;
+        try {
+          saved = await this.write(() =>
+            this.store.saveNode({
+              ...current,
+              ipv4: plan.ipv4,
+              ipv6: plan.ipv6,
+              updatedAt: this.now(),
+            })
+          );
+        } catch (e) {
+          if (this.nodes.has(plan.nodeId)) {
+            for (const rest of plans.slice(i)) this.ips.release(rest.allocated);
+            throw e;
+          }
+          this.ips.release(plan.allocated); // Deleted while we wrote.
+          continue;
+        }
+        // Soft updates may have replaced the in-memory record meanwhile: keep them, add ours.
+        const latest = this.nodes.get(plan.nodeId);
+        if (!latest) {
+          this.ips.release(plan.allocated);
+          continue;
+        }
+        this.replaceNode(latest, {
+          ...latest,
+          ipv4: saved.ipv4,
+          ipv6: saved.ipv6,
+          updatedAt: saved.updatedAt,
+        });
+        changes.push(...plan.changes);
+        events.push({ kind: "node-updated", nodeId: plan.nodeId });
+      }
+    } finally {
+      if (events.length > 0) this.emit(...events);
+    }
+    return changes;
+  }
+
+  /** Decides every node's addresses and allocates the new ones (synchronously, all or none). */
+  private planBackfill(): BackfillPlan[] {
+    const plans: BackfillPlan[] = [];
+    const allocated: Addresses[] = [];
+    try {
+      for (const node of this.listNodes()) {
+        const plan: BackfillPlan = {
+          nodeId: node.id,
+          ipv4: node.ipv4,
+          ipv6: node.ipv6,
+          allocated: { ipv4: null, ipv6: null },
+          changes: [],
+        };
+        allocated.push(plan.allocated);
+        const who = `Node(${node.id}) ${goQuote(node.hostname)}`;
+        for (const family of [4, 6] as const) {
+          const field = family === 4 ? "ipv4" : "ipv6";
+          if (this.ips.has(family) && plan[field] === null) {
+            const ip = this.ips.allocateOne(family);
+            plan[field] = plan.allocated[field] = ip;
+            plan.changes.push(`assigned IPv${family} ${goQuote(ip)} to ${who}`);
+          }
+        }
+        for (const family of [4, 6] as const) {
+          const field = family === 4 ? "ipv4" : "ipv6";
+          const ip = plan[field];
+          if (!this.ips.has(family) && ip !== null) {
+            plan.changes.push(`removing IPv${family} ${goQuote(ip)} from ${who}`);
+            plan[field] = null;
+          }
+        }
+        if (plan.changes.length > 0) plans.push(plan);
+      }
+    } catch (e) {
+      for (const a of allocated) this.ips.release(a);
+      throw e;
+    }
+    return plans;
   }
 
   async deleteNode(id: number): Promise<NodeRecord> {
