@@ -14,7 +14,14 @@ import {
   NotFoundError,
 } from "../state/errors.ts";
 import type { NodeRecord } from "../store/types.ts";
+import { AddressExhaustedError } from "../state/ip_allocator.ts";
 import { apiKeyToProto, nodeToProto, preAuthKeyToProto, userToProto } from "./convert.ts";
+import {
+  debugNodeToProto,
+  DebugRegistrations,
+  newDebugRegistration,
+  withDebugRegistrations,
+} from "./debug_registrations.ts";
 
 /** Interactive registrations waiting for an admin (`auth register/approve/reject`). */
 export interface PendingAuthApi {
@@ -41,6 +48,12 @@ export interface ServiceDeps {
   /** Resolves while the database answers. */
   ping: () => Promise<void>;
   now?: () => Date;
+  /**
+   * Machines parked by DebugCreateNode. Pass one shared instance to every API handler of a
+   * server so a node parked over one listener can be registered over another; without it each
+   * service keeps its own.
+   */
+  debugRegistrations?: DebugRegistrations;
 }
 
 export function toConnectError(e: unknown): ConnectError {
@@ -80,6 +93,25 @@ export function createHeadscaleService(deps: ServiceDeps): ServiceImpl<typeof He
   const { state } = deps;
   const now = deps.now ?? (() => new Date());
   const nodeOut = (n: NodeRecord) => nodeToProto(n, state);
+  const debugRegistrations = deps.debugRegistrations ?? new DebugRegistrations({ now });
+  // Registration ids parked by DebugCreateNode complete here; all others are interactive logins.
+  const pendingAuths = withDebugRegistrations(
+    deps.pendingAuths,
+    debugRegistrations,
+    (reg, userId) =>
+      state.registerNode({
+        machineKey: reg.machineKey,
+        nodeKey: reg.nodeKey,
+        hostname: reg.hostname,
+        hostinfo: reg.hostinfo,
+        userId,
+        tags: [],
+        authKeyId: null,
+        method: "cli",
+        ephemeral: false,
+        expiry: null,
+      }),
+  );
 
   const impl: ServiceImpl<typeof HeadscaleService> = {
     // ---- users
@@ -134,8 +166,12 @@ export function createHeadscaleService(deps: ServiceDeps): ServiceImpl<typeof He
     },
 
     // ---- nodes
-    debugCreateNode() {
-      throw new ConnectError("DebugCreateNode is not supported", Code.Unimplemented);
+    debugCreateNode(req) {
+      if (req.user === "") throw new InvalidArgumentError("user is required");
+      const user = state.findUser(req.user);
+      const reg = newDebugRegistration({ key: req.key, name: req.name, routes: req.routes });
+      debugRegistrations.add(req.key, reg);
+      return { node: debugNodeToProto(reg, user) };
     },
     getNode(req) {
       return { node: nodeOut(state.findNode(id(req.nodeId, "node_id"))) };
@@ -150,7 +186,7 @@ export function createHeadscaleService(deps: ServiceDeps): ServiceImpl<typeof He
     async registerNode(req) {
       if (req.key === "") throw new InvalidArgumentError("key (the registration id) is required");
       const user = state.findUser(req.user);
-      return { node: nodeOut(await deps.pendingAuths.register(req.key, user.id)) };
+      return { node: nodeOut(await pendingAuths.register(req.key, user.id)) };
     },
     async deleteNode(req) {
       await state.deleteNode(id(req.nodeId, "node_id"));
@@ -173,27 +209,36 @@ export function createHeadscaleService(deps: ServiceDeps): ServiceImpl<typeof He
       const nodes = state.listNodes().filter((n) => !owner || n.userId === owner.id);
       return { nodes: nodes.map(nodeOut) };
     },
-    backfillNodeIPs(req) {
+    async backfillNodeIPs(req) {
       if (!req.confirmed) {
-        throw new InvalidArgumentError("backfilling IPs changes nodes; confirm to proceed");
+        throw new InvalidArgumentError(
+          "not confirmed, aborting: backfilling changes node addresses; set confirmed to true",
+        );
       }
-      throw new ConnectError("BackfillNodeIPs is not supported yet", Code.Unimplemented);
+      try {
+        return { changes: await state.backfillNodeIPs() };
+      } catch (e) {
+        if (e instanceof AddressExhaustedError) {
+          throw new ConnectError(`backfilling IPs: ${e.message}`, Code.ResourceExhausted);
+        }
+        throw e;
+      }
     },
 
     // ---- interactive auth
     async authRegister(req) {
       if (req.authId === "") throw new InvalidArgumentError("auth_id is required");
       const user = state.findUser(req.user);
-      return { node: nodeOut(await deps.pendingAuths.register(req.authId, user.id)) };
+      return { node: nodeOut(await pendingAuths.register(req.authId, user.id)) };
     },
     async authApprove(req) {
       if (req.authId === "") throw new InvalidArgumentError("auth_id is required");
-      await deps.pendingAuths.approve(req.authId);
+      await pendingAuths.approve(req.authId);
       return {};
     },
     async authReject(req) {
       if (req.authId === "") throw new InvalidArgumentError("auth_id is required");
-      await deps.pendingAuths.reject(req.authId);
+      await pendingAuths.reject(req.authId);
       return {};
     },
 
