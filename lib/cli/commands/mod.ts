@@ -2,6 +2,7 @@
 import type { RootEntry } from "../command.ts";
 import { apiKeysGroup } from "./apikeys.ts";
 import { authGroup } from "./auth.ts";
+import { debugGroup } from "./debug.ts";
 import { configTest, health, version } from "./misc.ts";
 import { nodesGroup } from "./nodes.ts";
 import { policyGroup } from "./policy.ts";
@@ -15,6 +16,7 @@ export const COMMANDS: RootEntry[] = [
   apiKeysGroup,
   authGroup,
   policyGroup,
+  debugGroup,
   configTest,
   health,
   version,
