@@ -1,0 +1,406 @@
+/**
+ * DebugCreateNode (headscale's `debug create-node`): a made-up machine parked under a
+ * registration id, completed by `auth register` / RegisterNode, over a real State and store,
+ * through the API over HTTP, and through the CLI.
+ */
+import assert from "node:assert/strict";
+import { createServer, type Server } from "node:http";
+import { createApiHandler } from "../lib/api/server.ts";
+import {
+  DebugRegistrations,
+  newDebugRegistration,
+  withDebugRegistrations,
+} from "../lib/api/debug_registrations.ts";
+import { registrationIdProblem } from "../lib/api/registration_id.ts";
+import { parseInvocation } from "../lib/cli/args.ts";
+import type { CliIO } from "../lib/cli/command.ts";
+import { COMMANDS } from "../lib/cli/commands/mod.ts";
+import { UsageError } from "../lib/cli/errors.ts";
+import { runCli } from "../lib/cli/run.ts";
+import { parseConfigText } from "../lib/config/load.ts";
+import { silentLogger } from "../lib/log/log.ts";
+import { InvalidArgumentError, NotFoundError } from "../lib/state/errors.ts";
+import type { Change } from "../lib/state/events.ts";
+import { State } from "../lib/state/state.ts";
+import { openStore, type Store } from "../lib/store/mod.ts";
+import type { NodeRecord } from "../lib/store/types.ts";
+
+const KEY = "hskey-authreq-AbCdEfGhIjKlMnOpQrStUv_-";
+const OTHER_KEY = "hskey-authreq-000000000000000000000000";
+
+// deno-lint-ignore no-explicit-any
+type Json = any; // Response bodies, checked field by field.
+
+interface Api {
+  base: string;
+  key: string;
+  state: State;
+  store: Store;
+  /** Ids the stand-in for the server's interactive logins was asked about. */
+  loginCalls: string[];
+  call(method: string, path: string, body?: unknown): Promise<{ status: number; json: Json }>;
+  close(): Promise<void>;
+}
+
+/** The API over HTTP; interactive logins are a stand-in that knows none. */
+async function startApi(opts: { debugRegistrations?: DebugRegistrations } = {}): Promise<Api> {
+  const store = await openStore({
+    type: "sqlite",
+    sqlite: { path: ":memory:", writeAheadLog: false },
+  });
+  const state = await State.open({
+    store,
+    log: silentLogger(),
+    config: parseConfigText("").config,
+  });
+  const loginCalls: string[] = [];
+  const unknown = (id: string) => {
+    loginCalls.push(id);
+    return Promise.reject(new NotFoundError(`no pending login with auth id ${id}`));
+  };
+  const handler = createApiHandler({
+    state,
+    log: silentLogger(),
+    requireApiKey: true,
+    ping: () => store.ping(),
+    pendingAuths: { register: unknown, approve: unknown, reject: unknown },
+    policy: {
+      get: () => Promise.resolve({ policy: "", updatedAt: null }),
+      set: () => Promise.reject(new InvalidArgumentError("unused")),
+      check: () => Promise.resolve(),
+    },
+    debugRegistrations: opts.debugRegistrations,
+  });
+  const server: Server = createServer(handler);
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const { key } = await state.createApiKey(null);
+  return {
+    base,
+    key,
+    state,
+    store,
+    loginCalls,
+    async call(method, path, body) {
+      const res = await fetch(base + path, {
+        method,
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: res.status, json: await res.json() };
+    },
+    async close() {
+      await new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      });
+      await state.close();
+      await store.close();
+    },
+  };
+}
+
+Deno.test("api debug create-node: parks a node that auth register turns into a real one", async () => {
+  const api = await startApi();
+  const changes: Change[] = [];
+  api.state.subscribe((cs) => changes.push(...cs));
+  try {
+    const alice = await api.state.createUser({ name: "alice" });
+    const created = await api.call("POST", "/api/v1/debug/node", {
+      user: "alice",
+      key: KEY,
+      name: "debug-box",
+      routes: ["10.0.0.0/24", "192.168.1.0/24"],
+    });
+    assert.equal(created.status, 200, JSON.stringify(created.json));
+    const echo = created.json.node;
+    // Not registered yet: no id, no addresses, headscale's zero times.
+    assert.equal(echo.id, "0");
+    assert.equal(echo.name, "debug-box");
+    assert.equal(echo.user.name, "alice");
+    assert.deepEqual(echo.ipAddresses, []);
+    assert.deepEqual(echo.availableRoutes, ["10.0.0.0/24", "192.168.1.0/24"]);
+    assert.equal(echo.expiry, "0001-01-01T00:00:00Z");
+    assert.match(echo.machineKey, /^mkey:[0-9a-f]{64}$/);
+    assert.match(echo.nodeKey, /^nodekey:[0-9a-f]{64}$/);
+    assert.equal(api.state.nodeCount, 0);
+    assert.deepEqual(changes, []);
+
+    // auth register completes it, without asking the interactive logins.
+    const registered = await api.call("POST", "/api/v1/auth/register", {
+      user: "alice",
+      authId: KEY,
+    });
+    assert.equal(registered.status, 200, JSON.stringify(registered.json));
+    const node = registered.json.node;
+    assert.equal(node.id, "1");
+    assert.equal(node.name, "debug-box");
+    assert.equal(node.givenName, "debug-box");
+    assert.equal(node.machineKey, echo.machineKey);
+    assert.equal(node.nodeKey, echo.nodeKey);
+    assert.equal(node.user.name, "alice");
+    assert.equal(node.registerMethod, "REGISTER_METHOD_CLI");
+    assert.equal(node.ipAddresses.length, 2);
+    assert.deepEqual(node.availableRoutes, ["10.0.0.0/24", "192.168.1.0/24"]);
+    assert.deepEqual(api.loginCalls, []);
+    const stored = await api.store.listNodes();
+    assert.equal(stored.length, 1);
+    assert.equal(stored[0].userId, alice.id);
+    assert.deepEqual(stored[0].hostinfo?.RoutableIPs, ["10.0.0.0/24", "192.168.1.0/24"]);
+    assert.deepEqual(changes, [{ kind: "node-added", nodeId: 1 }]);
+
+    // The registration id is used up: the next attempt goes to the interactive logins.
+    const twice = await api.call("POST", "/api/v1/auth/register", { user: "alice", authId: KEY });
+    assert.equal(twice.status, 404);
+    assert.deepEqual(api.loginCalls, [KEY]);
+    assert.equal(api.state.nodeCount, 1);
+  } finally {
+    await api.close();
+  }
+});
+
+Deno.test("api debug create-node: nodes register (RegisterNode) completes it too; reject drops it", async () => {
+  const api = await startApi();
+  try {
+    await api.state.createUser({ name: "bob" });
+    for (const key of [KEY, OTHER_KEY]) {
+      const r = await api.call("POST", "/api/v1/debug/node", { user: "bob", key, name: "box" });
+      assert.equal(r.status, 200, JSON.stringify(r.json));
+    }
+    const registered = await api.call(
+      "POST",
+      `/api/v1/node/register?user=bob&key=${encodeURIComponent(KEY)}`,
+    );
+    assert.equal(registered.status, 200, JSON.stringify(registered.json));
+    assert.equal(registered.json.node.givenName, "box");
+
+    // A made-up machine has no node to re-authenticate: approve is refused and keeps it.
+    const approved = await api.call("POST", "/api/v1/auth/approve", { authId: OTHER_KEY });
+    assert.equal(approved.status, 400);
+    assert.match(approved.json.message, /no node yet/);
+    const rejected = await api.call("POST", "/api/v1/auth/reject", { authId: OTHER_KEY });
+    assert.equal(rejected.status, 200);
+    const afterReject = await api.call("POST", "/api/v1/auth/register", {
+      user: "bob",
+      authId: OTHER_KEY,
+    });
+    assert.equal(afterReject.status, 404);
+    assert.deepEqual(api.state.listNodes().map((n) => n.givenName), ["box"]);
+  } finally {
+    await api.close();
+  }
+});
+
+Deno.test("api debug create-node: bad input is refused with a clear message, nothing parked", async () => {
+  const debug = new DebugRegistrations();
+  const api = await startApi({ debugRegistrations: debug });
+  try {
+    await api.state.createUser({ name: "carol" });
+    const cases: [Record<string, unknown>, number, RegExp][] = [
+      [{ key: KEY, name: "x" }, 400, /user is required/],
+      [{ user: "nobody", key: KEY, name: "x" }, 404, /user nobody not found/],
+      [{ user: "carol", name: "x" }, 400, /key .* is required/],
+      [{ user: "carol", key: "mkey:abc", name: "x" }, 400, /hskey-authreq-/],
+      [{ user: "carol", key: KEY + "x", name: "x" }, 400, /38 characters/],
+      [{ user: "carol", key: KEY }, 400, /name is required/],
+      [{ user: "carol", key: KEY, name: "two words" }, 400, /invalid name/],
+      [{ user: "carol", key: KEY, name: "x", routes: ["10.0.0.0/33"] }, 400, /invalid route/],
+      [{ user: "carol", key: KEY, name: "x", routes: ["10.0.0.1"] }, 400, /CIDR/],
+    ];
+    for (const [body, status, message] of cases) {
+      const r = await api.call("POST", "/api/v1/debug/node", body);
+      assert.equal(r.status, status, `${JSON.stringify(body)} → ${JSON.stringify(r.json)}`);
+      assert.match(r.json.message, message, JSON.stringify(body));
+    }
+    assert.equal(debug.size, 0);
+    // A user given by id works as well as by name.
+    const byId = await api.call("POST", "/api/v1/debug/node", { user: "1", key: KEY, name: "x" });
+    assert.equal(byId.status, 200);
+    assert.equal(debug.size, 1);
+  } finally {
+    await api.close();
+  }
+});
+
+Deno.test("api debug create-node: entries expire after 15 minutes and a failed registration keeps them", async () => {
+  let clock = new Date("2026-01-01T00:00:00Z");
+  const debug = new DebugRegistrations({ now: () => clock });
+  debug.add(KEY, newDebugRegistration({ key: KEY, name: "a", routes: [] }));
+  clock = new Date(clock.getTime() + 14 * 60_000);
+  assert.ok(debug.has(KEY));
+  clock = new Date(clock.getTime() + 2 * 60_000);
+  assert.ok(!debug.has(KEY));
+
+  const bounded = new DebugRegistrations({ maxEntries: 2 });
+  for (const key of [KEY, OTHER_KEY, "hskey-authreq-111111111111111111111111"]) {
+    bounded.add(key, newDebugRegistration({ key, name: "a", routes: [] }));
+  }
+  assert.equal(bounded.size, 2);
+  assert.ok(!bounded.has(KEY), "the oldest entry went first");
+
+  // A registration that fails leaves the entry for a retry; one that succeeds uses it up.
+  const shared = new DebugRegistrations();
+  shared.add(KEY, newDebugRegistration({ key: KEY, name: "box", routes: [] }));
+  let fail = true;
+  const registeredFor: number[] = [];
+  const pending = withDebugRegistrations(
+    {
+      register: () => Promise.reject(new NotFoundError("unknown login")),
+      approve: () => Promise.reject(new NotFoundError("unknown login")),
+      reject: () => Promise.reject(new NotFoundError("unknown login")),
+    },
+    shared,
+    (reg, userId) => {
+      if (fail) return Promise.reject(new InvalidArgumentError("database said no"));
+      registeredFor.push(userId);
+      return Promise.resolve({ id: 7, hostname: reg.hostname } as NodeRecord);
+    },
+  );
+  await assert.rejects(pending.register(KEY, 3), /database said no/);
+  assert.ok(shared.has(KEY), "the failed registration left the entry in place");
+  fail = false;
+  assert.equal((await pending.register(KEY, 3)).id, 7);
+  assert.deepEqual(registeredFor, [3]);
+  assert.ok(!shared.has(KEY));
+  await assert.rejects(pending.register(KEY, 3), /unknown login/);
+});
+
+Deno.test("api debug create-node: registration ids follow headscale's format", () => {
+  assert.equal(registrationIdProblem(KEY), null);
+  assert.equal(registrationIdProblem(`hskey-authreq-${"a".repeat(24)}`), null);
+  assert.notEqual(registrationIdProblem(`hskey-authreq-${"a".repeat(23)}`), null);
+  assert.notEqual(registrationIdProblem(`hskey-auth-${"a".repeat(27)}`), null);
+  assert.notEqual(registrationIdProblem(`hskey-authreq-${"a".repeat(23)} `), null);
+  assert.notEqual(registrationIdProblem(""), null);
+});
+
+Deno.test("cli args: debug create-node takes headscale's flags, all but --route required", () => {
+  const inv = parseInvocation(
+    [
+      "debug",
+      "create-node",
+      "-u",
+      "alice",
+      "-k",
+      KEY,
+      "--name",
+      "box",
+      "-r",
+      "10.0.0.0/8,fd00::/8",
+      "--route",
+      "192.168.0.0/16",
+    ],
+    COMMANDS,
+  );
+  assert.equal(inv.kind, "run");
+  if (inv.kind !== "run") return;
+  assert.deepEqual(inv.path, ["debug", "create-node"]);
+  assert.equal(inv.options.string("user"), "alice");
+  assert.equal(inv.options.string("key"), KEY);
+  assert.equal(inv.options.string("name"), "box");
+  assert.deepEqual(inv.options.list("route"), ["10.0.0.0/8", "fd00::/8", "192.168.0.0/16"]);
+  for (
+    const missing of [
+      ["-k", KEY, "--name", "box"],
+      ["-u", "alice", "--name", "box"],
+      ["-u", "alice", "-k", KEY],
+    ]
+  ) {
+    assert.throws(
+      () => parseInvocation(["debug", "create-node", ...missing], COMMANDS),
+      (e) => e instanceof UsageError && /required flag --(user|key|name)/.test(e.message),
+    );
+  }
+});
+
+Deno.test("cli: debug create-node, then auth register, over the unix socket", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hs-debug-node-" });
+  const socket = `${dir}/headscale.sock`;
+  const configPath = `${dir}/config.yaml`;
+  await Deno.writeTextFile(configPath, `unix_socket: ${socket}\ncli:\n  timeout: 10s\n`);
+  const store = await openStore({
+    type: "sqlite",
+    sqlite: { path: ":memory:", writeAheadLog: false },
+  });
+  const state = await State.open({
+    store,
+    log: silentLogger(),
+    config: parseConfigText("").config,
+  });
+  const refuse = (id: string) => Promise.reject(new NotFoundError(`no pending login ${id}`));
+  const server = createServer(createApiHandler({
+    state,
+    log: silentLogger(),
+    requireApiKey: false,
+    ping: () => store.ping(),
+    pendingAuths: { register: refuse, approve: refuse, reject: refuse },
+    policy: {
+      get: () => Promise.resolve({ policy: "", updatedAt: null }),
+      set: () => Promise.reject(new InvalidArgumentError("unused")),
+      check: () => Promise.resolve(),
+    },
+  }));
+  await new Promise<void>((r) => server.listen(socket, r));
+  const run = async (args: string[]) => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const io: CliIO = {
+      print: (t) => out.push(t),
+      printError: (t) => err.push(t),
+      ask: () => Promise.resolve(null),
+      stdinIsTerminal: false,
+      stdoutIsTerminal: false,
+      env: {},
+      now: () => new Date(),
+    };
+    const code = await runCli(["-c", configPath, ...args], io);
+    return { code, out: out.join("\n"), err: err.join("\n") };
+  };
+  try {
+    await state.createUser({ name: "alice" });
+    const bad = await run(["debug", "create-node", "-u", "alice", "-k", "nope", "--name", "b"]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.err, /parsing machine key: invalid registration key "nope"/);
+
+    const created = await run(["debug", "create-node", "-u", "alice", "-k", KEY, "--name", "box"]);
+    assert.equal(created.code, 0, created.err);
+    assert.equal(created.out, "Node created");
+    const again = await run([
+      "debug",
+      "create-node",
+      "-u",
+      "alice",
+      "-k",
+      OTHER_KEY,
+      "--name",
+      "box",
+      "-r",
+      "10.1.0.0/16",
+      "-o",
+      "json",
+    ]);
+    assert.equal(again.code, 0, again.err);
+    const echo = JSON.parse(again.out);
+    assert.equal(echo.name, "box");
+    assert.deepEqual(echo.availableRoutes, ["10.1.0.0/16"]);
+
+    const unknownUser = await run(["debug", "create-node", "-u", "zed", "-k", KEY, "--name", "b"]);
+    assert.equal(unknownUser.code, 1);
+    assert.match(unknownUser.err, /creating node: user zed not found/);
+
+    const registered = await run(["auth", "register", "--auth-id", KEY, "-u", "alice"]);
+    assert.equal(registered.code, 0, registered.err);
+    assert.equal(registered.out, "Node box registered");
+    const second = await run(["auth", "register", "--auth-id", OTHER_KEY, "-u", "alice"]);
+    assert.equal(second.code, 0, second.err);
+    assert.deepEqual(state.listNodes().map((n) => n.givenName), ["box", "box-1"]);
+  } finally {
+    await new Promise<void>((r) => {
+      server.close(() => r());
+      server.closeAllConnections();
+    });
+    await state.close();
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
