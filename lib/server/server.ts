@@ -23,6 +23,7 @@ import {
 import { allowAllPolicy, createControlPlane, policyEngineView } from "../control/mod.ts";
 import { PolicyManager } from "./policy.ts";
 import { ts2021UpgradeHandler } from "../noise/upgrade.ts";
+import { DebugRegistrations } from "../api/debug_registrations.ts";
 import { formatKey, publicKeyOf } from "../tailcfg/keys.ts";
 import { createDerp, type EmbeddedDerp } from "./derp.ts";
 import { splitHostPort } from "./addr.ts";
@@ -81,7 +82,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const apiLog = log.child({ component: "api" });
   const pendingAuths: PendingAuthApi = control.pendingAuths;
 
-  const apiDeps = { state, log: apiLog, ping, pendingAuths, policy };
+  // One cache for both API handlers: a debug node created over TCP can be registered over the socket.
+  const debugRegistrations = new DebugRegistrations();
+  const apiDeps = { state, log: apiLog, ping, pendingAuths, policy, debugRegistrations };
   const remoteApi = createApiHandler({ ...apiDeps, requireApiKey: true });
   const localApi = createApiHandler({ ...apiDeps, requireApiKey: false });
 
