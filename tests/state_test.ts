@@ -208,3 +208,76 @@ Deno.test("state: API keys verify until expired or deleted", async () => {
   assert.ok(!(await state.checkApiKey(second.key)));
   await store.close();
 });
+
+/** The store with saveNode held until `release()`: lets a test act while a node write is in flight. */
+function heldSaves(store: Awaited<ReturnType<typeof openStore>>) {
+  let gate: PromiseWithResolvers<void> | null = null;
+  const held = new Proxy(store, {
+    get(target, key) {
+      const value = Reflect.get(target, key);
+      if (typeof value !== "function") return value;
+      if (key !== "saveNode") return value.bind(target);
+      return async (...args: Parameters<typeof store.saveNode>) => {
+        if (gate) await gate.promise;
+        return await target.saveNode(...args);
+      };
+    },
+  });
+  return {
+    held,
+    hold: () => gate = Promise.withResolvers<void>(),
+    release: () => gate?.resolve(),
+  };
+}
+
+Deno.test("state: edits of one node in flight together all land, and a report meanwhile is kept", async () => {
+  const { store } = await openState();
+  const saves = heldSaves(store);
+  const state = await State.open({ store: saves.held, log: silentLogger(), config });
+  const user = await state.createUser({ name: "gail" });
+  const node = await state.registerNode(registration(1, user.id));
+
+  saves.hold();
+  const renamed = state.renameNode(node.id, "web");
+  const routed = state.setApprovedRoutes(node.id, ["10.0.0.0/24"]);
+  await new Promise((r) => setTimeout(r, 0)); // the first write is now waiting in the store
+  state.applyReport(node.id, {
+    endpoints: ["192.0.2.1:41641"],
+    hostinfo: { Hostname: "Host 1", OS: "linux" },
+  });
+  saves.release();
+  await Promise.all([renamed, routed]);
+
+  const now = state.getNode(node.id);
+  assert.equal(now?.givenName, "web");
+  assert.deepEqual(now?.approvedRoutes, ["10.0.0.0/24"]);
+  assert.deepEqual(now?.endpoints, ["192.0.2.1:41641"]);
+  assert.equal(now?.hostinfo?.OS, "linux");
+  await state.flush();
+  const reloaded = await State.open({ store, log: silentLogger(), config });
+  const stored = reloaded.getNode(node.id);
+  assert.equal(stored?.givenName, "web");
+  assert.deepEqual(stored?.approvedRoutes, ["10.0.0.0/24"]);
+  assert.deepEqual(stored?.endpoints, ["192.0.2.1:41641"]);
+  await store.close();
+});
+
+Deno.test("state: a delete behind an edit in flight removes the node for good", async () => {
+  const { store } = await openState();
+  const saves = heldSaves(store);
+  const state = await State.open({ store: saves.held, log: silentLogger(), config });
+  const user = await state.createUser({ name: "hal" });
+  const node = await state.registerNode(registration(1, user.id));
+
+  saves.hold();
+  const renamed = state.renameNode(node.id, "web");
+  const deleted = state.deleteNode(node.id);
+  await new Promise((r) => setTimeout(r, 0));
+  saves.release();
+  await Promise.all([renamed, deleted]);
+  await assert.rejects(state.deleteNode(node.id), NotFoundError);
+
+  assert.equal(state.getNode(node.id), undefined);
+  assert.deepEqual(await store.listNodes(), []);
+  await store.close();
+});

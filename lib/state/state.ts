@@ -108,6 +108,14 @@ function visibleHostinfo(h: Record<string, unknown> | null): string {
   return JSON.stringify(rest);
 }
 
+/** The fields map requests change in place (applyReport, streamClosed), written in batches. */
+const SESSION_FIELDS = ["discoKey", "hostname", "hostinfo", "endpoints", "lastSeen"] as const;
+
+function sessionFields(node: NodeRecord): Pick<NodeRecord, typeof SESSION_FIELDS[number]> {
+  const { discoKey, hostname, hostinfo, endpoints, lastSeen } = node;
+  return { discoKey, hostname, hostinfo, endpoints, lastSeen };
+}
+
 /** What backfillNodeIPs will write for one node. */
 interface BackfillPlan {
   nodeId: number;
@@ -126,6 +134,8 @@ function goQuote(text: string): string {
 export class State {
   private readonly users = new Map<number, UserRecord>();
   private readonly nodes = new Map<number, NodeRecord>();
+  /** The tail of each node's write queue (see serialiseNode). */
+  private readonly nodeWrites = new Map<number, Promise<unknown>>();
   private readonly nodeIdByMachineKey = new Map<string, number>();
   private readonly nodeIdByNodeKey = new Map<string, number>();
   private readonly nodeIdByGivenName = new Map<string, number>();
@@ -507,21 +517,19 @@ export class State {
     const useKeyId = input.authKeyId ?? undefined;
 
     if (existing) {
-      const updated: NodeRecord = {
-        ...existing,
+      const saved = await this.updateNode(existing.id, (node) => ({
+        ...node,
         nodeKey: input.nodeKey,
-        hostname: input.hostname || existing.hostname,
-        hostinfo: input.hostinfo ?? existing.hostinfo,
+        hostname: input.hostname || node.hostname,
+        hostinfo: input.hostinfo ?? node.hostinfo,
         userId: tagged ? null : input.userId,
         tags,
-        authKeyId: input.authKeyId ?? existing.authKeyId,
+        authKeyId: input.authKeyId ?? node.authKeyId,
         registerMethod: input.method,
         ephemeral: input.ephemeral,
         expiry: this.defaultExpiry(input.expiry, tagged),
         updatedAt: now,
-      };
-      const saved = await this.write(() => this.store.saveNode(updated, useKeyId));
-      this.replaceNode(existing, saved);
+      }), useKeyId);
       this.markKeyUsed(useKeyId);
       this.emit({ kind: "node-updated", nodeId: saved.id });
       return saved;
@@ -573,23 +581,55 @@ export class State {
     if (key && !key.used) this.preAuthKeys.set(id, { ...key, used: true });
   }
 
-  private async saveNode(before: NodeRecord, after: NodeRecord): Promise<NodeRecord> {
-    const saved = await this.write(() => this.store.saveNode(after));
-    this.replaceNode(before, saved);
-    return saved;
+  /**
+   * Runs `fn` after every earlier write of node `id` has finished, so each write starts from the
+   * record the previous one left (two admin edits of one node must not undo each other).
+   */
+  private serialiseNode<T>(id: number, fn: () => Promise<T>): Promise<T> {
+    const run = (this.nodeWrites.get(id) ?? Promise.resolve()).then(fn);
+    const tail = run.then(() => {}, () => {});
+    this.nodeWrites.set(id, tail);
+    void tail.then(() => {
+      if (this.nodeWrites.get(id) === tail) this.nodeWrites.delete(id);
+    });
+    return run;
+  }
+
+  /**
+   * Writes `change(current record)` in one transaction and installs it. What map requests
+   * reported while the write was in flight (applyReport changes the record in place) is kept.
+   */
+  private updateNode(
+    id: number,
+    change: (node: NodeRecord) => NodeRecord,
+    useKeyId?: number,
+  ): Promise<NodeRecord> {
+    return this.serialiseNode(id, async () => {
+      const node = this.findNode(id);
+      const reported = sessionFields(node);
+      const saved = await this.write(() => this.store.saveNode(change(node), useKeyId));
+      const latest = this.findNode(id);
+      const installed = { ...saved };
+      const now = sessionFields(latest);
+      for (const field of SESSION_FIELDS) {
+        if (now[field] !== reported[field]) Object.assign(installed, { [field]: now[field] });
+      }
+      this.replaceNode(latest, installed);
+      return installed;
+    });
   }
 
   /** Rotates the node key (the client sent OldNodeKey = current key). */
   async rotateNodeKey(id: number, nodeKey: string, expiry: Date | null): Promise<NodeRecord> {
-    const node = this.findNode(id);
+    this.findNode(id);
     const other = this.nodeByNodeKey(nodeKey);
     if (other && other.id !== id) throw new ConflictError("node key belongs to another machine");
-    const saved = await this.saveNode(node, {
+    const saved = await this.updateNode(id, (node) => ({
       ...node,
       nodeKey,
       expiry: this.defaultExpiry(expiry, node.tags.length > 0),
       updatedAt: this.now(),
-    });
+    }));
     this.emit({
       kind: "node-patched",
       nodeId: id,
@@ -600,8 +640,7 @@ export class State {
 
   /** Sets the key expiry (null = never); a time in the past expires the node now. */
   async setNodeExpiry(id: number, expiry: Date | null): Promise<NodeRecord> {
-    const node = this.findNode(id);
-    const saved = await this.saveNode(node, { ...node, expiry, updatedAt: this.now() });
+    const saved = await this.updateNode(id, (node) => ({ ...node, expiry, updatedAt: this.now() }));
     this.emit({ kind: "node-updated", nodeId: id });
     return saved;
   }
@@ -613,12 +652,16 @@ export class State {
   async renameNode(id: number, newName: string): Promise<NodeRecord> {
     const problem = validGivenName(newName);
     if (problem) throw new InvalidArgumentError(problem);
-    const node = this.findNode(id);
+    this.findNode(id);
     const owner = this.nodeIdByGivenName.get(newName);
     if (owner !== undefined && owner !== id) {
       throw new ConflictError(`another node is already named "${newName}"`);
     }
-    const saved = await this.saveNode(node, { ...node, givenName: newName, updatedAt: this.now() });
+    const saved = await this.updateNode(id, (node) => ({
+      ...node,
+      givenName: newName,
+      updatedAt: this.now(),
+    }));
     this.emit({ kind: "node-updated", nodeId: id });
     return saved;
   }
@@ -630,25 +673,25 @@ export class State {
     if (clean.length === 0 && node.userId === null) {
       throw new InvalidArgumentError("a node without a user must keep at least one tag");
     }
-    const saved = await this.saveNode(node, {
-      ...node,
+    const saved = await this.updateNode(id, (current) => ({
+      ...current,
       tags: clean,
-      userId: clean.length > 0 ? null : node.userId,
-      expiry: clean.length > 0 ? null : node.expiry,
+      userId: clean.length > 0 ? null : current.userId,
+      expiry: clean.length > 0 ? null : current.expiry,
       updatedAt: this.now(),
-    });
+    }));
     this.emit({ kind: "node-updated", nodeId: id });
     return saved;
   }
 
   async setApprovedRoutes(id: number, routes: string[]): Promise<NodeRecord> {
     const clean = validateRoutes(routes);
-    const node = this.findNode(id);
-    const saved = await this.saveNode(node, {
+    this.findNode(id);
+    const saved = await this.updateNode(id, (node) => ({
       ...node,
       approvedRoutes: clean,
       updatedAt: this.now(),
-    });
+    }));
     this.emit({ kind: "node-updated", nodeId: id });
     return saved;
   }
@@ -672,41 +715,25 @@ export class State {
     try {
       for (let i = 0; i < plans.length; i++) {
         const plan = plans[i];
-        const current = this.nodes.get(plan.nodeId);
-        if (!current) { // Deleted since planning.
+        if (!this.nodes.has(plan.nodeId)) { // Deleted since planning.
           this.ips.release(plan.allocated);
           continue;
         }
-        let saved: NodeRecord;
         try {
-          saved = await this.write(() =>
-            this.store.saveNode({
-              ...current,
-              ipv4: plan.ipv4,
-              ipv6: plan.ipv6,
-              updatedAt: this.now(),
-            })
-          );
+          await this.updateNode(plan.nodeId, (node) => ({
+            ...node,
+            ipv4: plan.ipv4,
+            ipv6: plan.ipv6,
+            updatedAt: this.now(),
+          }));
         } catch (e) {
           if (this.nodes.has(plan.nodeId)) {
             for (const rest of plans.slice(i)) this.ips.release(rest.allocated);
             throw e;
           }
-          this.ips.release(plan.allocated); // Deleted while we wrote.
+          this.ips.release(plan.allocated); // Deleted while we waited or wrote.
           continue;
         }
-        // Soft updates may have replaced the in-memory record meanwhile: keep them, add ours.
-        const latest = this.nodes.get(plan.nodeId);
-        if (!latest) {
-          this.ips.release(plan.allocated);
-          continue;
-        }
-        this.replaceNode(latest, {
-          ...latest,
-          ipv4: saved.ipv4,
-          ipv6: saved.ipv6,
-          updatedAt: saved.updatedAt,
-        });
         changes.push(...plan.changes);
         events.push({ kind: "node-updated", nodeId: plan.nodeId });
       }
@@ -757,13 +784,17 @@ export class State {
   }
 
   async deleteNode(id: number): Promise<NodeRecord> {
-    const node = this.findNode(id);
-    await this.write(() => this.store.deleteNode(id));
-    this.unindexNode(node);
-    this.dirty.delete(id);
-    this.streams.delete(id);
-    this.emit({ kind: "node-removed", nodeId: id });
-    return node;
+    this.findNode(id);
+    return await this.serialiseNode(id, async () => {
+      this.findNode(id); // A delete queued behind another finds nothing left.
+      await this.write(() => this.store.deleteNode(id));
+      const node = this.findNode(id);
+      this.unindexNode(node);
+      this.dirty.delete(id);
+      this.streams.delete(id);
+      this.emit({ kind: "node-removed", nodeId: id });
+      return node;
+    });
   }
 
   /**
