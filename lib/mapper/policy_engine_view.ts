@@ -14,5 +14,6 @@ export function policyEngineView(engine: PolicyEngine): PolicyView {
     filterFor: (id) => known(id) ? engine.filterFor(id) : [],
     sshPolicyFor: (id) => known(id) ? engine.sshPolicyFor(id) : null,
     nodeCapMap: (id) => known(id) ? engine.capMapFor(id) : null,
+    sshCheckPeriodMs: (src, dst) => engine.sshCheckPeriodMs(src, dst),
   };
 }

@@ -23,6 +23,11 @@ export interface PolicyView {
   filterFor(nodeId: number): FilterRule[];
   /** The node's SSH policy, or null for none (then no SSH capability is granted). */
   sshPolicyFor(nodeId: number): SSHPolicy | null;
+  /**
+   * Tailscale SSH check mode: the check period (ms, 0 = every session) of the first check rule
+   * letting `src` in to `dst`, or null when none does. Optional (no policy: no check rules).
+   */
+  sshCheckPeriodMs?(src: number, dst: number): number | null;
   /** Extra self capabilities (policy nodeAttrs); optional. */
   nodeCapMap?(nodeId: number): CapMap | null;
   /**

@@ -229,6 +229,15 @@ export class PolicyEngine {
     return this.ssh.policyFor(this.rec(id), this.serverURL);
   }
 
+  /**
+   * For Tailscale SSH check mode: the check period (ms) of the first check rule letting `src`
+   * in to `dst`, 0 for "always", or null when none covers the pair (or a node is unknown).
+   */
+  sshCheckPeriodMs(src: number, dst: number): number | null {
+    const a = this.tailnet.nodes.get(src), b = this.tailnet.nodes.get(dst);
+    return a && b ? this.ssh.checkPeriodMs(a, b) : null;
+  }
+
   /** Nodes this node may see (symmetric). The view is valid until the next change. */
   peersOf(id: number): NodeIdSet {
     const n = this.rec(id);

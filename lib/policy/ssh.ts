@@ -17,6 +17,9 @@ const ACCEPT: SSHAction = {
   allowRemotePortForwarding: true,
 };
 
+/** A check rule without checkPeriod: 12 hours, as Tailscale and headscale. */
+export const DEFAULT_CHECK_PERIOD_MS = 12 * 3600_000;
+
 export function checkAction(baseURL: string): SSHAction {
   return {
     holdAndDelegate:
@@ -147,6 +150,26 @@ export class SSHCompiler {
       if (sel.t === "all") return true;
     }
     return false;
+  }
+
+  /**
+   * The check period (ms) of the first check rule, in policy order, that lets `src` in to `dst`
+   * (0: check every session), or null when no check rule covers the pair. The SSH-check endpoint
+   * asks this instead of trusting what the client's URL says.
+   */
+  checkPeriodMs(src: NodeRec, dst: NodeRec): number | null {
+    for (let i = 0; i < this.rules.length; i++) {
+      const r = this.rules[i];
+      if (r.action !== "check" || !this.sourcesOf(i).nodes.has(src.slot)) continue;
+      const self = r.dstSelf && !src.tagged && !dst.tagged && src.userId !== undefined &&
+        src.userId === dst.userId;
+      if (self || this.isDestination(i, dst)) {
+        return r.checkPeriodNs === undefined
+          ? DEFAULT_CHECK_PERIOD_MS
+          : Math.floor(r.checkPeriodNs / 1e6);
+      }
+    }
+    return null;
   }
 
   policyFor(n: NodeRec, baseURL: string): SSHPolicy | null {
