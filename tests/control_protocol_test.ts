@@ -8,6 +8,7 @@ import { createServer, type Server } from "node:http";
 import { connect as netConnect } from "node:net";
 import { ControlClient } from "../lib/control/client.ts";
 import { startTestControl, type TestControl } from "../lib/control/testing.ts";
+import { allowAllPolicy } from "../lib/control/mod.ts";
 import { noiseClientConnect, NoiseDialError } from "../lib/noise/client.ts";
 import { startClientHandshake } from "../lib/noise/handshake.ts";
 import { ts2021UpgradeHandler } from "../lib/noise/upgrade.ts";
@@ -256,5 +257,47 @@ Deno.test("protocol: bad handshakes and oversized frames end only that connectio
     const reg = await register(client, nodeKey(), key, "survivor");
     assert.equal(reg.status, 200);
     assert.equal(JSON.parse(reg.text).MachineAuthorized, true);
+  });
+});
+
+Deno.test("protocol: SSH check — the destination is held, an admin approves, only it may ask", async () => {
+  await withHarness(async (h) => {
+    const alice = await h.t.user("alice");
+    const key = await h.t.authKey({ user: alice, reusable: true });
+    const src = await h.dial(generateKeyPair());
+    const dst = await h.dial(generateKeyPair());
+    assert.equal((await register(src, nodeKey(), key, "laptop")).status, 200);
+    assert.equal((await register(dst, nodeKey(), key, "server")).status, 200);
+    const byName = new Map(h.t.state.listNodes().map((n) => [n.hostname, n]));
+    const srcNode = byName.get("laptop")!, dstNode = byName.get("server")!;
+    // Every pair is under a one-minute check rule.
+    h.t.control.setPolicy({
+      ...allowAllPolicy(() => h.t.state.listNodes().map((n) => n.id)),
+      sshCheckPeriodMs: () => 60_000,
+    });
+    const path = `/machine/ssh/action/${srcNode.id}/to/${dstNode.id}?local_user=root`;
+
+    const notDst = await src.request("GET", path);
+    assert.equal(notDst.status, 401, notDst.text);
+
+    const hold = await dst.request("GET", path);
+    assert.equal(hold.status, 200, hold.text);
+    const action = JSON.parse(hold.text);
+    assert.equal(action.accept, undefined);
+    const id = new URL(action.holdAndDelegate.replace(/\$/g, "")).searchParams.get("auth_id")!;
+    assert.ok(action.message.includes(`/auth/${id}`), action.message);
+
+    const followUp = dst.request("GET", `${path}&auth_id=${id}`);
+    await new Promise((r) => setTimeout(r, 20));
+    await h.t.control.authRequests.approve(id);
+    const verdict = await followUp;
+    assert.equal(verdict.status, 200, verdict.text);
+    assert.equal(JSON.parse(verdict.text).accept, true);
+
+    // Approved within the period: the next connection is let in at once.
+    const again = await dst.request("GET", path);
+    assert.equal(JSON.parse(again.text).accept, true);
+    // And the same id cannot be approved twice.
+    await assert.rejects(h.t.control.authRequests.approve(id), /no pending/);
   });
 });

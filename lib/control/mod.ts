@@ -5,12 +5,13 @@
  * const control = createControlPlane({ state, config, log, derpMap: () => derp.map() });
  * // ts2021 upgrade → for each established Noise connection:
  * control.handleNoiseConnection(noiseConn, "mkey:…", capVersion);
- * // main listener: GET /register/<id> (the AuthURL of interactive logins)
- * router.on("GET", "/register/", control.registerPage);
+ * // main listener: GET /register/<id> (the AuthURL of interactive logins), GET /auth/<id> (the
+ * // page an SSH check's message names)
+ * router.on("GET", "/register/", control.registerPage).on("GET", "/auth/", control.authPage);
  * // API / CLI (the object fits the API's PendingAuthApi as is):
- * await control.pendingAuths.register(id, userId); // auth register --auth-id <id> --user <name>
- * await control.pendingAuths.approve(id);          // re-auth of a known machine, keeps its owner
- * await control.pendingAuths.reject(id);           // auth reject
+ * await control.authRequests.register(id, userId); // auth register --auth-id <id> --user <name>
+ * await control.authRequests.approve(id);   // an SSH check, or re-auth of a known machine
+ * await control.authRequests.reject(id);    // auth reject (either kind)
  * control.pendingAuths.list();
  * // the policy engine (default: allow-all; contract in ../mapper/policy_view.ts):
  * control.setPolicy(policyEngineView(engine));
@@ -21,7 +22,8 @@
  *
  * - `handleNoiseConnection(conn, machineKey, capVersion)` serves HTTP/2 over the plaintext Duplex
  *   of one Noise connection. Routes: POST /machine/register, POST /machine/map, POST
- *   /machine/update-health (200), POST /machine/set-dns ({}), other /machine/* → 501.
+ *   /machine/update-health (200), POST /machine/set-dns ({}), GET /machine/ssh/action/<src>/to/<dst>
+ *   (SSH check mode, ssh_check.ts), other /machine/* → 501.
  * - The map stream, deltas, keep-alives, key-expiry and ephemeral-node clean-up all run from
  *   here, and dns.extra_records_path is re-read when it changes; `close()` stops them and
  *   closes every connection.
@@ -35,6 +37,7 @@ import type { Duplex } from "node:stream";
 import type { Config, DnsExtraRecord } from "../config/config.ts";
 import type { Logger } from "../log/log.ts";
 import type { State } from "../state/state.ts";
+import type { NodeRecord } from "../store/types.ts";
 import type { DERPMap } from "../tailcfg/types.ts";
 import { Mapper } from "../mapper/mapper.ts";
 import { Notifier } from "../mapper/notifier.ts";
@@ -44,7 +47,8 @@ import { EphemeralGc } from "./ephemeral_gc.ts";
 import { MapService } from "./map_session.ts";
 import { type BodyLimits, createControlHandler, MIN_CAP_VERSION } from "./noise_server.ts";
 import { PendingAuths } from "./pending_auths.ts";
-import { createRegisterPageHandler } from "./register_page.ts";
+import { createAuthPageHandler, createRegisterPageHandler } from "./register_page.ts";
+import { SshChecks } from "./ssh_check.ts";
 import { registerApproved, RegisterService } from "./register.ts";
 
 export { MIN_CAP_VERSION };
@@ -76,10 +80,20 @@ export interface ControlPlaneDeps {
   };
 }
 
+/** What `auth register/approve/reject` act on: interactive logins and SSH checks. */
+export interface AuthRequests {
+  register(authId: string, userId: number): Promise<NodeRecord>;
+  approve(authId: string): Promise<unknown>;
+  reject(authId: string): Promise<void>;
+}
+
 export interface ControlPlane {
   handleNoiseConnection(conn: Duplex, machineKey: string, capVersion: number): void;
   registerPage(req: IncomingMessage, res: ServerResponse): void;
+  authPage(req: IncomingMessage, res: ServerResponse): void;
   pendingAuths: PendingAuths;
+  sshChecks: SshChecks;
+  authRequests: AuthRequests;
   mapper: Mapper;
   notifier: Notifier;
   /**
@@ -148,10 +162,25 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
     keepAliveMs: tuning.keepAliveMs,
     keepAliveJitterMs: tuning.keepAliveJitterMs,
   });
+  const sshChecks = new SshChecks({
+    getNode: (id) => state.getNode(id),
+    checkPeriodMs: (src, dst) => mapper.policy.sshCheckPeriodMs?.(src, dst) ?? null,
+    serverUrl: config.serverUrl,
+    log,
+    ttlMs: tuning.authTtlMs,
+  });
+  const authRequests: AuthRequests = {
+    register: (id, userId) => pendingAuths.register(id, userId),
+    // deno-lint-ignore require-await
+    approve: async (id) => sshChecks.has(id) ? sshChecks.approve(id) : pendingAuths.approve(id),
+    // deno-lint-ignore require-await
+    reject: async (id) => sshChecks.has(id) ? sshChecks.reject(id) : pendingAuths.reject(id),
+  };
   const handler = createControlHandler({
     state,
     register,
     maps,
+    sshChecks,
     log,
     minCapVersion: tuning.minCapVersion,
     limits: tuning.bodyLimits,
@@ -161,17 +190,22 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
   return {
     handleNoiseConnection: handler,
     registerPage,
+    authPage: createAuthPageHandler(sshChecks),
     pendingAuths,
+    sshChecks,
+    authRequests,
     mapper,
     notifier,
     setPolicy(next) {
       mapper.setPolicy(next);
+      sshChecks.forgetApprovals();
       state.announce({ kind: "policy-changed" });
     },
     resync: (ids) => notifier.resync(ids),
     async close() {
       extraRecordsFile?.close();
       pendingAuths.close();
+      sshChecks.close();
       notifier.close();
       ephemeral.close();
       await handler.close();

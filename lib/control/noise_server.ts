@@ -12,6 +12,7 @@ import type { MapRequest, RegisterRequest } from "../tailcfg/types.ts";
 import { HttpError, readJsonObject, sendJson, sendText } from "./http_util.ts";
 import type { MapService } from "./map_session.ts";
 import type { RegisterService } from "./register.ts";
+import type { SshChecks } from "./ssh_check.ts";
 import { usableKey } from "./sanitize.ts";
 
 /** Oldest client served: Tailscale v1.80 (capability version 113), as headscale. */
@@ -36,6 +37,8 @@ export interface ControlHandlerDeps {
   state: Pick<State, "nodeByNodeKey">;
   register: RegisterService;
   maps: MapService;
+  /** Tailscale SSH check mode (GET /machine/ssh/action/…); without it those answer 501. */
+  sshChecks?: SshChecks;
   log: Logger;
   minCapVersion?: number;
   limits?: Partial<BodyLimits>;
@@ -49,6 +52,9 @@ export type ControlHandler = ((conn: Duplex, machineKey: string, capVersion: num
   /** Sends GOAWAY on every connection and waits (bounded) for them to close. */
   close(): Promise<void>;
 };
+
+/** `/machine/ssh/action/<src node id>/to/<dst node id>` (ids are tailcfg.NodeID). */
+const SSH_ACTION_PATH = /^\/machine\/ssh\/action\/(\d{1,15})\/to\/(\d{1,15})$/;
 
 /** Optional endpoints: 200 with a fixed body, or 501 as headscale answers. */
 const OPTIONAL_OK: Record<string, string> = {
@@ -113,6 +119,23 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
         abort.signal,
       );
       sendJson(res, 200, reply);
+      return;
+    }
+    const sshAction = SSH_ACTION_PATH.exec(path);
+    if (sshAction && deps.sshChecks) {
+      if (method !== "GET") throw new HttpError(405, "method not allowed; use GET");
+      const query = new URLSearchParams((req.url ?? "").split("?")[1] ?? "");
+      const abort = new AbortController();
+      res.on("close", () => abort.abort());
+      res.stream.on("aborted", () => abort.abort());
+      const action = await deps.sshChecks.action(
+        Number(sshAction[1]),
+        Number(sshAction[2]),
+        query.get("auth_id") || null,
+        machineKey,
+        abort.signal,
+      );
+      sendJson(res, 200, action);
       return;
     }
     if (path in OPTIONAL_OK) {

@@ -1,9 +1,11 @@
 /**
- * `GET /register/<id>`: the page an interactive login's AuthURL opens. Plain HTML that tells
- * the user which command an admin runs to let the machine in.
+ * `GET /register/<id>`: the page an interactive login's AuthURL opens; `GET /auth/<id>`: the
+ * page an SSH check's message points at. Plain HTML that tells the user which command an admin
+ * runs to let the machine (or the SSH connection) in.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { isAuthId, type PendingAuths } from "./pending_auths.ts";
+import type { SshChecks } from "./ssh_check.ts";
 
 const CLI = "headscale-deno";
 
@@ -42,22 +44,57 @@ export function registerPageHtml(id: string, hostname: string): string {
   );
 }
 
-/** A node:http handler for `GET /register/<id>`. */
-export function createRegisterPageHandler(
-  pendingAuths: PendingAuths,
-): (req: IncomingMessage, res: ServerResponse) => void {
+type PageHandler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** The id after `prefix` in the request path, and a sender of HTML pages. */
+function pageRequest(req: IncomingMessage, res: ServerResponse, prefix: string) {
+  const path = (req.url ?? "/").split("?")[0];
+  const id = path.slice(prefix.length).replace(/\/+$/, "");
+  const send = (status: number, html: string) => {
+    res.writeHead(status, {
+      "content-type": "text/html; charset=utf-8",
+      "cache-control": "no-store",
+      "x-content-type-options": "nosniff",
+      "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'",
+    });
+    res.end(req.method === "HEAD" ? undefined : html);
+  };
+  return { id, send };
+}
+
+export function sshCheckPageHtml(id: string): string {
+  return page(
+    "SSH check",
+    `<h1>SSH check</h1>
+<p>An SSH connection is waiting for an administrator's approval. Ask one to run:</p>
+<pre><code>${escapeHtml(`${CLI} auth approve --auth-id ${id}`)}</code></pre>
+<p>To refuse it: <code>${escapeHtml(`${CLI} auth reject --auth-id ${id}`)}</code></p>`,
+  );
+}
+
+/** A node:http handler for `GET /auth/<id>` (SSH checks). */
+export function createAuthPageHandler(sshChecks: SshChecks): PageHandler {
   return (req, res) => {
-    const path = (req.url ?? "/").split("?")[0];
-    const id = path.replace(/^\/register\//, "").replace(/\/+$/, "");
-    const send = (status: number, html: string) => {
-      res.writeHead(status, {
-        "content-type": "text/html; charset=utf-8",
-        "cache-control": "no-store",
-        "x-content-type-options": "nosniff",
-        "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'",
-      });
-      res.end(req.method === "HEAD" ? undefined : html);
-    };
+    const { id, send } = pageRequest(req, res, "/auth/");
+    if (!isAuthId(id) || !sshChecks.has(id)) {
+      send(
+        404,
+        page(
+          "Unknown check",
+          `<h1>Unknown check</h1>
+<p>This link is unknown, expired or already decided. Connect again for a new one.</p>`,
+        ),
+      );
+      return;
+    }
+    send(200, sshCheckPageHtml(id));
+  };
+}
+
+/** A node:http handler for `GET /register/<id>`. */
+export function createRegisterPageHandler(pendingAuths: PendingAuths): PageHandler {
+  return (req, res) => {
+    const { id, send } = pageRequest(req, res, "/register/");
     const request = isAuthId(id) ? pendingAuths.get(id) : undefined;
     if (!request) {
       send(

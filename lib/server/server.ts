@@ -80,7 +80,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
 
   const ping = () => store.ping();
   const apiLog = log.child({ component: "api" });
-  const pendingAuths: PendingAuthApi = control.pendingAuths;
+  const pendingAuths: PendingAuthApi = control.authRequests;
 
   // One cache for both API handlers: a debug node created over TCP can be registered over the socket.
   const debugRegistrations = new DebugRegistrations();
@@ -94,6 +94,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     .on("*", REST_PREFIX, remoteApi)
     .on("POST", RPC_PREFIX, remoteApi)
     .on("GET", "/register/", control.registerPage)
+    .on("GET", "/auth/", control.authPage)
     .on("*", "/ts2021", (_req, res) => sendText(res, 400, "missing next protocol\n"))
     .upgrade(
       "/ts2021",
