@@ -1,0 +1,172 @@
+/**
+ * Tailscale SSH with real clients: the policy's `ssh` section, compiled into each node's
+ * SSHPolicy, decides who gets a shell on a `tailscale up --ssh` node.
+ *
+ * OpenSSH's `ssh` runs in the source node's namespace and reaches the destination through the
+ * source's tailscaled (support/tailscale_ssh.ts); the destination's tailscaled (userspace
+ * networking, netstack takes port 22) authenticates the connection by the source's tailnet
+ * identity alone. What ran where is proved by the remote command's output: a fresh token, the
+ * login user and the destination namespace's own address. (SSH_CONNECTION would name the source,
+ * but tailscaled runs a root session through `su -l`, which clears the environment.)
+ */
+import assert from "node:assert/strict";
+import {
+  type CommandResult,
+  integrationSkipReason,
+  runCommand,
+  type TailscaleClient,
+  waitFor,
+  withHarness,
+} from "./harness.ts";
+import { type ControlServer, startControlServer } from "./support/control_server.ts";
+import { assertPings, ipv4Of } from "./support/tailnet.ts";
+import { runSsh, type SshOptions, startSsh } from "./support/tailscale_ssh.ts";
+
+const skipReason = await integrationSkipReason() ??
+  (await runCommand(["ssh", "-V"]).then((r) => r.success, () => false)
+    ? undefined
+    : "the ssh test needs OpenSSH's client: apt-get install -y openssh-client");
+if (skipReason) console.log(`ssh tests skipped: ${skipReason}`);
+const ignore = skipReason !== undefined;
+
+/** How long a policy change may take to reach the destination's SSHPolicy. */
+const CHANGE_TIMEOUT_MS = 20_000;
+
+/** What tailscaled's SSH server says (as an auth banner) when no rule matches the source. */
+const DENIED_NODE = /tailscale: tailnet policy does not permit you to SSH to this node/;
+
+/** Everything may reach everything; ssh as root onto tag:server for `sshSources` only. */
+function sshPolicy(sshSources: string[], action: "accept" | "check" = "accept"): string {
+  return JSON.stringify(
+    {
+      tagOwners: { "tag:server": ["alice@"] },
+      acls: [{ action: "accept", src: ["*"], dst: ["*:*"] }],
+      ssh: [{ action, src: sshSources, dst: ["tag:server"], users: ["root"] }],
+    },
+    null,
+    2,
+  );
+}
+
+async function setPolicy(server: ControlServer, dir: string, text: string): Promise<void> {
+  const path = `${dir}/policy-${crypto.randomUUID()}.json`;
+  await Deno.writeTextFile(path, text);
+  await server.cli(["policy", "set", "-f", path]);
+}
+
+/** A command whose output shows it ran as root in the destination's namespace. */
+function proofCommand(token: string): string {
+  return `echo ${token}; id -un; ip -4 -o addr show dev eth0`;
+}
+
+/** Asserts `result` is the output of {@link proofCommand} run on `to`. */
+function assertRanOn(result: CommandResult, token: string, to: TailscaleClient): void {
+  assert.equal(result.code, 0, `ssh exited ${result.code}; stderr:\n${result.stderr}`);
+  const [echoed, user, addr] = result.stdout.trimEnd().split("\n");
+  assert.equal(echoed, token, `the remote command's output:\n${result.stdout}`);
+  assert.equal(user, "root");
+  const inet = new RegExp(`inet ${to.address.replaceAll(".", "\\.")}/`);
+  assert.match(addr, inet, `ran in ${to.name}'s namespace:\n${result.stdout}`);
+}
+
+/** Retries ssh until it succeeds (a policy change is on its way to the destination). */
+function waitForSsh(
+  from: TailscaleClient,
+  ip: string,
+  command: string,
+  options: SshOptions,
+): Promise<CommandResult> {
+  return waitFor(
+    async () => {
+      const result = await runSsh(from, ip, command, { timeoutMs: 15_000, ...options });
+      if (!result.success) throw new Error(`ssh exited ${result.code}: ${result.stderr.trim()}`);
+      return result;
+    },
+    CHANGE_TIMEOUT_MS,
+    { description: `${from.name}: ssh to ${ip}`, intervalMs: 500 },
+  );
+}
+
+/** One ssh attempt must be refused by the destination's policy (not lost on the way). */
+async function assertRefused(
+  from: TailscaleClient,
+  ip: string,
+  options: SshOptions,
+  banner: RegExp,
+): Promise<void> {
+  const result = await runSsh(from, ip, "echo should-not-run", { timeoutMs: 15_000, ...options });
+  assert.equal(result.timedOut, false, "ssh hung");
+  assert.equal(result.code, 255, `ssh must fail; stdout: ${result.stdout}`);
+  assert.equal(result.stdout, "");
+  assert.match(result.stderr, banner);
+}
+
+Deno.test({
+  name: "ssh: accept rules let exactly the allowed nodes in as root, and follow policy changes",
+  ignore,
+  fn: () =>
+    withHarness({ name: "ssh-accept" }, async (h) => {
+      const server = await startControlServer(h, { extraConfig: "policy:\n  mode: database" });
+      for (const user of ["alice", "bob"]) await server.createUser(user);
+      await setPolicy(server, h.workDir, sshPolicy(["alice@"]));
+      const serverKey = await server.cli<{ key: string }>([
+        "preauthkeys",
+        "create",
+        "--tags",
+        "tag:server",
+        "--expiration",
+        "1h",
+      ]);
+
+      const [a, b, c] = await h.addClients(["laptop-a", "server-b", "laptop-c"]);
+      await Promise.all([
+        a.up({ loginServer: server.url, authKey: await server.createAuthKey("alice") }),
+        b.up({ loginServer: server.url, authKey: serverKey.key, extraArgs: ["--ssh"] }),
+        c.up({ loginServer: server.url, authKey: await server.createAuthKey("bob") }),
+      ]);
+      const bIp = await ipv4Of(b);
+      await Promise.all([a, b, c].map((client) => client.waitForPeers(2, 30_000)));
+      // A path first: a refusal must come from B's policy, not from a SYN lost before the
+      // direct path is up (TCP's retransmit backoff outlasts ssh's ConnectTimeout).
+      await Promise.all([assertPings(a, b), assertPings(c, b)]);
+      const ssh: SshOptions = { dieWithParent: h.dieWithParent };
+
+      // alice's laptop gets a root shell on the server.
+      const token = `ssh-ok-${crypto.randomUUID()}`;
+      const fromA = await waitForSsh(a, bIp, proofCommand(token), ssh);
+      assertRanOn(fromA, token, b);
+
+      // Only as root: the rule names no other login user.
+      await assertRefused(
+        a,
+        bIp,
+        { ...ssh, user: "nobody" },
+        /tailscale: tailnet policy does not permit you to SSH as user "nobody"/,
+      );
+      // bob's laptop is in no ssh rule (the ACLs let it reach port 22; the SSH policy refuses).
+      await assertRefused(c, bIp, ssh, DENIED_NODE);
+
+      // Every member's devices may now ssh in: bob's laptop gets in, nothing restarted.
+      await setPolicy(server, h.workDir, sshPolicy(["autogroup:member"]));
+      const token2 = `ssh-ok-${crypto.randomUUID()}`;
+      const fromC = await waitForSsh(c, bIp, proofCommand(token2), ssh);
+      assertRanOn(fromC, token2, b);
+
+      // And back: bob's session still running on the server is cut ("Access revoked."), and
+      // bob's laptop is refused again; alice's still gets in.
+      const open = startSsh(c, bIp, "echo started; sleep 60", { ...ssh, timeoutMs: 40_000 });
+      let cut: CommandResult;
+      try {
+        await open.waitForStdout(/^started$/m, 15_000);
+        await setPolicy(server, h.workDir, sshPolicy(["alice@"]));
+        cut = await open.done;
+      } finally {
+        open.kill();
+      }
+      assert.equal(cut.timedOut, false, "the session outlived the policy that allowed it");
+      assert.notEqual(cut.code, 0);
+      assert.match(cut.stdout + cut.stderr, /Access revoked\./);
+      await assertRefused(c, bIp, ssh, DENIED_NODE);
+      assertRanOn(await runSsh(a, bIp, proofCommand(token), ssh), token, b);
+    }),
+});
