@@ -19,8 +19,8 @@ import {
   withHarness,
 } from "./harness.ts";
 import { type ControlServer, startControlServer } from "./support/control_server.ts";
-import { assertPings, ipv4Of } from "./support/tailnet.ts";
-import { runSsh, type SshOptions, startSsh } from "./support/tailscale_ssh.ts";
+import { ipv4Of } from "./support/tailnet.ts";
+import { runSsh, type SshOptions, type SshRun, startSsh } from "./support/tailscale_ssh.ts";
 
 const skipReason = await integrationSkipReason() ??
   (await runCommand(["ssh", "-V"]).then((r) => r.success, () => false)
@@ -36,12 +36,12 @@ const CHANGE_TIMEOUT_MS = 20_000;
 const DENIED_NODE = /tailscale: tailnet policy does not permit you to SSH to this node/;
 
 /** Everything may reach everything; ssh as root onto tag:server for `sshSources` only. */
-function sshPolicy(sshSources: string[], action: "accept" | "check" = "accept"): string {
+function sshPolicy(sshSources: string[]): string {
   return JSON.stringify(
     {
       tagOwners: { "tag:server": ["alice@"] },
       acls: [{ action: "accept", src: ["*"], dst: ["*:*"] }],
-      ssh: [{ action, src: sshSources, dst: ["tag:server"], users: ["root"] }],
+      ssh: [{ action: "accept", src: sshSources, dst: ["tag:server"], users: ["root"] }],
     },
     null,
     2,
@@ -67,6 +67,25 @@ function assertRanOn(result: CommandResult, token: string, to: TailscaleClient):
   assert.equal(user, "root");
   const inet = new RegExp(`inet ${to.address.replaceAll(".", "\\.")}/`);
   assert.match(addr, inet, `ran in ${to.name}'s namespace:\n${result.stdout}`);
+}
+
+/**
+ * Waits until `from` has a WireGuard session with `to` (a TSMP ping travels inside the tunnel;
+ * a disco ping does not). ssh attempts before that can lose their SYNs: the clients' DERP is
+ * unreachable here (it needs TLS), and TCP's retransmit backoff outlasts ssh's ConnectTimeout
+ * ("Connection timed out during banner exchange"), so a refusal could not be told from a loss.
+ */
+async function waitForTunnel(from: TailscaleClient, to: TailscaleClient): Promise<void> {
+  const ip = await ipv4Of(to);
+  await waitFor(
+    async () => {
+      const result = await from.ping(ip, { type: "tsmp", timeoutMs: 3_000 });
+      if (!result.pong) throw new Error(result.output);
+      return true;
+    },
+    30_000,
+    { description: `${from.name}: a TSMP pong from ${to.name}`, intervalMs: 500 },
+  );
 }
 
 /** Retries ssh until it succeeds (a policy change is on its way to the destination). */
@@ -126,9 +145,7 @@ Deno.test({
       ]);
       const bIp = await ipv4Of(b);
       await Promise.all([a, b, c].map((client) => client.waitForPeers(2, 30_000)));
-      // A path first: a refusal must come from B's policy, not from a SYN lost before the
-      // direct path is up (TCP's retransmit backoff outlasts ssh's ConnectTimeout).
-      await Promise.all([assertPings(a, b), assertPings(c, b)]);
+      await Promise.all([waitForTunnel(a, b), waitForTunnel(c, b)]);
       const ssh: SshOptions = { dieWithParent: h.dieWithParent };
 
       // alice's laptop gets a root shell on the server.
@@ -168,5 +185,114 @@ Deno.test({
       assert.match(cut.stdout + cut.stderr, /Access revoked\./);
       await assertRefused(c, bIp, ssh, DENIED_NODE);
       assertRanOn(await runSsh(a, bIp, proofCommand(token), ssh), token, b);
+    }),
+});
+
+/** The banner tailscaled shows while a check rule holds the connection (headscale's text). */
+const CHECK_BANNER =
+  /# Headscale SSH requires an additional check\.\r?\n# To authenticate, visit: (\S+)\/auth\/(\S+)\r?\n# Authentication checked with Headscale SSH\.\r?\n/;
+
+/**
+ * Starts ssh under a check rule and waits for the check's banner; returns the run and the
+ * check's auth id. The session must be held: nothing ran yet.
+ */
+async function startHeldSsh(
+  server: ControlServer,
+  from: TailscaleClient,
+  ip: string,
+  command: string,
+  options: SshOptions,
+): Promise<{ run: SshRun; authId: string }> {
+  const run = startSsh(from, ip, command, { timeoutMs: 60_000, ...options });
+  try {
+    const [, url, authId] = await run.waitForStderr(CHECK_BANNER, 20_000);
+    assert.equal(url, server.url, "the check link is on the server's URL");
+    assert.equal(run.stdout, "", "the command ran before the check was decided");
+    return { run, authId };
+  } catch (error) {
+    run.kill();
+    throw error;
+  }
+}
+
+Deno.test({
+  name: "ssh: a check rule holds the session until `auth approve` (or refuses it on `auth reject`)",
+  ignore,
+  fn: () =>
+    withHarness({ name: "ssh-check" }, async (h) => {
+      const server = await startControlServer(h, { extraConfig: "policy:\n  mode: database" });
+      await server.createUser("bob");
+      const checkPolicy = (period: string) =>
+        JSON.stringify({
+          tagOwners: { "tag:server": ["bob@"] },
+          acls: [{ action: "accept", src: ["*"], dst: ["*:*"] }],
+          ssh: [{
+            action: "check",
+            src: ["bob@"],
+            dst: ["tag:server"],
+            users: ["root"],
+            checkPeriod: period,
+          }],
+        });
+      await setPolicy(server, h.workDir, checkPolicy("1m"));
+      const serverKey = await server.cli<{ key: string }>([
+        "preauthkeys",
+        "create",
+        "--tags",
+        "tag:server",
+        "--expiration",
+        "1h",
+      ]);
+      const [b, c] = await h.addClients(["server-b", "laptop-c"]);
+      await Promise.all([
+        b.up({ loginServer: server.url, authKey: serverKey.key, extraArgs: ["--ssh"] }),
+        c.up({ loginServer: server.url, authKey: await server.createAuthKey("bob") }),
+      ]);
+      const bIp = await ipv4Of(b);
+      await waitForTunnel(c, b);
+      const ssh: SshOptions = { dieWithParent: h.dieWithParent };
+      const runs: SshRun[] = [];
+      try {
+        // Rejected: the held connection is refused.
+        const first = await startHeldSsh(server, c, bIp, "echo should-not-run", ssh);
+        runs.push(first.run);
+        await server.cli(["auth", "reject", "--auth-id", first.authId]);
+        const refused = await first.run.done;
+        assert.equal(refused.timedOut, false, "ssh still held after auth reject");
+        assert.equal(refused.code, 255, `ssh must fail; stdout: ${refused.stdout}`);
+        assert.equal(refused.stdout, "");
+        assert.match(refused.stderr, /tailscale: access denied/);
+
+        // Approved: a new check (a new id), and the held session goes ahead.
+        const token = `ssh-check-${crypto.randomUUID()}`;
+        const second = await startHeldSsh(server, c, bIp, proofCommand(token), ssh);
+        runs.push(second.run);
+        assert.notEqual(second.authId, first.authId, "each check has its own id");
+        // The link in the banner works: its page names the command that approves this check.
+        const page = await fetch(`${server.url}/auth/${second.authId}`, {
+          signal: AbortSignal.timeout(10_000),
+        });
+        assert.equal(page.status, 200);
+        assert.ok(
+          (await page.text()).includes(`auth approve --auth-id ${second.authId}`),
+          "the auth page names the approve command",
+        );
+        await server.cli(["auth", "approve", "--auth-id", second.authId]);
+        assertRanOn(await second.run.done, token, b);
+
+        // Within the check period the same pair gets in without a check.
+        const again = await runSsh(c, bIp, proofCommand(token), ssh);
+        assert.doesNotMatch(again.stderr, /additional check/);
+        assertRanOn(again, token, b);
+
+        // A policy change forgets the approval: the next session is held again.
+        await setPolicy(server, h.workDir, checkPolicy("2m"));
+        const third = await startHeldSsh(server, c, bIp, "echo should-not-run", ssh);
+        runs.push(third.run);
+        assert.notEqual(third.authId, second.authId);
+      } finally {
+        for (const run of runs) run.kill();
+        await Promise.all(runs.map((run) => run.done));
+      }
     }),
 });
