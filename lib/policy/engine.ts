@@ -26,6 +26,7 @@ import {
 import { Bitset, NodeIdSet } from "./nodeset.ts";
 import { localpartDomain } from "./parse.ts";
 import { SSHCompiler } from "./ssh.ts";
+import { TagOwnership } from "./tag_owners.ts";
 import { makeNodeRec, nodeInSet, type NodeRec, routesOverlap, Tailnet } from "./tailnet.ts";
 import {
   type Alias,
@@ -157,6 +158,8 @@ export class PolicyEngine {
   private readonly recipes = new FilterRecipes();
   /** Class signatures per node record (records are replaced when a node changes). */
   private signatures = new WeakMap<NodeRec, { peer: string | null; filter: string | null }>();
+  /** tagOwners resolved for the policy and users `compiled` was built from (built on demand). */
+  private tagOwnership: { compiled: CompiledPolicy; ownership: TagOwnership } | null = null;
 
   constructor(
     policy: Policy | null,
@@ -199,6 +202,19 @@ export class PolicyEngine {
 
   getPolicy(): Policy {
     return this.policy;
+  }
+
+  /**
+   * Whether the policy's tagOwners let `user` put `tag` on their own device (headscale's
+   * NodeCanHaveTag for a registering user). No policy: no tag is anyone's. A user the engine has
+   * not been told about yet is matched by name and email.
+   */
+  userMayOwnTag(user: PolicyUser, tag: string): boolean {
+    if (this.tagOwnership?.compiled !== this.compiled) {
+      const ownership = new TagOwnership(this.policy, new UserIndex(this.users));
+      this.tagOwnership = { compiled: this.compiled, ownership };
+    }
+    return this.tagOwnership.ownership.mayOwn(user, tag);
   }
 
   nodeIds(): number[] {
