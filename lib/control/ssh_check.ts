@@ -88,6 +88,7 @@ export class SshChecks {
     if (authId !== null) return await this.followUp(src, dst, authId, period, signal);
     const last = this.approvedAt.get(`${src}:${dst}`);
     if (period !== null && period > 0 && last !== undefined && this.now() - last < period) {
+      this.deps.log.debug("SSH check: approved within the check period", { src, dst });
       return { ...baseAction(), accept: true };
     }
     return this.hold(src, dst);
