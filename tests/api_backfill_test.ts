@@ -4,22 +4,20 @@
  * a real State and SQLite store, through the API over HTTP and through the CLI.
  */
 import assert from "node:assert/strict";
-import { createServer, type Server } from "node:http";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { HeadscaleService } from "../gen/headscale/v1/headscale_pb.ts";
-import { createApiHandler } from "../lib/api/server.ts";
 import type { CliIO } from "../lib/cli/command.ts";
 import { runCli } from "../lib/cli/run.ts";
 import type { Config } from "../lib/config/config.ts";
 import { parseConfigText } from "../lib/config/load.ts";
 import { silentLogger } from "../lib/log/log.ts";
 import { parseIP, parsePrefix, prefixContains } from "../lib/net/ip.ts";
-import { NotFoundError } from "../lib/state/errors.ts";
 import type { Change } from "../lib/state/events.ts";
 import { State } from "../lib/state/state.ts";
 import { openStore, type Store } from "../lib/store/mod.ts";
+import { startApiServer } from "./helpers/api_server.ts";
 
 const V4 = "100.64.0.0/10";
 const V6 = "fd7a:115c:a1e0::/48";
@@ -87,42 +85,13 @@ async function storedAddresses(db: Db): Promise<Map<number, [string | null, stri
   }
 }
 
-function noPendingAuths() {
-  const refuse = (id: string) => Promise.reject(new NotFoundError(`no pending login ${id}`));
-  return { register: refuse, approve: refuse, reject: refuse };
-}
-
+/** The API over HTTP, plus a POST with the API key. */
 async function startApi(state: State, store: Store) {
-  const handler = createApiHandler({
-    state,
-    log: silentLogger(),
-    requireApiKey: true,
-    ping: () => store.ping(),
-    pendingAuths: noPendingAuths(),
-    policy: {
-      get: () => Promise.resolve({ policy: "", updatedAt: null }),
-      set: () => Promise.reject(new Error("unused")),
-      check: () => Promise.resolve(),
-    },
-  });
-  const server: Server = createServer(handler);
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.address() as { port: number }).port;
-  const { key } = await state.createApiKey(null);
+  const api = await startApiServer(state, store);
   return {
-    base: `http://127.0.0.1:${port}`,
-    key,
-    post(path: string) {
-      return fetch(`http://127.0.0.1:${port}${path}`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${key}` },
-      });
-    },
-    close: () =>
-      new Promise<void>((r) => {
-        server.close(() => r());
-        server.closeAllConnections();
-      }),
+    ...api,
+    post: (path: string) =>
+      fetch(api.base + path, { method: "POST", headers: { authorization: `Bearer ${api.key}` } }),
   };
 }
 
@@ -327,19 +296,7 @@ Deno.test("cli: nodes backfillips asks first on a terminal, then prints the chan
     const socket = `${db.dir}/headscale.sock`;
     const configPath = `${db.dir}/config.yaml`;
     await Deno.writeTextFile(configPath, `unix_socket: ${socket}\ncli:\n  timeout: 10s\n`);
-    const server = createServer(createApiHandler({
-      state,
-      log: silentLogger(),
-      requireApiKey: false,
-      ping: () => store.ping(),
-      pendingAuths: noPendingAuths(),
-      policy: {
-        get: () => Promise.resolve({ policy: "", updatedAt: null }),
-        set: () => Promise.reject(new Error("unused")),
-        check: () => Promise.resolve(),
-      },
-    }));
-    await new Promise<void>((r) => server.listen(socket, r));
+    const server = await startApiServer(state, store, { socket });
     const run = async (args: string[], answers: string[], tty: boolean) => {
       const out: string[] = [];
       const err: string[] = [];
@@ -379,10 +336,7 @@ Deno.test("cli: nodes backfillips asks first on a terminal, then prints the chan
       const human = await run(["nodes", "backfillips", "--force"], [], false);
       assert.equal(human.out, "Node IPs backfilled successfully");
     } finally {
-      await new Promise<void>((r) => {
-        server.close(() => r());
-        server.closeAllConnections();
-      });
+      await server.close();
       await state.close();
       await store.close();
     }

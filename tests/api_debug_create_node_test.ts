@@ -4,8 +4,6 @@
  * through the API over HTTP, and through the CLI.
  */
 import assert from "node:assert/strict";
-import { createServer, type Server } from "node:http";
-import { createApiHandler } from "../lib/api/server.ts";
 import {
   DebugRegistrations,
   newDebugRegistration,
@@ -23,6 +21,7 @@ import { InvalidArgumentError, NotFoundError } from "../lib/state/errors.ts";
 import type { Change } from "../lib/state/events.ts";
 import { State } from "../lib/state/state.ts";
 import { openStore, type Store } from "../lib/store/mod.ts";
+import { startApiServer } from "./helpers/api_server.ts";
 import type { NodeRecord } from "../lib/store/types.ts";
 
 const KEY = "hskey-authreq-AbCdEfGhIjKlMnOpQrStUv_-";
@@ -58,23 +57,11 @@ async function startApi(opts: { debugRegistrations?: DebugRegistrations } = {}):
     loginCalls.push(id);
     return Promise.reject(new NotFoundError(`no pending login with auth id ${id}`));
   };
-  const handler = createApiHandler({
-    state,
-    log: silentLogger(),
-    requireApiKey: true,
-    ping: () => store.ping(),
+  const api = await startApiServer(state, store, {
     pendingAuths: { register: unknown, approve: unknown, reject: unknown },
-    policy: {
-      get: () => Promise.resolve({ policy: "", updatedAt: null }),
-      set: () => Promise.reject(new InvalidArgumentError("unused")),
-      check: () => Promise.resolve(),
-    },
     debugRegistrations: opts.debugRegistrations,
   });
-  const server: Server = createServer(handler);
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  const { key } = await state.createApiKey(null);
+  const { base, key } = api;
   return {
     base,
     key,
@@ -90,10 +77,7 @@ async function startApi(opts: { debugRegistrations?: DebugRegistrations } = {}):
       return { status: res.status, json: await res.json() };
     },
     async close() {
-      await new Promise<void>((r) => {
-        server.close(() => r());
-        server.closeAllConnections();
-      });
+      await api.close();
       await state.close();
       await store.close();
     },
@@ -327,20 +311,7 @@ Deno.test("cli: debug create-node, then auth register, over the unix socket", as
     log: silentLogger(),
     config: parseConfigText("").config,
   });
-  const refuse = (id: string) => Promise.reject(new NotFoundError(`no pending login ${id}`));
-  const server = createServer(createApiHandler({
-    state,
-    log: silentLogger(),
-    requireApiKey: false,
-    ping: () => store.ping(),
-    pendingAuths: { register: refuse, approve: refuse, reject: refuse },
-    policy: {
-      get: () => Promise.resolve({ policy: "", updatedAt: null }),
-      set: () => Promise.reject(new InvalidArgumentError("unused")),
-      check: () => Promise.resolve(),
-    },
-  }));
-  await new Promise<void>((r) => server.listen(socket, r));
+  const server = await startApiServer(state, store, { socket });
   const run = async (args: string[]) => {
     const out: string[] = [];
     const err: string[] = [];
@@ -395,10 +366,7 @@ Deno.test("cli: debug create-node, then auth register, over the unix socket", as
     assert.equal(second.code, 0, second.err);
     assert.deepEqual(state.listNodes().map((n) => n.givenName), ["box", "box-1"]);
   } finally {
-    await new Promise<void>((r) => {
-      server.close(() => r());
-      server.closeAllConnections();
-    });
+    await server.close();
     await state.close();
     await store.close();
     await Deno.remove(dir, { recursive: true });

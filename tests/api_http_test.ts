@@ -1,14 +1,12 @@
 import assert from "node:assert/strict";
-import { createServer, type Server } from "node:http";
 import { getOption } from "@bufbuild/protobuf";
 import { http as httpRule } from "../gen/google/api/annotations_pb.ts";
 import { HeadscaleService } from "../gen/headscale/v1/headscale_pb.ts";
-import { createApiHandler } from "../lib/api/server.ts";
 import { openStore } from "../lib/store/mod.ts";
 import { State } from "../lib/state/state.ts";
 import { parseConfigText } from "../lib/config/load.ts";
 import { silentLogger } from "../lib/log/log.ts";
-import { InvalidArgumentError } from "../lib/state/errors.ts";
+import { startApiServer } from "./helpers/api_server.ts";
 
 async function startApi() {
   const store = await openStore({
@@ -20,32 +18,13 @@ async function startApi() {
     log: silentLogger(),
     config: parseConfigText("").config,
   });
-  const handler = createApiHandler({
-    state,
-    log: silentLogger(),
-    requireApiKey: true,
-    ping: () => store.ping(),
-    pendingAuths: {
-      register: () => Promise.reject(new InvalidArgumentError("no such registration")),
-      approve: () => Promise.reject(new InvalidArgumentError("no such registration")),
-      reject: () => Promise.reject(new InvalidArgumentError("no such registration")),
-    },
-    policy: {
-      get: () => Promise.resolve({ policy: "", updatedAt: null }),
-      set: () => Promise.reject(new InvalidArgumentError("policy mode is file")),
-      check: () => Promise.resolve(),
-    },
-  });
-  const server: Server = createServer(handler);
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.address() as { port: number }).port;
-  const { key } = await state.createApiKey(null);
+  const api = await startApiServer(state, store);
   return {
-    base: `http://127.0.0.1:${port}`,
-    key,
+    base: api.base,
+    key: api.key,
     state,
     async close() {
-      await new Promise((r) => server.close(r));
+      await api.close();
       await store.close();
     },
   };
