@@ -142,7 +142,12 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
   });
   ephemeral.start();
   const pendingAuths = new PendingAuths({
-    register: registerApproved({ state, config }),
+    register: registerApproved({
+      state,
+      config,
+      // `tailscale up --advertise-tags`: asks the policy in force when the admin decides.
+      mayOwnTag: (user, tag) => mapper.policy.mayOwnTag?.(user, tag) ?? false,
+    }),
     log,
     ttlMs: tuning.authTtlMs,
   });

@@ -12,6 +12,11 @@
  *    A future Expiry may shorten the key's life, never extend it.
  * 5. Otherwise an interactive login: answer with AuthURL `<server_url>/register/<id>`.
  *
+ * Hostinfo.RequestTags (`tailscale up --advertise-tags`), as headscale v0.29.2 treats them: a
+ * pre-auth key that would create a node refuses them (the key's own tags decide); an interactive
+ * login registered for a user gets them when the policy's tagOwners give every one to that user
+ * (the node is then tagged and owned by no user), and is refused otherwise (see registerApproved).
+ *
  * Every lookup by node key is bound to the Noise peer's machine key: a node key registered to
  * another machine is refused with 401 (headscale's hole until 0.26.1).
  */
@@ -20,16 +25,24 @@ import type { Logger } from "../log/log.ts";
 import { parseKey, verifySecret } from "../auth/secrets.ts";
 import type { State } from "../state/state.ts";
 import { ConflictError, InvalidArgumentError, KeyRejectedError } from "../state/errors.ts";
-import type { NodeRecord, PreAuthKeyRecord } from "../store/types.ts";
-import type { RegisterRequest, RegisterResponse } from "../tailcfg/types.ts";
+import type { NodeRecord, PreAuthKeyRecord, UserRecord } from "../store/types.ts";
+import type { Hostinfo, RegisterRequest, RegisterResponse } from "../tailcfg/types.ts";
 import { isExpired } from "../mapper/node_view.ts";
 import { registerIdentity, TAGGED_DEVICES } from "../mapper/users.ts";
 import { isAuthId, type PendingAuths, type RegistrationRequest } from "./pending_auths.ts";
 import { HttpError } from "./http_util.ts";
 import { sanitizeHostinfo, usableKey } from "./sanitize.ts";
 
+/** Whether the policy's tagOwners give `tag` to `user` (PolicyView.mayOwnTag). */
+export type TagOwnerCheck = (
+  user: { id: number; name: string; email?: string },
+  tag: string,
+) => boolean;
+
 export interface RegisterDeps {
   state: State;
+  /** Default: no tag is anyone's (what headscale answers without a policy). */
+  mayOwnTag?: TagOwnerCheck;
   pendingAuths: PendingAuths;
   config: Pick<Config, "serverUrl"> & { node: Pick<Config["node"], "expiryMs"> };
   log: Logger;
@@ -70,14 +83,75 @@ export function allowedExpiry(requested: Date | null, now: Date, maxMs: number):
   return maxMs > 0 && requested.getTime() > now.getTime() + maxMs ? null : requested;
 }
 
+/** The tags the client asks for (Hostinfo.RequestTags), in its order. */
+export function requestedTags(hostinfo: Hostinfo | null | undefined): string[] {
+  const tags = hostinfo?.RequestTags;
+  return Array.isArray(tags) ? tags.filter((t): t is string => typeof t === "string") : [];
+}
+
+/** headscale's wording: `requested tags [tag:a tag:b] are invalid or not permitted`. */
+export function tagsRefused(tags: readonly string[]): string {
+  return `requested tags [${tags.join(" ")}] are invalid or not permitted`;
+}
+
+function identity(user: UserRecord): { id: number; name: string; email?: string } {
+  return { id: user.id, name: user.name, email: user.email || undefined };
+}
+
+/**
+ * Who owns the node after an approved login, from the RequestTags the client sent (headscale's
+ * createAndSaveNewNode / processReauthTags):
+ * - registered for user U (`auth register --user U`, new or known machine): no RequestTags →
+ *   U's node (a tagged node goes back to U); otherwise every tag must be U's per tagOwners, and
+ *   the node is tagged with them.
+ * - approved re-authentication (null user: keep the owner): a user's node stays theirs without
+ *   RequestTags, or is tagged when tagOwners give every tag to that user. A tagged node has no
+ *   user to vouch for new tags: it keeps its tags, or the requested ones when it holds them all.
+ * Refused tags throw InvalidArgumentError naming them; nothing is written.
+ */
+function ownerAfterLogin(
+  state: State,
+  mayOwnTag: TagOwnerCheck,
+  request: RegistrationRequest,
+  userId: number | null,
+  /** The machine's node; present whenever userId is null. */
+  existing: NodeRecord | undefined,
+): { userId: number | null; tags: string[] } {
+  const requested = requestedTags(request.hostinfo);
+  if (userId === null && existing && existing.tags.length > 0) {
+    if (requested.length === 0) return { userId: null, tags: existing.tags };
+    const refused = requested.filter((t) => !existing.tags.includes(t));
+    if (refused.length > 0) {
+      throw new InvalidArgumentError(
+        `${tagsRefused(refused)}: this tagged node has no user whose tagOwners could grant ` +
+          "them; register it for a user instead (auth register --user)",
+      );
+    }
+    return { userId: null, tags: requested };
+  }
+  const ownerId = userId ?? existing!.userId!;
+  if (requested.length === 0) return { userId: ownerId, tags: [] };
+  const owner = state.getUser(ownerId);
+  // An unknown user: registerNode refuses it with a clear NotFound.
+  if (!owner) return { userId: ownerId, tags: [] };
+  const refused = requested.filter((t) => !mayOwnTag(identity(owner), t));
+  if (refused.length > 0) {
+    throw new InvalidArgumentError(
+      `${tagsRefused(refused)}: the policy's tagOwners do not give them to user "${owner.name}"`,
+    );
+  }
+  return { userId: null, tags: requested };
+}
+
 /**
  * The registration of an approved interactive login (what PendingAuths runs). A null user keeps
- * the owner and tags of the machine's existing node (re-authentication).
+ * the owner of the machine's existing node (re-authentication). RequestTags: see ownerAfterLogin.
  */
 export function registerApproved(
-  deps: Pick<RegisterDeps, "state" | "config" | "now">,
+  deps: Pick<RegisterDeps, "state" | "config" | "now" | "mayOwnTag">,
 ): (request: RegistrationRequest, userId: number | null) => Promise<NodeRecord> {
   const now = deps.now ?? (() => new Date());
+  const mayOwnTag = deps.mayOwnTag ?? (() => false);
   return (request, userId) => {
     const existing = deps.state.nodeByMachineKey(request.machineKey);
     if (userId === null && !existing) {
@@ -87,19 +161,37 @@ export function registerApproved(
         ),
       );
     }
+    let owner: { userId: number | null; tags: string[] };
+    try {
+      owner = ownerAfterLogin(deps.state, mayOwnTag, request, userId, existing);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return deps.state.registerNode({
       machineKey: request.machineKey,
       nodeKey: request.nodeKey,
       hostname: request.hostname,
       hostinfo: request.hostinfo,
-      userId: userId ?? existing!.userId,
-      tags: userId === null ? existing!.tags : [],
+      userId: owner.userId,
+      tags: owner.tags,
       authKeyId: null,
       method: "cli",
       ephemeral: request.ephemeral,
       expiry: allowedExpiry(request.expiry, now(), deps.config.node.expiryMs),
     });
   };
+}
+
+/**
+ * Whether a pre-auth key re-registers the machine's node rather than creating one (headscale's
+ * findExistingNodeForPAK): a key with a user matches that user's node or a tagged node; a key
+ * with only tags matches any node. Only a registration that creates a node refuses RequestTags;
+ * a re-registration ignores them, as headscale does.
+ */
+function reRegisters(key: PreAuthKeyRecord, existing: NodeRecord | undefined): boolean {
+  if (!existing) return false;
+  if (key.userId === null) return true;
+  return existing.tags.length > 0 || existing.userId === key.userId;
 }
 
 export class RegisterService {
@@ -279,6 +371,13 @@ export class RegisterService {
       }
     }
     const hostinfo = sanitizeHostinfo(req.Hostinfo);
+    const requested = requestedTags(hostinfo);
+    if (requested.length > 0 && !reRegisters(key, state.nodeByMachineKey(machineKey))) {
+      // headscale answers 200 with this Error (its wrapping included); the client prints it.
+      const reason = `handling register with auth key: ${tagsRefused(requested)}`;
+      log.info("registration refused", { reason });
+      return response({ Error: reason });
+    }
     this.keysInFlight.add(key.id);
     try {
       const node = await state.registerNode({

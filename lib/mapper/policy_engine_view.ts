@@ -15,5 +15,6 @@ export function policyEngineView(engine: PolicyEngine): PolicyView {
     sshPolicyFor: (id) => known(id) ? engine.sshPolicyFor(id) : null,
     nodeCapMap: (id) => known(id) ? engine.capMapFor(id) : null,
     sshCheckPeriodMs: (src, dst) => engine.sshCheckPeriodMs(src, dst),
+    mayOwnTag: (user, tag) => engine.userMayOwnTag(user, tag),
   };
 }

@@ -28,6 +28,11 @@ export interface PolicyView {
    * letting `src` in to `dst`, or null when none does. Optional (no policy: no check rules).
    */
   sshCheckPeriodMs?(src: number, dst: number): number | null;
+  /**
+   * Whether the policy's tagOwners let `user` tag their own device with `tag` (a registration
+   * with `tailscale up --advertise-tags`). Optional; absent (no policy) means no.
+   */
+  mayOwnTag?(user: { id: number; name: string; email?: string }, tag: string): boolean;
   /** Extra self capabilities (policy nodeAttrs); optional. */
   nodeCapMap?(nodeId: number): CapMap | null;
   /**
