@@ -30,6 +30,8 @@ export function serverConfigYaml(o: ServerConfigOptions): string {
   const lines = [
     `server_url: ${o.serverUrl}`,
     `listen_addr: ${o.listenAddr}`,
+    // Tests run servers side by side: no fixed metrics port (tests/server_metrics_test.ts covers it).
+    `metrics_listen_addr: ""`,
     ...(o.tls ? [`tls_cert_path: ${o.tls.certPath}`, `tls_key_path: ${o.tls.keyPath}`] : []),
     `noise:`,
     `  private_key_path: ${o.dir}/noise_private.key`,

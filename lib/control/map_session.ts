@@ -106,6 +106,8 @@ class MapStream implements MapSink {
 }
 
 export class MapService {
+  /** Totals since start (read by the metrics endpoint). */
+  readonly stats = { streamsOpened: 0, streamsEnded: 0, fullMapsSent: 0, liteUpdates: 0 };
   private readonly keepAliveMs: number;
   private readonly jitterMs: number;
   private readonly maxBufferedBytes: number;
@@ -132,12 +134,14 @@ export class MapService {
 
     if (!req.Stream) {
       if (req.OmitPeers) {
+        this.stats.liteUpdates++;
         res.writeHead(200);
         res.end();
         return;
       }
       const msg = mapper.fullMapMessage(id);
       if (msg === null) throw new HttpError(404, "node not found");
+      this.stats.fullMapsSent++;
       res.writeHead(200, { "content-type": "application/octet-stream" });
       res.end(msg.frame(zstd));
       return;
@@ -159,6 +163,7 @@ export class MapService {
     res.writeHead(200, { "content-type": "application/octet-stream" });
     // Opened before the old stream (if any) is closed, so the node does not flap offline.
     state.streamOpened(id);
+    this.stats.streamsOpened++;
     ephemeral.cancel(id);
     notifier.noteCapVersion(id, req.Version);
     notifier.register(stream);
@@ -166,6 +171,7 @@ export class MapService {
     const cleanUp = () => {
       if (cleanedUp) return;
       cleanedUp = true;
+      this.stats.streamsEnded++;
       stream.close("stream ended");
       notifier.unregister(stream);
       state.streamClosed(id);
@@ -187,6 +193,7 @@ export class MapService {
       return;
     }
     stream.send(msg);
+    this.stats.fullMapsSent++;
     log.debug("map stream opened", { node: id });
   }
 }

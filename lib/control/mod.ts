@@ -96,6 +96,8 @@ export interface ControlPlane {
   authRequests: AuthRequests;
   mapper: Mapper;
   notifier: Notifier;
+  /** Map request totals since start (streams, full maps, lite updates), for metrics. */
+  readonly mapStats: Readonly<MapService["stats"]>;
   /**
    * Plugs in a (new) policy. With the next batch each session gets only what changed for it
    * (peers removed and added, packet filter, SSH policy, its own capabilities), or nothing.
@@ -201,6 +203,7 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
     authRequests,
     mapper,
     notifier,
+    mapStats: maps.stats,
     setPolicy(next) {
       mapper.setPolicy(next);
       sshChecks.forgetApprovals();

@@ -156,6 +156,8 @@ export class Notifier {
   private readonly expiry: ExpiryWatch;
   /** What each session was last sent of the policy's outputs. */
   readonly policySync: PolicySync;
+  /** Totals since start (read by the metrics endpoint); a session gets a delta or a full map. */
+  readonly stats = { batches: 0, deltasSent: 0, fullMapsSent: 0 };
   private closed = false;
 
   constructor(private readonly deps: NotifierDeps) {
@@ -500,6 +502,9 @@ export class Notifier {
     } finally {
       round.end();
     }
+    this.stats.batches++;
+    this.stats.deltasSent += sent;
+    this.stats.fullMapsSent += fullMaps;
     log.debug("deltas sent", {
       full: full.length,
       patched: patched.length,

@@ -16,11 +16,13 @@ import {
   derpNoUpgradeHandler,
   derpProbeHandler,
   DerpServer,
+  type DerpStats,
   embeddedDerpRegion,
   generate204Handler,
   handleDerpUpgrade,
   startStunServer,
   type StunServer,
+  type StunServerStats,
 } from "../derp/mod.ts";
 import { splitHostPort } from "./addr.ts";
 
@@ -28,6 +30,8 @@ export interface EmbeddedDerp {
   /** The merged DERP map (at least the embedded region when it is enabled). */
   map(): DERPMap;
   onMapChange(listener: () => void): void;
+  /** Relay and STUN counters; null for a part that is disabled. */
+  stats(): { relay: DerpStats | null; stun: StunServerStats | null };
   /** Adds /derp, /derp/probe, /derp/latency-check, /generate_204, /bootstrap-dns, /verify. */
   mount(router: Router): void;
   close(): Promise<void>;
@@ -99,6 +103,7 @@ export async function createDerp(config: Config, state: State, log: Logger): Pro
   return {
     map: () => source.current(),
     onMapChange: (l) => listeners.add(l),
+    stats: () => ({ relay: relay?.stats() ?? null, stun: stun?.stats() ?? null }),
     mount(router) {
       router
         .on("GET", "/derp/probe", derpProbeHandler)

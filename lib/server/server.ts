@@ -27,6 +27,8 @@ import { DebugRegistrations } from "../api/debug_registrations.ts";
 import { formatKey, publicKeyOf } from "../tailcfg/keys.ts";
 import { createDerp, type EmbeddedDerp } from "./derp.ts";
 import { splitHostPort } from "./addr.ts";
+import { startMetricsListener } from "./metrics.ts";
+import { tailnetMetrics } from "../metrics/tailnet.ts";
 
 /** Oldest client the server talks to: Tailscale v1.80 (capability version 113). */
 export const MIN_CAP_VERSION = 113;
@@ -36,6 +38,8 @@ export interface RunningServer {
   state: State;
   /** The address the main listener is bound to (host:port). */
   listenAddress: string;
+  /** Where /metrics is served (host:port), null when metrics_listen_addr is empty. */
+  metricsAddress: string | null;
   close(): Promise<void>;
 }
 
@@ -156,6 +160,19 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     );
   }
   for (const l of apiListeners) log.info("management API listening", { addr: l.address });
+  const metrics = await startMetricsListener(
+    config.metricsListenAddr,
+    tailnetMetrics({
+      state,
+      sessions: () => control.notifier.sessionCount,
+      pendingLogins: () => control.pendingAuths.list().length,
+      maps: control.mapStats,
+      notifier: control.notifier.stats,
+      derp: () => derp.stats(),
+      startedAt: new Date(),
+    }),
+  );
+  if (metrics) log.info("metrics listening", { addr: metrics.address });
 
   const listenAddress = await listen(http, config.listenAddr);
   log.info("listening", { addr: listenAddress, server_url: config.serverUrl });
@@ -164,12 +181,14 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     store,
     state,
     listenAddress,
+    metricsAddress: metrics?.address ?? null,
     async close() {
       // Stop accepting first: clients that reconnect as their streams end must be refused (they
       // retry within milliseconds, reaching the next server as soon as it listens).
       shuttingDown = true;
       const httpClosed = new Promise<void>((resolve) => http.close(() => resolve()));
       await Promise.all(apiListeners.map((l) => l.close()));
+      await metrics?.close();
       policy.close();
       await control.close();
       await derp.close();

@@ -38,6 +38,7 @@ export function writeConfig(dir: string, port: number, extra = "", tls = false):
     path,
     `server_url: ${tls ? "https" : "http"}://127.0.0.1:${port}
 listen_addr: 127.0.0.1:${port}
+metrics_listen_addr: ""
 noise:
   private_key_path: ${dir}/noise_private.key
 database:
