@@ -23,8 +23,10 @@ interface Harness {
   close(): Promise<void>;
 }
 
-async function startHarness(): Promise<Harness> {
-  const t = await startTestControl();
+async function startHarness(
+  opts: Parameters<typeof startTestControl>[0] = {},
+): Promise<Harness> {
+  const t = await startTestControl(opts);
   const serverKey = generateKeyPair();
   const upgrade = ts2021UpgradeHandler({
     serverPrivateKey: serverKey.privateKey,
@@ -66,8 +68,11 @@ async function startHarness(): Promise<Harness> {
   };
 }
 
-async function withHarness(fn: (h: Harness) => Promise<void>) {
-  const h = await startHarness();
+async function withHarness(
+  fn: (h: Harness) => Promise<void>,
+  opts: Parameters<typeof startTestControl>[0] = {},
+) {
+  const h = await startHarness(opts);
   try {
     await fn(h);
   } finally {
@@ -300,4 +305,45 @@ Deno.test("protocol: SSH check — the destination is held, an admin approves, o
     // And the same id cannot be approved twice.
     await assert.rejects(h.t.control.authRequests.approve(id), /no pending/);
   });
+});
+
+Deno.test("protocol: HEADSCALE_DEBUG_DUMP_MAPRESPONSE_PATH keeps every map response per node", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hsd-dump-" });
+  try {
+    await withHarness(async (h) => {
+      const alice = await h.t.user("alice");
+      const key = await h.t.authKey({ user: alice, reusable: true });
+      const a = await h.dial(generateKeyPair());
+      const nkA = nodeKey();
+      assert.equal((await register(a, nkA, key, "alpha")).status, 200);
+      const mapA = streamMap(a, nkA, "alpha");
+      assert.ok(await mapA.next());
+      const b = await h.dial(generateKeyPair());
+      assert.equal((await register(b, nodeKey(), key, "beta")).status, 200);
+      let received = 1;
+      for (;;) {
+        const m = await mapA.nextUpdate(5_000);
+        assert.ok(m, "stream ended early");
+        received++;
+        if (m.PeersChanged?.some((p) => p.Name === "beta.tailnet.internal.")) break;
+      }
+      mapA.close();
+
+      // Every response alpha received is on disk, in order: the full map, then deltas (one more
+      // may have been sent after the one we stopped at).
+      const idA = h.t.state.nodeByNodeKey(nkA)!.id;
+      const files = [...Deno.readDirSync(`${dir}/${idA}`)].map((e) => e.name).sort();
+      assert.ok(files.length >= received, `${received} received, on disk: ${files.join(" ")}`);
+      assert.match(files[0], /-full\.json$/);
+      assert.ok(files.slice(1).every((f) => f.endsWith("-delta.json")), files.join(" "));
+      const read = (f: string) => JSON.parse(Deno.readTextFileSync(`${dir}/${idA}/${f}`));
+      assert.equal(read(files[0]).Node.Name, "alpha.tailnet.internal.");
+      assert.deepEqual(
+        read(files[received - 1]).PeersChanged.map((p: { Name: string }) => p.Name),
+        ["beta.tailnet.internal."],
+      );
+    }, { debugDumpMapResponsePath: dir });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -14,6 +14,7 @@ import type { NodeReport } from "../state/state.ts";
 import type { MapRequest } from "../tailcfg/types.ts";
 import { KEEP_ALIVE, SharedMessage } from "../mapper/framing.ts";
 import type { Mapper } from "../mapper/mapper.ts";
+import type { MapResponseDump } from "../mapper/dump.ts";
 import type { MapSink, Notifier } from "../mapper/notifier.ts";
 import type { EphemeralGc } from "./ephemeral_gc.ts";
 import { HttpError } from "./http_util.ts";
@@ -29,6 +30,8 @@ export interface MapServiceDeps {
   keepAliveJitterMs?: number;
   /** A stream with more unsent bytes than this is closed (the client reconnects). */
   maxBufferedBytes?: number;
+  /** Also write every map response sent to disk (HEADSCALE_DEBUG_DUMP_MAPRESPONSE_PATH). */
+  dump?: MapResponseDump;
 }
 
 /** One open long poll. */
@@ -41,7 +44,12 @@ class MapStream implements MapSink {
     readonly nodeId: number,
     private readonly res: Http2ServerResponse,
     private readonly zstd: boolean,
-    private readonly opts: { keepAliveMs: number; jitterMs: number; maxBufferedBytes: number },
+    private readonly opts: {
+      keepAliveMs: number;
+      jitterMs: number;
+      maxBufferedBytes: number;
+      dump?: MapResponseDump;
+    },
     private readonly log: Logger,
   ) {}
 
@@ -56,6 +64,7 @@ class MapStream implements MapSink {
       this.close("client too slow");
       return;
     }
+    if (this.opts.dump && msg !== KEEP_ALIVE) this.opts.dump.write(this.nodeId, msg.json);
     try {
       const ok = this.res.write(msg.frame(this.zstd));
       if (!ok) this.log.trace("map stream buffering", { buffered: this.res.writableLength });
@@ -142,6 +151,7 @@ export class MapService {
       const msg = mapper.fullMapMessage(id);
       if (msg === null) throw new HttpError(404, "node not found");
       this.stats.fullMapsSent++;
+      this.deps.dump?.write(id, msg.json);
       res.writeHead(200, { "content-type": "application/octet-stream" });
       res.end(msg.frame(zstd));
       return;
@@ -151,6 +161,7 @@ export class MapService {
       keepAliveMs: this.keepAliveMs,
       jitterMs: this.jitterMs,
       maxBufferedBytes: this.maxBufferedBytes,
+      dump: this.deps.dump,
     }, log.child({ node: id }));
     // A deleted node learns it through its own node with a dead key: the client then needs a
     // login again, as with Tailscale's own control server (a bare close would only make it retry).

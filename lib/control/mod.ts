@@ -41,6 +41,7 @@ import type { NodeRecord } from "../store/types.ts";
 import type { DERPMap } from "../tailcfg/types.ts";
 import { Mapper } from "../mapper/mapper.ts";
 import { Notifier } from "../mapper/notifier.ts";
+import { MapResponseDump } from "../mapper/dump.ts";
 import type { PolicyView } from "../mapper/policy_view.ts";
 import { ExtraRecordsWatcher } from "../dns/extra_records.ts";
 import { EphemeralGc } from "./ephemeral_gc.ts";
@@ -65,6 +66,8 @@ export interface ControlPlaneDeps {
   derpMap: () => DERPMap;
   /** Defaults to allow-all (everyone sees everyone, all ports open). */
   policy?: PolicyView;
+  /** Write every map response sent under this folder (HEADSCALE_DEBUG_DUMP_MAPRESPONSE_PATH). */
+  debugDumpMapResponsePath?: string;
   /** Current extra DNS records; by default read from dns.extra_records_path (re-read on change). */
   extraRecords?: () => readonly DnsExtraRecord[];
   /** Knobs for tests; production uses the defaults. */
@@ -168,6 +171,9 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
     log,
     keepAliveMs: tuning.keepAliveMs,
     keepAliveJitterMs: tuning.keepAliveJitterMs,
+    dump: deps.debugDumpMapResponsePath
+      ? new MapResponseDump(deps.debugDumpMapResponsePath, log)
+      : undefined,
   });
   const sshChecks = new SshChecks({
     getNode: (id) => state.getNode(id),

@@ -54,6 +54,7 @@ export async function startTestControl(opts: {
   log?: Logger;
   tuning?: ControlPlaneDeps["tuning"];
   policy?: ControlPlaneDeps["policy"];
+  debugDumpMapResponsePath?: string;
 } = {}): Promise<TestControl> {
   const { config } = parseConfigText(opts.configYaml ?? "", { env: {} });
   opts.configure?.(config);
@@ -69,6 +70,7 @@ export async function startTestControl(opts: {
     log,
     derpMap: () => TEST_DERP_MAP,
     policy: opts.policy,
+    debugDumpMapResponsePath: opts.debugDumpMapResponsePath,
     tuning: { batchDelayMs: 5, ...opts.tuning },
   });
   const clients: ControlClient[] = [];

@@ -72,7 +72,14 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     state,
     log: log.child({ component: "policy" }),
   });
-  const control = createControlPlane({ state, config, log, derpMap: () => derp.map() });
+  const control = createControlPlane({
+    state,
+    config,
+    log,
+    derpMap: () => derp.map(),
+    // headscale's debug knob, an environment variable only (never in a config file).
+    debugDumpMapResponsePath: Deno.env.get("HEADSCALE_DEBUG_DUMP_MAPRESPONSE_PATH") || undefined,
+  });
   policy.attach({
     setPolicy: (engine) =>
       control.setPolicy(
