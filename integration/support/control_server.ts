@@ -168,6 +168,10 @@ export class ControlServer {
       url: this.url,
       cwd: this.dir,
       caCertPem: this.caCertPem,
+      // Every map response sent, per node: kept with the other artifacts when a test fails.
+      env: {
+        HEADSCALE_DEBUG_DUMP_MAPRESPONSE_PATH: `${this.harness.artifactsDir}/mapresponses`,
+      },
     });
     this.#process = process;
     // A crash (a signal, a native abort) may print nothing: note how the process ended.
