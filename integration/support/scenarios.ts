@@ -53,8 +53,9 @@ export async function assertRestartScenario(
   const everyone = [...clients, late];
   // Every old client sees the newcomer online: only a live map stream can have told it. The
   // generous wait is for v1.80 clients: after a dial is refused while the server restarts, their
-  // next dials are HTTPS-only and a refused one waits out its 10 s deadline before the retry.
-  const nodes = await assertMesh(server, everyone, 120_000);
+  // next dials are HTTPS-only and a refused one waits out its 10 s deadline before the retry; and
+  // a poll stuck on a dead connection is only abandoned by the client's 120 s map watchdog.
+  const nodes = await assertMesh(server, everyone, 180_000);
   assert.deepEqual(idsAndIps(nodes, names), before, "node ids and addresses survive the restart");
   assert.deepEqual(await Promise.all(clients.map((c) => c.ips())), ipsBefore, "tailscale ip");
   assert.ok(
