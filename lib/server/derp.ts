@@ -75,6 +75,14 @@ export async function createDerp(config: Config, state: State, log: Logger): Pro
       derpPort: defaultPort(url),
       stunPort,
     });
+    // Tailscale clients speak DERP over TLS only (as with headscale's embedded relay).
+    if (url.protocol === "http:") {
+      log.info(
+        "embedded DERP: clients reach it only over TLS; with an http:// server_url set " +
+          "tls_cert_path/tls_key_path or put a TLS proxy in front, or peers without a direct path " +
+          "cannot relay",
+      );
+    }
   }
 
   const source = new DerpMapSource({
