@@ -5,7 +5,7 @@
 import { createServer, type Server } from "node:http";
 import { sendText } from "../http/router.ts";
 import { METRICS_CONTENT_TYPE, type MetricsRegistry } from "../metrics/registry.ts";
-import { splitHostPort } from "./addr.ts";
+import { listenOn } from "./addr.ts";
 
 export interface MetricsListener {
   /** host:port it is bound to. */
@@ -27,18 +27,9 @@ export async function startMetricsListener(
     res.writeHead(200, { "content-type": METRICS_CONTENT_TYPE, "cache-control": "no-store" });
     res.end(req.method === "HEAD" ? undefined : metrics.render());
   });
-  const { host, port } = splitHostPort(addr);
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  const bound = server.address();
-  const boundPort = typeof bound === "object" && bound ? bound.port : port;
+  const address = await listenOn(server, addr);
   return {
-    address: `${host.includes(":") ? `[${host}]` : host}:${boundPort}`,
+    address,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

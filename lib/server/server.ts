@@ -26,7 +26,7 @@ import { ts2021UpgradeHandler } from "../noise/upgrade.ts";
 import { DebugRegistrations } from "../api/debug_registrations.ts";
 import { formatKey, publicKeyOf } from "../tailcfg/keys.ts";
 import { createDerp, type EmbeddedDerp } from "./derp.ts";
-import { splitHostPort } from "./addr.ts";
+import { listenOn, splitHostPort } from "./addr.ts";
 import { startMetricsListener } from "./metrics.ts";
 import { tailnetMetrics } from "../metrics/tailnet.ts";
 
@@ -41,20 +41,6 @@ export interface RunningServer {
   /** Where /metrics is served (host:port), null when metrics_listen_addr is empty. */
   metricsAddress: string | null;
   close(): Promise<void>;
-}
-
-function listen(server: Server, addr: string): Promise<string> {
-  const { host, port } = splitHostPort(addr);
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      server.off("error", reject);
-      const a = server.address();
-      resolve(
-        typeof a === "object" && a ? `${host.includes(":") ? `[${host}]` : host}:${a.port}` : addr,
-      );
-    });
-  });
 }
 
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
@@ -181,7 +167,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   );
   if (metrics) log.info("metrics listening", { addr: metrics.address });
 
-  const listenAddress = await listen(http, config.listenAddr);
+  const listenAddress = await listenOn(http, config.listenAddr);
   log.info("listening", { addr: listenAddress, server_url: config.serverUrl });
 
   return {
