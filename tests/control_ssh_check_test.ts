@@ -7,7 +7,8 @@ import { SshChecks } from "../lib/control/ssh_check.ts";
 import { HttpError } from "../lib/control/http_util.ts";
 import { NotFoundError } from "../lib/state/errors.ts";
 import { silentLogger } from "../lib/log/log.ts";
-import { parsePolicy, PolicyEngine, type PolicyNode } from "../lib/policy/mod.ts";
+import { parsePolicy, PolicyEngine } from "../lib/policy/mod.ts";
+import { policyNode } from "./helpers/policy_nodes.ts";
 import type { NodeRecord } from "../lib/store/types.ts";
 
 const DST_KEY = "mkey:" + "d".repeat(64);
@@ -157,16 +158,7 @@ Deno.test("policy: the check period of the first check rule covering src → dst
     { id: 1, name: "alice", email: "alice@example.com" },
     { id: 2, name: "bob", email: "bob@example.com" },
   ];
-  const node = (id: number, extra: Partial<PolicyNode>): PolicyNode => ({
-    id,
-    name: `n${id}`,
-    ipv4: `100.64.0.${id}`,
-    ipv6: `fd7a:115c:a1e0::${id}`,
-    tags: [],
-    advertisedRoutes: [],
-    approvedRoutes: [],
-    ...extra,
-  });
+  const node = policyNode;
   const nodes = [
     node(1, { userId: 1 }),
     node(2, { userId: 1 }),

@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { parsePolicy, PolicyEngine, type PolicyNode, type PolicyUser } from "../lib/policy/mod.ts";
+import { policyNode } from "./helpers/policy_nodes.ts";
 
 const USERS: PolicyUser[] = [
   { id: 1, name: "alice", email: "alice@example.com", roles: ["owner", "admin"] },
@@ -12,18 +13,7 @@ const USERS: PolicyUser[] = [
   { id: 3, name: "carol", email: "carol@example.org" },
 ];
 
-function node(id: number, extra: Partial<PolicyNode>): PolicyNode {
-  return {
-    id,
-    name: `n${id}`,
-    ipv4: `100.64.0.${id}`,
-    ipv6: `fd7a:115c:a1e0::${id}`,
-    tags: [],
-    advertisedRoutes: [],
-    approvedRoutes: [],
-    ...extra,
-  };
-}
+const node = policyNode;
 
 const NODES: PolicyNode[] = [
   node(1, { userId: 1 }), // alice laptop

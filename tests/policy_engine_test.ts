@@ -13,24 +13,14 @@ import {
   runPolicyTests,
   runSSHTests,
 } from "../lib/policy/mod.ts";
+import { policyNode } from "./helpers/policy_nodes.ts";
 
 const USERS: PolicyUser[] = [
   { id: 1, name: "alice", email: "alice@example.com" },
   { id: 2, name: "bob", email: "bob@example.com" },
 ];
 
-function node(id: number, extra: Partial<PolicyNode> = {}): PolicyNode {
-  return {
-    id,
-    name: `n${id}`,
-    ipv4: `100.64.0.${id}`,
-    ipv6: `fd7a:115c:a1e0::${id}`,
-    tags: [],
-    advertisedRoutes: [],
-    approvedRoutes: [],
-    ...extra,
-  };
-}
+const node = policyNode;
 
 const OWNERS = {
   tagOwners: {
