@@ -336,14 +336,37 @@ export class Harness {
     const parts: string[] = [`--- failure digest (${this.runId}) ---`];
     // A restarted server appends to the same log.
     for (const path of new Set(this.#servers.map((s) => s.logPath))) {
+      parts.push(`${path}, last warnings:`, await tail(path, 15, /^\S+ (WARN|ERROR)/));
       parts.push(`${path}, last lines:`, await tail(path, 40));
     }
-    const control = /control|PollNetMap|netmap|Received error|backoff|authRoutine|mapRoutine/;
+    const control =
+      /control|PollNetMap|netmap|Received error|backoff|authRoutine|mapRoutine|derp|health/i;
     for (const client of this.#clients) {
-      parts.push(`${client.name} (control lines):`, await tail(client.logPath, 12, control));
+      parts.push(`${client.name} (control, DERP and health lines):`);
+      parts.push(await tail(client.logPath, 16, control));
+      parts.push(`  status: ${await this.#statusSummary(client.name)}`);
     }
     parts.push("--- end of failure digest ---");
     return parts.join("\n");
+  }
+
+  /** BackendState, health warnings and home DERP from the status {@link collectArtifacts} kept. */
+  async #statusSummary(name: string): Promise<string> {
+    const text = await Deno.readTextFile(`${this.artifactsDir}/${name}.status.json`).catch(() =>
+      ""
+    );
+    try {
+      const status = JSON.parse(text);
+      const peers = Object.values(status.Peer ?? {}) as { Online?: boolean; Relay?: string }[];
+      return [
+        `state=${status.BackendState}`,
+        `relay=${status.Self?.Relay || "-"}`,
+        `peers=${peers.length} online=${peers.filter((p) => p.Online).length}`,
+        `health=${JSON.stringify(status.Health ?? [])}`,
+      ].join(" ");
+    } catch {
+      return text.trim().slice(0, 200) || "(none)";
+    }
   }
 
   #assertOpen(): void {

@@ -32,9 +32,9 @@ export interface DaemonOptions {
   env?: Record<string, string>;
   /** Extra tailscaled flags. */
   extraArgs?: string[];
-  /** SOCKS5 proxy port on the namespace's localhost. Default 1055. */
+  /** SOCKS5 proxy port on the namespace's 127.0.0.1. Default 1055. */
   socks5Port?: number;
-  /** Outbound HTTP proxy port on the namespace's localhost. Default 1056. */
+  /** Outbound HTTP proxy port on the namespace's 127.0.0.1. Default 1056. */
   httpProxyPort?: number;
   /** How long to wait for the daemon's socket to answer. Default 30 s. */
   readyTimeoutMs?: number;
@@ -125,14 +125,17 @@ export class TailscaleClient {
     return this.namespace.address;
   }
 
+  // 127.0.0.1 rather than localhost: tailscaled resolves "localhost" through DNS here, and a DNS
+  // server that does not answer from inside a namespace made the daemon exit after 10 s.
+
   /** `host:port` of tailscaled's SOCKS5 proxy, reachable from inside the namespace only. */
   get socks5Address(): string {
-    return `localhost:${this.#setup.daemon?.socks5Port ?? DEFAULT_SOCKS5_PORT}`;
+    return `127.0.0.1:${this.#setup.daemon?.socks5Port ?? DEFAULT_SOCKS5_PORT}`;
   }
 
   /** `host:port` of tailscaled's outbound HTTP proxy, reachable from inside the namespace only. */
   get httpProxyAddress(): string {
-    return `localhost:${this.#setup.daemon?.httpProxyPort ?? DEFAULT_HTTP_PROXY_PORT}`;
+    return `127.0.0.1:${this.#setup.daemon?.httpProxyPort ?? DEFAULT_HTTP_PROXY_PORT}`;
   }
 
   get daemonRunning(): boolean {
