@@ -339,15 +339,35 @@ export class Harness {
       parts.push(`${path}, last warnings:`, await tail(path, 15, /^\S+ (WARN|ERROR)/));
       parts.push(`${path}, last lines:`, await tail(path, 40));
     }
+    // Control, DERP and state lines, without the stream of "health(…): ok".
     const control =
-      /control|PollNetMap|netmap|Received error|backoff|authRoutine|mapRoutine|derp|health/i;
+      /^(?!.*\): ok$).*(control|PollNetMap|netmap|Received error|backoff|Routine|derp|health|ipn state|Reconfig)/i;
     for (const client of this.#clients) {
       parts.push(`${client.name} (control, DERP and health lines):`);
-      parts.push(await tail(client.logPath, 16, control));
+      parts.push(await tail(client.logPath, 20, control));
       parts.push(`  status: ${await this.#statusSummary(client.name)}`);
     }
+    parts.push(`map responses sent: ${await this.#mapResponseSummary()}`);
     parts.push("--- end of failure digest ---");
     return parts.join("\n");
+  }
+
+  /** Per node id: how many map responses the servers dumped, and the last one's name. */
+  async #mapResponseSummary(): Promise<string> {
+    const root = `${this.artifactsDir}/mapresponses`;
+    const lines: string[] = [];
+    try {
+      for await (const dir of Deno.readDir(root)) {
+        if (!dir.isDirectory) continue;
+        const files: string[] = [];
+        for await (const f of Deno.readDir(`${root}/${dir.name}`)) files.push(f.name);
+        files.sort();
+        lines.push(`node ${dir.name}: ${files.length}, last ${files.at(-1) ?? "-"}`);
+      }
+    } catch {
+      return "(none dumped)";
+    }
+    return lines.length === 0 ? "(none)" : `\n  ${lines.sort().join("\n  ")}`;
   }
 
   /** BackendState, health warnings and home DERP from the status {@link collectArtifacts} kept. */

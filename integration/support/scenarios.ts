@@ -49,7 +49,9 @@ export async function assertRestartScenario(
     version: newcomer.version,
     env: server.clientEnv,
   });
-  await late.up({ loginServer: server.url, authKey });
+  // As generous as the mesh wait below: in CI a v1.80 newcomer once stayed short of Running for
+  // the default 60 s while the old clients were still waiting out their dial deadlines.
+  await late.up({ loginServer: server.url, authKey, timeoutMs: 180_000 });
   const everyone = [...clients, late];
   // Every old client sees the newcomer online: only a live map stream can have told it. The
   // generous wait is for v1.80 clients: after a dial is refused while the server restarts, their
