@@ -20,7 +20,8 @@ const ignore = skipReason !== undefined;
 /** Everything in `names` that belongs to run index `index` (bridge, veths, namespaces). */
 function ofRun(names: string[], index: number): string[] {
   return names.filter((n) =>
-    n === `hsdbr${index}` || n.startsWith(`hsdv${index}c`) || n.startsWith(`netns hsd${index}-`)
+    n === `hsdbr${index}` || n.startsWith(`hsdv${index}c`) || n.startsWith(`netns hsd${index}-`) ||
+    n.startsWith(`/etc/netns/hsd${index}-`)
   );
 }
 
@@ -54,9 +55,16 @@ Deno.test({
         );
       }
 
-      // Present while the run lives: bridge, both veths, both namespaces, the no-forwarding rule.
+      // Inside, DNS goes nowhere beyond the namespace.
+      const resolv = await h.execIn(a, ["cat", "/etc/resolv.conf"]);
+      assert.match(resolv.stdout, /^nameserver 127\.0\.0\.1$/m);
+
+      // Present while the run lives: bridge, both veths, both namespaces (and their /etc/netns
+      // files), the no-forwarding rule.
       const present = ofRun(await listHarnessInterfaces(), index);
       assert.deepEqual(present.sort(), [
+        `/etc/netns/hsd${index}-c0`,
+        `/etc/netns/hsd${index}-c1`,
         `hsdbr${index}`,
         `hsdv${index}c0`,
         `hsdv${index}c1`,
@@ -132,7 +140,8 @@ Deno.test({
   name: "harness: leftovers of a crashed run are swept",
   ignore,
   async fn() {
-    // Build what a crashed run leaves: a labelled bridge whose owner is gone, a namespace, a veth.
+    // Build what a crashed run leaves: a labelled bridge whose owner is gone, a namespace (and its
+    // /etc/netns files), a veth.
     let index = 0;
     for (let n = 254; n > 0 && index === 0; n--) {
       if ((await runCommand(["ip", "link", "add", `hsdbr${n}`, "type", "bridge"])).success) {
@@ -160,6 +169,8 @@ Deno.test({
       `hsd${index}-c0`,
     );
     await ip("rule", "add", "priority", "1000", "iif", `hsdbr${index}`, "unreachable");
+    await Deno.mkdir(`/etc/netns/hsd${index}-c0`, { recursive: true });
+    await Deno.writeTextFile(`/etc/netns/hsd${index}-c0/resolv.conf`, "nameserver 127.0.0.1\n");
 
     // A concurrent run's sweep may get there first, so check what is left, not who removed it.
     await sweepStaleRuns();

@@ -25,6 +25,8 @@ const ALIAS_TAG = "headscale-deno-it";
 const RULE_PRIORITY = 1000;
 const FIRST_HOST = 10;
 const MAX_NAMESPACES = 240;
+/** Where `ip netns exec` finds the files it mounts over /etc for a namespace. */
+const NETNS_ETC = "/etc/netns";
 
 /** One client namespace. */
 export interface Namespace {
@@ -132,6 +134,7 @@ export class TestNetwork {
     this.#namespaces.push(ns);
     const ip = (...args: string[]) => runChecked(["ip", ...args]);
     await ip("netns", "add", ns.name);
+    await writeNamespaceEtc(ns.name);
     await ip(
       "link",
       "add",
@@ -204,6 +207,12 @@ export async function sweepStaleRuns(): Promise<string[]> {
     await removeNamespace(name);
     removed.push(`netns ${name}`);
   }
+  for (const name of await listNamespaceEtcDirs()) {
+    const index = indexOf(name, new RegExp(`^${NAMESPACE_PREFIX}(\\d+)-`));
+    if (!isStale(index)) continue;
+    await Deno.remove(`${NETNS_ETC}/${name}`, { recursive: true }).catch(() => {});
+    removed.push(`${NETNS_ETC}/${name}`);
+  }
   for (const rule of await listRules()) {
     const index = indexOf(rule.iif ?? "", new RegExp(`^${BRIDGE_PREFIX}(\\d+)$`));
     if (rule.priority !== RULE_PRIORITY || !isStale(index)) continue;
@@ -225,7 +234,39 @@ export async function listHarnessInterfaces(): Promise<string[]> {
   const namespaces = (await listNamespaces()).filter((n) =>
     new RegExp(`^${NAMESPACE_PREFIX}\\d+-`).test(n)
   );
-  return [...links, ...namespaces.map((n) => `netns ${n}`)];
+  const etc = (await listNamespaceEtcDirs()).filter((n) =>
+    new RegExp(`^${NAMESPACE_PREFIX}\\d+-`).test(n)
+  );
+  return [
+    ...links,
+    ...namespaces.map((n) => `netns ${n}`),
+    ...etc.map((n) => `${NETNS_ETC}/${n}`),
+  ];
+}
+
+/**
+ * The files `ip netns exec` mounts over /etc for namespace `name`: a resolv.conf pointing at the
+ * namespace's own loopback, so a DNS lookup fails at once instead of waiting on the host's
+ * resolver (tailscaled looked up "localhost" that way and exited when the answer took 10 s).
+ */
+async function writeNamespaceEtc(name: string): Promise<void> {
+  await Deno.mkdir(`${NETNS_ETC}/${name}`, { recursive: true });
+  await Deno.writeTextFile(
+    `${NETNS_ETC}/${name}/resolv.conf`,
+    "# headscale-deno integration namespace: no DNS beyond it\nnameserver 127.0.0.1\n",
+  );
+}
+
+async function listNamespaceEtcDirs(): Promise<string[]> {
+  const names: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(NETNS_ETC)) {
+      if (entry.isDirectory) names.push(entry.name);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return names;
 }
 
 async function removeNamespace(name: string, hostVeth?: string): Promise<string[]> {
@@ -248,6 +289,9 @@ async function removeNamespace(name: string, hostVeth?: string): Promise<string[
   if (!del.success && !/No such file/.test(del.stderr)) {
     problems.push(`netns ${name}: ${del.stderr.trim()}`);
   }
+  await Deno.remove(`${NETNS_ETC}/${name}`, { recursive: true }).catch((e) => {
+    if (!(e instanceof Deno.errors.NotFound)) problems.push(`${NETNS_ETC}/${name}: ${e}`);
+  });
   return problems;
 }
 
