@@ -2,29 +2,15 @@ import assert from "node:assert/strict";
 import { parseConfigText } from "../lib/config/load.ts";
 import { randomKey, TEST_DERP_MAP } from "../lib/control/testing.ts";
 import { silentLogger } from "../lib/log/log.ts";
-import { decodeFrames, encodeFrame, type SharedMessage } from "../lib/mapper/framing.ts";
+import { decodeFrames, encodeFrame } from "../lib/mapper/framing.ts";
 import { Mapper } from "../lib/mapper/mapper.ts";
-import { type MapSink, Notifier } from "../lib/mapper/notifier.ts";
+import { Notifier } from "../lib/mapper/notifier.ts";
 import { ALLOW_ALL_FILTER, type PolicyView } from "../lib/mapper/policy_view.ts";
 import { State } from "../lib/state/state.ts";
 import { openStore } from "../lib/store/mod.ts";
 import type { Store } from "../lib/store/types.ts";
-import type { DERPMap, MapResponse } from "../lib/tailcfg/types.ts";
-
-class FakeSink implements MapSink {
-  readonly got: SharedMessage[] = [];
-  closedWith: string | null = null;
-  constructor(readonly nodeId: number) {}
-  send(msg: SharedMessage) {
-    this.got.push(msg);
-  }
-  close(reason: string) {
-    this.closedWith = reason;
-  }
-  take(): MapResponse[] {
-    return this.got.splice(0).map((m) => JSON.parse(m.json));
-  }
-}
+import type { DERPMap } from "../lib/tailcfg/types.ts";
+import { RecordingSink } from "./helpers/map_fixtures.ts";
 
 interface World {
   store: Store;
@@ -32,7 +18,7 @@ interface World {
   mapper: Mapper;
   notifier: Notifier;
   ids: number[];
-  sinks: Map<number, FakeSink>;
+  sinks: Map<number, RecordingSink>;
   derp: { map: DERPMap };
   close(): Promise<void>;
 }
@@ -68,9 +54,9 @@ async function world(n: number, policy?: PolicyView, owners?: string[]): Promise
   const derp = { map: TEST_DERP_MAP };
   const mapper = new Mapper({ state, config, policy, derpMap: () => derp.map });
   const notifier = new Notifier({ state, mapper, log, batchDelayMs: 60_000 });
-  const sinks = new Map<number, FakeSink>();
+  const sinks = new Map<number, RecordingSink>();
   for (const id of ids) {
-    const sink = new FakeSink(id);
+    const sink = new RecordingSink(id);
     sinks.set(id, sink);
     notifier.register(sink);
   }
@@ -285,7 +271,7 @@ Deno.test("notifier: a new stream of a node replaces the old one", async () => {
   const w = await world(2);
   try {
     const old = w.sinks.get(w.ids[0])!;
-    const fresh = new FakeSink(w.ids[0]);
+    const fresh = new RecordingSink(w.ids[0]);
     w.notifier.register(fresh);
     assert.equal(old.closedWith, "replaced by a newer map stream");
     w.notifier.unregister(old);

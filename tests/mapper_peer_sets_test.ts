@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
 import { parseConfigText } from "../lib/config/load.ts";
-import { randomKey, TEST_DERP_MAP } from "../lib/control/testing.ts";
+import { TEST_DERP_MAP } from "../lib/control/testing.ts";
 import { silentLogger } from "../lib/log/log.ts";
-import type { SharedMessage } from "../lib/mapper/framing.ts";
 import { Mapper } from "../lib/mapper/mapper.ts";
-import { type MapSink, Notifier } from "../lib/mapper/notifier.ts";
+import { Notifier } from "../lib/mapper/notifier.ts";
 import { EVERYONE, PeerSetPool, sortedIds } from "../lib/mapper/peer_sets.ts";
 import { policyEngineView } from "../lib/mapper/policy_engine_view.ts";
 import { FilterJson } from "../lib/mapper/policy_sync.ts";
@@ -13,7 +12,7 @@ import { parsePolicy, PolicyEngine, type PolicyNode } from "../lib/policy/mod.ts
 import { syntheticTailnet } from "../lib/policy/synthetic.ts";
 import type { Change } from "../lib/state/events.ts";
 import type { NodeRecord } from "../lib/store/types.ts";
-import type { MapResponse } from "../lib/tailcfg/types.ts";
+import { nodeRecord, RecordingSink } from "./helpers/map_fixtures.ts";
 
 const ids = (...xs: number[]) => Int32Array.from(xs);
 
@@ -84,41 +83,8 @@ Deno.test("peer sets: sortedIds sorts, drops duplicates and the node itself", ()
 
 const { config } = parseConfigText("", { env: {} });
 
-function nodeRecord(id: number, userId: number, tags: string[] = []): NodeRecord {
-  return {
-    id,
-    machineKey: randomKey("mkey:"),
-    nodeKey: randomKey("nodekey:"),
-    discoKey: randomKey("discokey:"),
-    ipv4: `100.64.${id >> 8}.${id & 255}`,
-    ipv6: `fd7a:115c:a1e0::${id.toString(16)}`,
-    hostname: `n${id}`,
-    givenName: `n${id}`,
-    userId: tags.length > 0 ? null : userId,
-    tags,
-    authKeyId: null,
-    registerMethod: "authkey",
-    ephemeral: false,
-    hostinfo: { Hostname: `n${id}` },
-    endpoints: [],
-    approvedRoutes: [],
-    expiry: null,
-    lastSeen: null,
-    createdAt: new Date(0),
-    updatedAt: new Date(0),
-  };
-}
-
-class Sink implements MapSink {
-  readonly got: SharedMessage[] = [];
-  constructor(readonly nodeId: number) {}
-  send(msg: SharedMessage) {
-    this.got.push(msg);
-  }
-  close() {}
-  take(): MapResponse[] {
-    return this.got.splice(0).map((m) => JSON.parse(m.json));
-  }
+function userNode(id: number, userId: number, tags: string[] = []): NodeRecord {
+  return nodeRecord(id, { userId: tags.length > 0 ? null : userId, tags });
 }
 
 function sessions(nodes: NodeRecord[], policy: PolicyView) {
@@ -145,9 +111,9 @@ function sessions(nodes: NodeRecord[], policy: PolicyView) {
   };
   const mapper = new Mapper({ state, config, policy, derpMap: () => TEST_DERP_MAP });
   const notifier = new Notifier({ state, mapper, log: silentLogger(), batchDelayMs: 60_000 });
-  const sinks = new Map<number, Sink>();
+  const sinks = new Map<number, RecordingSink>();
   for (const n of nodes) {
-    const s = new Sink(n.id);
+    const s = new RecordingSink(n.id);
     sinks.set(n.id, s);
     notifier.register(s);
   }
@@ -160,7 +126,7 @@ function sessions(nodes: NodeRecord[], policy: PolicyView) {
 }
 
 Deno.test("policy sync: an allow-all policy over 300 sessions holds one peer array", () => {
-  const nodes = Array.from({ length: 300 }, (_, i) => nodeRecord(i + 1, (i % 7) + 1));
+  const nodes = Array.from({ length: 300 }, (_, i) => userNode(i + 1, (i % 7) + 1));
   const engine = new PolicyEngine(
     parsePolicy(`{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:*"] }] }`),
     Array.from({ length: 7 }, (_, i) => ({ id: i + 1, name: `u${i + 1}` })),
@@ -200,7 +166,7 @@ Deno.test("policy sync: a delta larger than the full map becomes a full map", ()
     filterFor: () => ALLOW_ALL_FILTER,
     sshPolicyFor: () => null,
   };
-  const nodes = Array.from({ length: 600 }, (_, i) => nodeRecord(i + 1, 1));
+  const nodes = Array.from({ length: 600 }, (_, i) => userNode(i + 1, 1));
   const s = sessions(nodes, policy);
   try {
     pairs = true;

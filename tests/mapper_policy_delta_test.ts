@@ -2,27 +2,15 @@ import assert from "node:assert/strict";
 import { parseConfigText } from "../lib/config/load.ts";
 import { randomKey, TEST_DERP_MAP } from "../lib/control/testing.ts";
 import { silentLogger } from "../lib/log/log.ts";
-import type { SharedMessage } from "../lib/mapper/framing.ts";
 import { Mapper } from "../lib/mapper/mapper.ts";
-import { type MapSink, Notifier } from "../lib/mapper/notifier.ts";
+import { Notifier } from "../lib/mapper/notifier.ts";
 import { policyEngineView } from "../lib/mapper/policy_engine_view.ts";
 import { allowAllPolicy } from "../lib/mapper/policy_view.ts";
 import { PolicyManager } from "../lib/server/policy.ts";
 import { State } from "../lib/state/state.ts";
 import { openStore } from "../lib/store/mod.ts";
 import type { FilterRule, MapResponse } from "../lib/tailcfg/types.ts";
-
-class FakeSink implements MapSink {
-  readonly got: SharedMessage[] = [];
-  constructor(readonly nodeId: number) {}
-  send(msg: SharedMessage) {
-    this.got.push(msg);
-  }
-  close() {}
-  take(): MapResponse[] {
-    return this.got.splice(0).map((m) => JSON.parse(m.json));
-  }
-}
+import { RecordingSink } from "./helpers/map_fixtures.ts";
 
 const WEB_80 = `{
   "tagOwners": { "tag:web": ["alice@"], "tag:srv": ["alice@"] },
@@ -75,9 +63,9 @@ async function tailnet() {
     resync: (affected) => notifier.resync(affected),
   });
   await policy.set(WEB_80);
-  const sinks = new Map<number, FakeSink>();
+  const sinks = new Map<number, RecordingSink>();
   for (const id of Object.values(ids)) {
-    const sink = new FakeSink(id);
+    const sink = new RecordingSink(id);
     sinks.set(id, sink);
     notifier.register(sink);
   }

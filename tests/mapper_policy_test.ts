@@ -1,41 +1,16 @@
 import assert from "node:assert/strict";
 import { parseConfigText } from "../lib/config/load.ts";
-import { randomKey, TEST_DERP_MAP } from "../lib/control/testing.ts";
+import { TEST_DERP_MAP } from "../lib/control/testing.ts";
 import { Mapper } from "../lib/mapper/mapper.ts";
 import { policyEngineView } from "../lib/mapper/policy_engine_view.ts";
 import { parsePolicy, PolicyEngine, type PolicyNode } from "../lib/policy/mod.ts";
-import type { NodeRecord } from "../lib/store/types.ts";
 import type { MapResponse } from "../lib/tailcfg/types.ts";
+import { nodeRecord } from "./helpers/map_fixtures.ts";
 
 const { config } = parseConfigText("", { env: {} });
 
-function record(id: number, tags: string[]): NodeRecord {
-  return {
-    id,
-    machineKey: randomKey("mkey:"),
-    nodeKey: randomKey("nodekey:"),
-    discoKey: randomKey("discokey:"),
-    ipv4: `100.64.0.${id}`,
-    ipv6: `fd7a:115c:a1e0::${id}`,
-    hostname: `n${id}`,
-    givenName: `n${id}`,
-    userId: null,
-    tags,
-    authKeyId: null,
-    registerMethod: "authkey",
-    ephemeral: false,
-    hostinfo: { Hostname: `n${id}` },
-    endpoints: [],
-    approvedRoutes: [],
-    expiry: null,
-    lastSeen: null,
-    createdAt: new Date(0),
-    updatedAt: new Date(0),
-  };
-}
-
 Deno.test("policy engine view: peers, filters, SSH and node attributes reach the maps", () => {
-  const nodes = new Map([1, 2, 3].map((id) => [id, record(id, [`tag:t${id}`])]));
+  const nodes = new Map([1, 2, 3].map((id) => [id, nodeRecord(id, { tags: [`tag:t${id}`] })]));
   const policyNodes: PolicyNode[] = [...nodes.values()].map((n) => ({
     id: n.id,
     name: n.hostname,
@@ -82,7 +57,7 @@ Deno.test("policy engine view: peers, filters, SSH and node attributes reach the
   assert.deepEqual(m3.Peers, [], "t3 sees nobody");
 
   // A node the engine has not heard of yet sees nobody instead of throwing.
-  nodes.set(4, record(4, ["tag:t3"]));
+  nodes.set(4, nodeRecord(4, { tags: ["tag:t3"] }));
   mapper.membershipChanged(4);
   assert.deepEqual(map(4).Peers, []);
   assert.deepEqual(map(4).PacketFilter, []);
