@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { type Timestamp, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Node, NodeSchema, RegisterMethod } from "../../gen/headscale/v1/node_pb.ts";
+import { ExpiringMap } from "../control/expiring_map.ts";
 import { InvalidArgumentError } from "../state/errors.ts";
 import { validateRoutes } from "../state/state.ts";
 import type { NodeRecord, UserRecord } from "../store/types.ts";
@@ -92,43 +93,30 @@ export interface ParkedRegistration {
 }
 
 export class DebugRegistrations {
-  private readonly entries = new Map<string, ParkedRegistration>();
-  private readonly ttlMs: number;
-  private readonly maxEntries: number;
-  private readonly now: () => Date;
+  private readonly entries: ExpiringMap<ParkedRegistration>;
+  private readonly now: () => number;
 
   constructor(opts: DebugRegistrationsOptions = {}) {
-    this.ttlMs = opts.ttlMs ?? 15 * 60_000;
-    this.maxEntries = opts.maxEntries ?? 1_000;
-    this.now = opts.now ?? (() => new Date());
-  }
-
-  private sweep(): void {
-    const cutoff = this.now().getTime() - this.ttlMs;
-    for (const [id, e] of this.entries) {
-      if (e.createdAt > cutoff) break; // Insertion order = creation order.
-      this.entries.delete(id);
-    }
+    const now = opts.now ?? (() => new Date());
+    this.now = () => now().getTime();
+    this.entries = new ExpiringMap({
+      ttlMs: opts.ttlMs ?? 15 * 60_000,
+      maxEntries: opts.maxEntries ?? 1_000,
+      now: this.now,
+    });
   }
 
   /** Parks `reg` under `id`, replacing what was there (as headscale's cache does). */
   add(id: string, reg: DebugRegistration): void {
-    this.sweep();
-    this.entries.delete(id);
-    while (this.entries.size >= this.maxEntries) {
-      this.entries.delete(this.entries.keys().next().value!);
-    }
-    this.entries.set(id, { reg, createdAt: this.now().getTime() });
+    this.entries.set(id, { reg, createdAt: this.now() });
   }
 
   has(id: string): boolean {
-    this.sweep();
     return this.entries.has(id);
   }
 
   /** Removes and returns the entry, so two concurrent registrations cannot both use it. */
   take(id: string): ParkedRegistration | undefined {
-    this.sweep();
     const e = this.entries.get(id);
     this.entries.delete(id);
     return e;
@@ -140,7 +128,6 @@ export class DebugRegistrations {
   }
 
   get size(): number {
-    this.sweep();
     return this.entries.size;
   }
 }

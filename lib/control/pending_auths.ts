@@ -15,6 +15,7 @@ import type { Logger } from "../log/log.ts";
 import type { NodeRecord } from "../store/types.ts";
 import type { Hostinfo } from "../tailcfg/types.ts";
 import { NotFoundError } from "../state/errors.ts";
+import { ExpiringMap } from "./expiring_map.ts";
 
 /** What the client asked for, kept until an admin decides. */
 export interface RegistrationRequest {
@@ -92,27 +93,21 @@ export function newAuthId(): string {
 }
 
 export class PendingAuths {
-  private readonly entries = new Map<string, Entry>();
-  private readonly ttlMs: number;
-  private readonly maxEntries: number;
+  private readonly entries: ExpiringMap<Entry>;
   private readonly now: () => Date;
 
   constructor(private readonly deps: PendingAuthsDeps) {
-    this.ttlMs = deps.ttlMs ?? 15 * 60_000;
-    this.maxEntries = deps.maxEntries ?? 10_000;
     this.now = deps.now ?? (() => new Date());
+    this.entries = new ExpiringMap({
+      ttlMs: deps.ttlMs ?? 15 * 60_000,
+      maxEntries: deps.maxEntries ?? 10_000,
+      now: () => this.now().getTime(),
+      // Expired, or pushed out by newer logins: a waiting client starts over.
+      onDrop: (_id, e) => this.wake(e, "unknown"),
+    });
   }
 
-  private sweep(): void {
-    const cutoff = this.now().getTime() - this.ttlMs;
-    for (const [id, e] of this.entries) {
-      if (e.createdAt > cutoff) break; // Insertion order = creation order.
-      this.drop(id, e, "unknown");
-    }
-  }
-
-  private drop(id: string, e: Entry, outcome: "timeout" | "unknown"): void {
-    this.entries.delete(id);
+  private wake(e: Entry, outcome: WaitResult): void {
     for (const w of [...e.waiters]) w(outcome);
     e.waiters.clear();
   }
@@ -122,7 +117,6 @@ export class PendingAuths {
    * key while its login is still pending gets the same id.
    */
   create(request: RegistrationRequest): string {
-    this.sweep();
     for (const e of this.entries.values()) {
       if (
         !e.verdict && !e.approving && e.request.machineKey === request.machineKey &&
@@ -131,10 +125,6 @@ export class PendingAuths {
         e.request = request;
         return e.id;
       }
-    }
-    while (this.entries.size >= this.maxEntries) {
-      const [oldestId, oldest] = this.entries.entries().next().value!;
-      this.drop(oldestId, oldest, "unknown");
     }
     const id = newAuthId();
     this.entries.set(id, {
@@ -154,7 +144,6 @@ export class PendingAuths {
 
   /** The pending request, if the id is known and not expired. */
   get(id: string): RegistrationRequest | undefined {
-    this.sweep();
     return this.entries.get(id)?.request;
   }
 
@@ -167,7 +156,6 @@ export class PendingAuths {
     machineKey: string,
     opts: { timeoutMs: number; signal?: AbortSignal },
   ): Promise<WaitResult> {
-    this.sweep();
     const e = this.entries.get(id);
     if (!e || e.request.machineKey !== machineKey) return Promise.resolve("unknown");
     if (e.verdict) return Promise.resolve(e.verdict);
@@ -189,12 +177,10 @@ export class PendingAuths {
 
   private decide(e: Entry, verdict: AuthVerdict): void {
     e.verdict = verdict;
-    for (const w of [...e.waiters]) w(verdict);
-    e.waiters.clear();
+    this.wake(e, verdict);
   }
 
   private pending(id: string): Entry {
-    this.sweep();
     const e = this.entries.get(id);
     if (!e) throw new NotFoundError(`no pending login with auth id ${id} (it may have expired)`);
     if (e.verdict || e.approving) {
@@ -243,20 +229,20 @@ export class PendingAuths {
   }
 
   list(): PendingAuthInfo[] {
-    this.sweep();
-    return [...this.entries.values()].map((e) => ({
+    return this.entries.values().map((e) => ({
       id: e.id,
       hostname: e.request.hostname,
       machineKey: e.request.machineKey,
       nodeKey: e.request.nodeKey,
       createdAt: new Date(e.createdAt),
-      expiresAt: new Date(e.createdAt + this.ttlMs),
+      expiresAt: new Date(e.createdAt + this.entries.ttlMs),
       status: e.verdict ? e.verdict.kind : "pending",
     }));
   }
 
   /** Wakes every waiter (shutdown); they answer with a fresh attempt later. */
   close(): void {
-    for (const [id, e] of [...this.entries]) this.drop(id, e, "timeout");
+    for (const e of this.entries.values()) this.wake(e, "timeout");
+    this.entries.clear();
   }
 }

@@ -17,6 +17,7 @@ import type { Logger } from "../log/log.ts";
 import type { SSHAction } from "../policy/types.ts";
 import type { NodeRecord } from "../store/types.ts";
 import { NotFoundError } from "../state/errors.ts";
+import { ExpiringMap } from "./expiring_map.ts";
 import { HttpError } from "./http_util.ts";
 import { isAuthId, newAuthId } from "./pending_auths.ts";
 
@@ -53,17 +54,20 @@ function baseAction(): SSHAction {
 }
 
 export class SshChecks {
-  private readonly checks = new Map<string, Check>();
+  private readonly checks: ExpiringMap<Check>;
   /** "src:dst" → when the pair was last approved. */
   private readonly approvedAt = new Map<string, number>();
-  private readonly ttlMs: number;
-  private readonly maxEntries: number;
   private readonly now: () => number;
 
   constructor(private readonly deps: SshCheckDeps) {
-    this.ttlMs = deps.ttlMs ?? 15 * 60_000;
-    this.maxEntries = deps.maxEntries ?? 10_000;
     this.now = deps.now ?? Date.now;
+    this.checks = new ExpiringMap({
+      ttlMs: deps.ttlMs ?? 15 * 60_000,
+      maxEntries: deps.maxEntries ?? 10_000,
+      now: this.now,
+      // Expired or pushed out: a held connection is refused.
+      onDrop: (_id, check) => this.finish(check, "rejected"),
+    });
   }
 
   /**
@@ -78,7 +82,6 @@ export class SshChecks {
     machineKey: string,
     signal?: AbortSignal,
   ): Promise<SSHAction> {
-    this.sweep();
     const dstNode = this.deps.getNode(dst);
     if (!dstNode) throw new HttpError(404, "dst node not found");
     if (dstNode.machineKey !== machineKey) {
@@ -95,7 +98,6 @@ export class SshChecks {
   }
 
   private hold(src: number, dst: number): SSHAction {
-    while (this.checks.size >= this.maxEntries) this.drop(this.checks.values().next().value!);
     const id = newAuthId();
     this.checks.set(id, {
       id,
@@ -146,9 +148,10 @@ export class SshChecks {
 
   private waitFor(check: Check, signal?: AbortSignal): Promise<Verdict> {
     return new Promise((resolve, reject) => {
+      // Expiry without a sweep: nothing else may come along to run one.
       const timer = setTimeout(
         () => this.drop(check),
-        Math.max(0, check.createdAt + this.ttlMs - this.now()),
+        Math.max(0, check.createdAt + this.checks.ttlMs - this.now()),
       );
       const done = (v: Verdict) => {
         clearTimeout(timer);
@@ -178,17 +181,8 @@ export class SshChecks {
     this.checks.delete(check.id);
   }
 
-  private sweep(): void {
-    const cutoff = this.now() - this.ttlMs;
-    for (const check of [...this.checks.values()]) {
-      if (check.createdAt > cutoff) break; // Insertion order = creation order.
-      this.drop(check);
-    }
-  }
-
   /** True when `id` is an undecided SSH check (the API's auth approve/reject then mean it). */
   has(id: string): boolean {
-    this.sweep();
     return this.checks.get(id)?.verdict === null;
   }
 
@@ -205,7 +199,6 @@ export class SshChecks {
   }
 
   private pending(id: string): Check {
-    this.sweep();
     const check = this.checks.get(id);
     if (!check || check.verdict !== null) {
       throw new NotFoundError(`no pending SSH check with auth id ${id}`);
@@ -220,6 +213,7 @@ export class SshChecks {
 
   /** Refuses every waiting check (shutdown). */
   close(): void {
-    for (const check of [...this.checks.values()]) this.drop(check);
+    for (const check of this.checks.values()) this.finish(check, "rejected");
+    this.checks.clear();
   }
 }
