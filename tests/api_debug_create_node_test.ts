@@ -15,14 +15,13 @@ import type { CliIO } from "../lib/cli/command.ts";
 import { COMMANDS } from "../lib/cli/commands/mod.ts";
 import { UsageError } from "../lib/cli/errors.ts";
 import { runCli } from "../lib/cli/run.ts";
-import { parseConfigText } from "../lib/config/load.ts";
-import { silentLogger } from "../lib/log/log.ts";
 import { InvalidArgumentError, NotFoundError } from "../lib/state/errors.ts";
 import type { Change } from "../lib/state/events.ts";
 import { State } from "../lib/state/state.ts";
-import { openStore, type Store } from "../lib/store/mod.ts";
+import { type Store } from "../lib/store/mod.ts";
 import { startApiServer } from "./helpers/api_server.ts";
 import type { NodeRecord } from "../lib/store/types.ts";
+import { openMemoryState } from "./helpers/memory_state.ts";
 
 const KEY = "hskey-authreq-AbCdEfGhIjKlMnOpQrStUv_-";
 const OTHER_KEY = "hskey-authreq-000000000000000000000000";
@@ -43,15 +42,7 @@ interface Api {
 
 /** The API over HTTP; interactive logins are a stand-in that knows none. */
 async function startApi(opts: { debugRegistrations?: DebugRegistrations } = {}): Promise<Api> {
-  const store = await openStore({
-    type: "sqlite",
-    sqlite: { path: ":memory:", writeAheadLog: false },
-  });
-  const state = await State.open({
-    store,
-    log: silentLogger(),
-    config: parseConfigText("").config,
-  });
+  const { store, state } = await openMemoryState();
   const loginCalls: string[] = [];
   const unknown = (id: string) => {
     loginCalls.push(id);
@@ -302,15 +293,7 @@ Deno.test("cli: debug create-node, then auth register, over the unix socket", as
   const socket = `${dir}/headscale.sock`;
   const configPath = `${dir}/config.yaml`;
   await Deno.writeTextFile(configPath, `unix_socket: ${socket}\ncli:\n  timeout: 10s\n`);
-  const store = await openStore({
-    type: "sqlite",
-    sqlite: { path: ":memory:", writeAheadLog: false },
-  });
-  const state = await State.open({
-    store,
-    log: silentLogger(),
-    config: parseConfigText("").config,
-  });
+  const { store, state } = await openMemoryState();
   const server = await startApiServer(state, store, { socket });
   const run = async (args: string[]) => {
     const out: string[] = [];

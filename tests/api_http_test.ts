@@ -2,22 +2,11 @@ import assert from "node:assert/strict";
 import { getOption } from "@bufbuild/protobuf";
 import { http as httpRule } from "../gen/google/api/annotations_pb.ts";
 import { HeadscaleService } from "../gen/headscale/v1/headscale_pb.ts";
-import { openStore } from "../lib/store/mod.ts";
-import { State } from "../lib/state/state.ts";
-import { parseConfigText } from "../lib/config/load.ts";
-import { silentLogger } from "../lib/log/log.ts";
 import { startApiServer } from "./helpers/api_server.ts";
+import { openMemoryState } from "./helpers/memory_state.ts";
 
 async function startApi() {
-  const store = await openStore({
-    type: "sqlite",
-    sqlite: { path: ":memory:", writeAheadLog: false },
-  });
-  const state = await State.open({
-    store,
-    log: silentLogger(),
-    config: parseConfigText("").config,
-  });
+  const { store, state } = await openMemoryState();
   const api = await startApiServer(state, store);
   return {
     base: api.base,

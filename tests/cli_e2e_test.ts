@@ -9,13 +9,13 @@ import { createSecureServer, type Http2SecureServer } from "node:http2";
 import { fileURLToPath } from "node:url";
 import { createApiHandler } from "../lib/api/server.ts";
 import type { PendingAuthApi, PolicyApi } from "../lib/api/service.ts";
-import { parseConfigText } from "../lib/config/load.ts";
 import { silentLogger } from "../lib/log/log.ts";
 import { InvalidArgumentError, NotFoundError } from "../lib/state/errors.ts";
 import { State } from "../lib/state/state.ts";
-import { openStore, type Store } from "../lib/store/mod.ts";
+import { openStore } from "../lib/store/mod.ts";
 import type { CliIO } from "../lib/cli/command.ts";
 import { runCli } from "../lib/cli/run.ts";
+import { openMemoryState } from "./helpers/memory_state.ts";
 
 const CLI = fileURLToPath(new URL("../cli.ts", import.meta.url));
 const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
@@ -85,15 +85,7 @@ async function startServer(): Promise<TestServer> {
   const socket = `${dir}/headscale.sock`;
   const config = `${dir}/config.yaml`;
   await Deno.writeTextFile(config, `unix_socket: ${socket}\ncli:\n  timeout: 10s\n`);
-  const store: Store = await openStore({
-    type: "sqlite",
-    sqlite: { path: ":memory:", writeAheadLog: false },
-  });
-  const state = await State.open({
-    store,
-    log: silentLogger(),
-    config: parseConfigText("").config,
-  });
+  const { store, state } = await openMemoryState();
   const deps = {
     state,
     log: silentLogger(),

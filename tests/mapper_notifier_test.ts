@@ -7,10 +7,10 @@ import { Mapper } from "../lib/mapper/mapper.ts";
 import { Notifier } from "../lib/mapper/notifier.ts";
 import { ALLOW_ALL_FILTER, type PolicyView } from "../lib/mapper/policy_view.ts";
 import { State } from "../lib/state/state.ts";
-import { openStore } from "../lib/store/mod.ts";
 import type { Store } from "../lib/store/types.ts";
 import type { DERPMap } from "../lib/tailcfg/types.ts";
 import { RecordingSink } from "./helpers/map_fixtures.ts";
+import { openMemoryState } from "./helpers/memory_state.ts";
 
 interface World {
   store: Store;
@@ -26,11 +26,7 @@ interface World {
 async function world(n: number, policy?: PolicyView, owners?: string[]): Promise<World> {
   const { config } = parseConfigText("", { env: {} });
   const log = silentLogger();
-  const store = await openStore({
-    type: "sqlite",
-    sqlite: { path: ":memory:", writeAheadLog: false },
-  });
-  const state = await State.open({ store, log, config });
+  const { store, state } = await openMemoryState({ log, config });
   const users = new Map([["alice", await state.createUser({ name: "alice" })]]);
   const ids: number[] = [];
   for (let i = 0; i < n; i++) {

@@ -7,10 +7,9 @@ import { Notifier } from "../lib/mapper/notifier.ts";
 import { policyEngineView } from "../lib/mapper/policy_engine_view.ts";
 import { allowAllPolicy } from "../lib/mapper/policy_view.ts";
 import { PolicyManager } from "../lib/server/policy.ts";
-import { State } from "../lib/state/state.ts";
-import { openStore } from "../lib/store/mod.ts";
 import type { FilterRule, MapResponse } from "../lib/tailcfg/types.ts";
 import { RecordingSink } from "./helpers/map_fixtures.ts";
+import { openMemoryState } from "./helpers/memory_state.ts";
 
 const WEB_80 = `{
   "tagOwners": { "tag:web": ["alice@"], "tag:srv": ["alice@"] },
@@ -25,11 +24,7 @@ const WEB_80 = `{
 async function tailnet() {
   const config = parseConfigText(`policy:\n  mode: database\n`, { env: {} }).config;
   const log = silentLogger();
-  const store = await openStore({
-    type: "sqlite",
-    sqlite: { path: ":memory:", writeAheadLog: false },
-  });
-  const state = await State.open({ store, log, config });
+  const { store, state } = await openMemoryState({ log, config });
   const alice = await state.createUser({ name: "alice" });
   const bob = await state.createUser({ name: "bob" });
   const register = async (name: string, userId: number, tags: string[] = []) =>

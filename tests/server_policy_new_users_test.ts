@@ -1,20 +1,15 @@
 import assert from "node:assert/strict";
 import { PolicyManager } from "../lib/server/policy.ts";
 import type { PolicyEngine } from "../lib/policy/mod.ts";
-import { openStore } from "../lib/store/mod.ts";
-import { State } from "../lib/state/state.ts";
 import { parseConfigText } from "../lib/config/load.ts";
 import { silentLogger } from "../lib/log/log.ts";
+import { openMemoryState } from "./helpers/memory_state.ts";
 
 const hex = (n: number) => n.toString(16).padStart(64, "0");
 
 Deno.test("policy manager: users created after the server started are known to the policy", async () => {
   const config = parseConfigText(`policy:\n  mode: database\n`).config;
-  const store = await openStore({
-    type: "sqlite",
-    sqlite: { path: ":memory:", writeAheadLog: false },
-  });
-  const state = await State.open({ store, log: silentLogger(), config });
+  const { store, state } = await openMemoryState({ config });
   const manager = await PolicyManager.open({ config, store, state, log: silentLogger() });
   try {
     let engine: PolicyEngine | null = null;

@@ -1,11 +1,10 @@
 import assert from "node:assert/strict";
 import { PolicyManager } from "../lib/server/policy.ts";
 import type { PolicyEngine } from "../lib/policy/mod.ts";
-import { openStore } from "../lib/store/mod.ts";
-import { State } from "../lib/state/state.ts";
 import { parseConfigText } from "../lib/config/load.ts";
 import { silentLogger } from "../lib/log/log.ts";
 import { InvalidArgumentError } from "../lib/state/errors.ts";
+import { openMemoryState } from "./helpers/memory_state.ts";
 
 const hex = (n: number) => n.toString(16).padStart(64, "0");
 
@@ -18,11 +17,7 @@ const WEB_ONLY = `{
 
 async function setup(mode: "file" | "database", policyPath = "") {
   const config = parseConfigText(`policy:\n  mode: ${mode}\n  path: "${policyPath}"\n`).config;
-  const store = await openStore({
-    type: "sqlite",
-    sqlite: { path: ":memory:", writeAheadLog: false },
-  });
-  const state = await State.open({ store, log: silentLogger(), config });
+  const { store, state } = await openMemoryState({ config });
   const alice = await state.createUser({ name: "alice" });
   const register = (n: number, tags: string[], userId: number | null = alice.id) =>
     state.registerNode({

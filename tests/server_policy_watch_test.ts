@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
 import { PolicyManager } from "../lib/server/policy.ts";
-import { openStore } from "../lib/store/mod.ts";
-import { State } from "../lib/state/state.ts";
 import { parseConfigText } from "../lib/config/load.ts";
 import { silentLogger } from "../lib/log/log.ts";
+import { openMemoryState } from "./helpers/memory_state.ts";
 
 const policy = (port: number) =>
   `{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:${port}"] }] }\n`;
@@ -24,11 +23,7 @@ Deno.test("policy manager: the file watch follows a file replaced by rename (ato
   const path = `${dir}/policy.hujson`;
   await Deno.writeTextFile(path, policy(80));
   const config = parseConfigText(`policy:\n  mode: file\n  path: "${path}"\n`).config;
-  const store = await openStore({
-    type: "sqlite",
-    sqlite: { path: ":memory:", writeAheadLog: false },
-  });
-  const state = await State.open({ store, log: silentLogger(), config });
+  const { store, state } = await openMemoryState({ config });
   const manager = await PolicyManager.open({ config, store, state, log: silentLogger() });
   try {
     manager.attach({ setPolicy: () => {}, resync: () => {} });

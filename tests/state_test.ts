@@ -10,15 +10,12 @@ import {
 } from "../lib/state/errors.ts";
 import { parseConfigText } from "../lib/config/load.ts";
 import { silentLogger } from "../lib/log/log.ts";
+import { openMemoryState } from "./helpers/memory_state.ts";
 
 const config = parseConfigText("").config;
 
 async function openState(now?: () => Date) {
-  const store = await openStore({
-    type: "sqlite",
-    sqlite: { path: ":memory:", writeAheadLog: false },
-  });
-  const state = await State.open({ store, log: silentLogger(), config, now });
+  const { store, state } = await openMemoryState({ config, now });
   const changes: Change[] = [];
   state.subscribe((cs) => changes.push(...cs));
   return { store, state, changes };
