@@ -300,18 +300,11 @@ Deno.test({
       const serverProcess = h.servers.at(-1)!.process;
       await server.createUser("alice");
       const aliceKey = await server.createAuthKey("alice");
-      const webKey = await server.cli<{ key: string }>([
-        "preauthkeys",
-        "create",
-        "--tags",
-        "tag:web",
-        "--expiration",
-        "1h",
-      ]);
+      const webKey = await server.createTaggedAuthKey("tag:web");
       const [a, b] = await h.addClients(["laptop-a", "web-b"]);
       await Promise.all([
         a.up({ loginServer: server.url, authKey: aliceKey }),
-        b.up({ loginServer: server.url, authKey: webKey.key }),
+        b.up({ loginServer: server.url, authKey: webKey }),
       ]);
       const [aIp, bIp] = await Promise.all([a, b].map(ipv4Of));
       assert.deepEqual((await server.nodeByHostname(b.name)).tags, ["tag:web"]);

@@ -139,19 +139,12 @@ Deno.test({
       const server = await startControlServer(h, { extraConfig: "policy:\n  mode: database" });
       for (const user of ["alice", "bob"]) await server.createUser(user);
       await setPolicy(server, h.workDir, sshPolicy(["alice@"]));
-      const serverKey = await server.cli<{ key: string }>([
-        "preauthkeys",
-        "create",
-        "--tags",
-        "tag:server",
-        "--expiration",
-        "1h",
-      ]);
+      const serverKey = await server.createTaggedAuthKey("tag:server");
 
       const [a, b, c] = await h.addClients(["laptop-a", "server-b", "laptop-c"]);
       await Promise.all([
         a.up({ loginServer: server.url, authKey: await server.createAuthKey("alice") }),
-        b.up({ loginServer: server.url, authKey: serverKey.key, extraArgs: ["--ssh"] }),
+        b.up({ loginServer: server.url, authKey: serverKey, extraArgs: ["--ssh"] }),
         c.up({ loginServer: server.url, authKey: await server.createAuthKey("bob") }),
       ]);
       const bIp = await ipv4Of(b);
@@ -246,17 +239,10 @@ Deno.test({
           }],
         });
       await setPolicy(server, h.workDir, checkPolicy("1m"));
-      const serverKey = await server.cli<{ key: string }>([
-        "preauthkeys",
-        "create",
-        "--tags",
-        "tag:server",
-        "--expiration",
-        "1h",
-      ]);
+      const serverKey = await server.createTaggedAuthKey("tag:server");
       const [b, c] = await h.addClients(["server-b", "laptop-c"]);
       await Promise.all([
-        b.up({ loginServer: server.url, authKey: serverKey.key, extraArgs: ["--ssh"] }),
+        b.up({ loginServer: server.url, authKey: serverKey, extraArgs: ["--ssh"] }),
         c.up({ loginServer: server.url, authKey: await server.createAuthKey("bob") }),
       ]);
       const bIp = await ipv4Of(b);

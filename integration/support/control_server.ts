@@ -234,10 +234,25 @@ export class ControlServer {
     user: string,
     options: { reusable?: boolean; ephemeral?: boolean } = {},
   ): Promise<string> {
-    const args = ["preauthkeys", "create", "--user", user, "--expiration", "1h"];
+    const args = ["--user", user];
     if (options.reusable) args.push("--reusable");
     if (options.ephemeral) args.push("--ephemeral");
-    const created = await this.cli<{ key?: string }>(args);
+    return await this.#newAuthKey(args);
+  }
+
+  /** A pre-auth key whose nodes carry `tag` and belong to no user (a secret: never log it). */
+  async createTaggedAuthKey(tag: string): Promise<string> {
+    return await this.#newAuthKey(["--tags", tag]);
+  }
+
+  async #newAuthKey(args: readonly string[]): Promise<string> {
+    const created = await this.cli<{ key?: string }>([
+      "preauthkeys",
+      "create",
+      ...args,
+      "--expiration",
+      "1h",
+    ]);
     if (typeof created.key !== "string" || !created.key.startsWith("hskey-auth-")) {
       throw new Error("preauthkeys create printed no hskey-auth- key");
     }
