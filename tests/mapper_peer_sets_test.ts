@@ -8,11 +8,12 @@ import { EVERYONE, PeerSetPool, sortedIds } from "../lib/mapper/peer_sets.ts";
 import { policyEngineView } from "../lib/mapper/policy_engine_view.ts";
 import { FilterJson } from "../lib/mapper/policy_sync.ts";
 import { ALLOW_ALL_FILTER, type PolicyView } from "../lib/mapper/policy_view.ts";
-import { parsePolicy, PolicyEngine, type PolicyNode } from "../lib/policy/mod.ts";
+import { parsePolicy, PolicyEngine } from "../lib/policy/mod.ts";
 import { syntheticTailnet } from "../lib/policy/synthetic.ts";
 import type { Change } from "../lib/state/events.ts";
 import type { NodeRecord } from "../lib/store/types.ts";
 import { nodeRecord, RecordingSink } from "./helpers/map_fixtures.ts";
+import { toPolicyNode } from "../lib/server/policy.ts";
 
 const ids = (...xs: number[]) => Int32Array.from(xs);
 
@@ -130,16 +131,7 @@ Deno.test("policy sync: an allow-all policy over 300 sessions holds one peer arr
   const engine = new PolicyEngine(
     parsePolicy(`{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:*"] }] }`),
     Array.from({ length: 7 }, (_, i) => ({ id: i + 1, name: `u${i + 1}` })),
-    nodes.map((n): PolicyNode => ({
-      id: n.id,
-      name: n.givenName,
-      ipv4: n.ipv4!,
-      ipv6: n.ipv6!,
-      userId: n.userId!,
-      tags: [],
-      advertisedRoutes: [],
-      approvedRoutes: [],
-    })),
+    nodes.map(toPolicyNode),
   );
   const s = sessions(nodes, policyEngineView(engine));
   try {

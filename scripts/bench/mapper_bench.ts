@@ -23,6 +23,7 @@ import { parsePolicy, PolicyEngine, type PolicyNode } from "../../lib/policy/mod
 import { syntheticTailnet } from "../../lib/policy/synthetic.ts";
 import type { Change } from "../../lib/state/events.ts";
 import type { NodeRecord, UserRecord } from "../../lib/store/types.ts";
+import { toPolicyNode } from "../../lib/server/policy.ts";
 
 const { config } = parseConfigText("", { env: {} });
 
@@ -373,16 +374,7 @@ const openNet = new Tailnet(10_000);
 const openEngine = new PolicyEngine(
   parsePolicy(`{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:*"] }] }`),
   [...openNet.users.values()].map((u) => ({ id: u.id, name: u.name, email: u.email })),
-  [...openNet.nodes.values()].map((n): PolicyNode => ({
-    id: n.id,
-    name: n.givenName,
-    ipv4: n.ipv4!,
-    ipv6: n.ipv6!,
-    userId: n.userId!,
-    tags: [],
-    advertisedRoutes: [],
-    approvedRoutes: [],
-  })),
+  [...openNet.nodes.values()].map(toPolicyNode),
 );
 const open = engineSessions(openNet, openEngine);
 stats.set(
