@@ -21,7 +21,7 @@
 set -euo pipefail
 
 # Newest stable release the module proxy can build: every v1.104.x needs a gvisor module version
-# that proxy.golang.org refuses (403), so v1.102.5 is the newest that builds.
+# that the module proxy refuses (403), so v1.102.5 is the newest that builds.
 TS_LATEST=v1.102.5
 # Oldest client the server supports (capability version 113).
 TS_OLDEST=v1.80.3
