@@ -8,10 +8,12 @@ import { type Timestamp, timestampDate, timestampFromDate } from "@bufbuild/prot
 import { HeadscaleService } from "../../gen/headscale/v1/headscale_pb.ts";
 import type { State } from "../state/state.ts";
 import {
+  AlreadyExistsError,
   ConflictError,
   InvalidArgumentError,
   KeyRejectedError,
   NotFoundError,
+  UnavailableError,
 } from "../state/errors.ts";
 import type { NodeRecord } from "../store/types.ts";
 import { AddressExhaustedError } from "../state/ip_allocator.ts";
@@ -62,7 +64,9 @@ export function toConnectError(e: unknown): ConnectError {
     return new ConnectError(e.message, Code.InvalidArgument);
   }
   if (e instanceof NotFoundError) return new ConnectError(e.message, Code.NotFound);
+  if (e instanceof AlreadyExistsError) return new ConnectError(e.message, Code.AlreadyExists);
   if (e instanceof ConflictError) return new ConnectError(e.message, Code.FailedPrecondition);
+  if (e instanceof UnavailableError) return new ConnectError(e.message, Code.Unavailable);
   return new ConnectError("internal error", Code.Internal, undefined, undefined, e);
 }
 

@@ -18,9 +18,16 @@ import type {
   Store,
   UserRecord,
 } from "../store/types.ts";
-import { StoreConflictError, StoreNotFoundError } from "../store/types.ts";
+import { StoreConflictError, StoreNotFoundError, StoreUnavailableError } from "../store/types.ts";
 import type { Change, ChangeListener, NodePatch } from "./events.ts";
-import { ConflictError, InvalidArgumentError, KeyRejectedError, NotFoundError } from "./errors.ts";
+import {
+  AlreadyExistsError,
+  ConflictError,
+  InvalidArgumentError,
+  KeyRejectedError,
+  NotFoundError,
+  UnavailableError,
+} from "./errors.ts";
 import { type Addresses, IpAllocator } from "./ip_allocator.ts";
 import { dnsSafeName, uniqueName, validGivenName } from "./names.ts";
 
@@ -235,7 +242,7 @@ export class State {
         `invalid user name "${name}": use 1-63 letters, digits, and . _ - + @ (one @ at most), starting with a letter or digit`,
       );
     }
-    if (this.getUserByName(name)) throw new ConflictError(`user "${name}" already exists`);
+    if (this.getUserByName(name)) throw new AlreadyExistsError(`user "${name}" already exists`);
   }
 
   async createUser(input: CreateUserInput): Promise<UserRecord> {
@@ -655,7 +662,7 @@ export class State {
     this.findNode(id);
     const owner = this.nodeIdByGivenName.get(newName);
     if (owner !== undefined && owner !== id) {
-      throw new ConflictError(`another node is already named "${newName}"`);
+      throw new AlreadyExistsError(`another node is already named "${newName}"`);
     }
     const saved = await this.updateNode(id, (node) => ({
       ...node,
@@ -898,8 +905,13 @@ export class State {
     try {
       return await fn();
     } catch (e) {
-      if (e instanceof StoreConflictError) throw new ConflictError(e.message);
+      if (e instanceof StoreConflictError) {
+        throw e.duplicate ? new AlreadyExistsError(e.message) : new ConflictError(e.message);
+      }
       if (e instanceof StoreNotFoundError) throw new NotFoundError(e.message);
+      if (e instanceof StoreUnavailableError) {
+        throw new UnavailableError(`database unavailable: ${e.message}`, { cause: e });
+      }
       throw e;
     }
   }

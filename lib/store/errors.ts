@@ -31,11 +31,15 @@ export function uniqueConflict(
   row: Record<string, unknown>,
 ): StoreConflictError {
   const message = UNIQUE_MESSAGES[`${table}.${column}`];
-  if (message) return new StoreConflictError(message(row[column]));
+  const duplicate = { duplicate: true };
+  if (message) return new StoreConflictError(message(row[column]), duplicate);
   if (column === "id") {
-    return new StoreConflictError(`${ENTITY[table] ?? table} id ${row.id} already exists`);
+    return new StoreConflictError(
+      `${ENTITY[table] ?? table} id ${row.id} already exists`,
+      duplicate,
+    );
   }
-  return new StoreConflictError(`${table}.${column} already exists`);
+  return new StoreConflictError(`${table}.${column} already exists`, duplicate);
 }
 
 export function notFound(table: string, id: number): StoreNotFoundError {

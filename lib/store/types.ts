@@ -84,12 +84,46 @@ export type NewApiKey = Omit<ApiKeyRecord, "id">;
 /** Thrown for constraint violations (duplicate name, duplicate IP, …); the message says which. */
 export class StoreConflictError extends Error {
   override name = "StoreConflictError";
+  /** True when a unique value (name, key, address) is taken, false for other conflicts. */
+  readonly duplicate: boolean;
+  constructor(message: string, options: { duplicate?: boolean } = {}) {
+    super(message);
+    this.duplicate = options.duplicate ?? false;
+  }
 }
 
 /** Thrown when a row to update or delete does not exist. */
 export class StoreNotFoundError extends Error {
   override name = "StoreNotFoundError";
 }
+
+/** Why the database could not be used: what an admin has to fix. */
+export type StoreFault = "full" | "read-only" | "unreachable" | "busy" | "io-error";
+
+/**
+ * Thrown when the database cannot do what was asked (disk full, read-only, unreachable, locked,
+ * I/O error). A write that throws this did not commit (SQLite) or, for PostgreSQL, was not
+ * confirmed; the message names the database and the cause, never a password.
+ */
+export class StoreUnavailableError extends Error {
+  override name = "StoreUnavailableError";
+  constructor(
+    readonly fault: StoreFault,
+    readonly database: string,
+    detail: string,
+    options?: ErrorOptions,
+  ) {
+    super(`${database} ${FAULT_WORDS[fault]} (${detail})`, options);
+  }
+}
+
+const FAULT_WORDS: Record<StoreFault, string> = {
+  full: "is full",
+  "read-only": "is read-only",
+  unreachable: "is unreachable",
+  busy: "is busy (locked by another process)",
+  "io-error": "had an I/O error",
+};
 
 /** Thrown when the database was written by a newer version of headscale-deno. */
 export class StoreVersionError extends Error {
