@@ -11,7 +11,7 @@ async function serve(router: Router) {
   return { base, close: () => new Promise((r) => server.close(r)) };
 }
 
-Deno.test("/health passes while the database answers and fails with 503 when it does not", async () => {
+Deno.test("/health passes while the database takes writes and fails with 503 and the reason when it does not", async () => {
   let up = true;
   const router = new Router(silentLogger()).on(
     "GET",
@@ -26,7 +26,11 @@ Deno.test("/health passes while the database answers and fails with 503 when it 
     up = false;
     res = await fetch(`${s.base}/health`);
     assert.equal(res.status, 503);
-    assert.deepEqual(await res.json(), { status: "fail" });
+    assert.deepEqual(await res.json(), { status: "fail", output: "database is gone" });
+    up = true;
+    res = await fetch(`${s.base}/health`);
+    assert.equal(res.status, 200, "passes again once the database is back");
+    assert.deepEqual(await res.json(), { status: "pass" });
   } finally {
     await s.close();
   }

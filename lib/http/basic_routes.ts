@@ -2,14 +2,24 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { sendJson, sendText } from "./router.ts";
 
-/** `GET /health`: pass while the database answers, fail (503) when it does not. */
-export function healthHandler(ping: () => Promise<void>) {
+/**
+ * `GET /health`: pass while the database takes writes, fail (503) when it does not, with the
+ * reason in `output` (e.g. "the SQLite database /var/lib/headscale/db.sqlite is full (…)").
+ * `check` commits a one-row write: a database that still answers reads but cannot commit (full
+ * disk, read-only file) is not healthy. Concurrent checks share one write.
+ */
+export function healthHandler(check: () => Promise<void>) {
+  let inFlight: Promise<void> | undefined;
+  const shared = () => {
+    inFlight ??= check().finally(() => inFlight = undefined);
+    return inFlight;
+  };
   return async (_req: IncomingMessage, res: ServerResponse) => {
     try {
-      await ping();
+      await shared();
       sendJson(res, 200, { status: "pass" });
-    } catch {
-      sendJson(res, 503, { status: "fail" });
+    } catch (e) {
+      sendJson(res, 503, { status: "fail", output: (e as Error)?.message ?? String(e) });
     }
   };
 }

@@ -86,7 +86,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const localApi = createApiHandler({ ...apiDeps, requireApiKey: false });
 
   const router = new Router(log.child({ component: "http" }))
-    .on("GET", "/health", healthHandler(ping))
+    .on("GET", "/health", healthHandler(() => store.checkWritable()))
     .on("GET", "/key", keyHandler(noisePublic, MIN_CAP_VERSION))
     .on("*", REST_PREFIX, remoteApi)
     .on("POST", RPC_PREFIX, remoteApi)

@@ -156,6 +156,9 @@ export class State {
   private readonly apiKeyCache = new Map<string, number>();
   private flushTimer: ReturnType<typeof setTimeout> | undefined;
   private flushing: Promise<void> = Promise.resolve();
+  /** Batches that failed in a row; while > 0 the next try waits longer (see flush). */
+  private flushFailures = 0;
+  private closed = false;
   private readonly store: Store;
   private readonly log: Logger;
   private readonly config: StateDeps["config"];
@@ -868,17 +871,33 @@ export class State {
 
   private markDirty(id: number): void {
     this.dirty.add(id);
-    if (this.dirty.size >= this.config.tuning.nodeStoreBatchSize) {
+    // A full batch goes at once, unless the database is failing: then the retry timer paces it.
+    if (this.dirty.size >= this.config.tuning.nodeStoreBatchSize && this.flushFailures === 0) {
       void this.flush();
-    } else if (this.flushTimer === undefined) {
-      this.flushTimer = setTimeout(() => {
-        this.flushTimer = undefined;
-        void this.flush();
-      }, this.config.tuning.nodeStoreBatchTimeoutMs);
+    } else {
+      this.scheduleFlush(this.config.tuning.nodeStoreBatchTimeoutMs);
     }
   }
 
-  /** Writes the batched soft updates now. */
+  private scheduleFlush(delayMs: number): void {
+    if (this.flushTimer !== undefined || this.closed) return;
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = undefined;
+      void this.flush();
+    }, delayMs);
+  }
+
+  /** How long to wait before retrying after `failures` failed batches: doubling, at most 30 s. */
+  private retryDelayMs(failures: number): number {
+    const base = Math.max(100, this.config.tuning.nodeStoreBatchTimeoutMs);
+    return Math.min(30_000, base * 2 ** Math.min(failures - 1, 10));
+  }
+
+  /**
+   * Writes the batched soft updates now. A batch that fails is not dropped: its nodes are marked
+   * dirty again (the retry writes their latest values) and retried with a growing delay until
+   * the database takes it; each failure and the recovery are logged.
+   */
   flush(): Promise<void> {
     if (this.flushTimer !== undefined) {
       clearTimeout(this.flushTimer);
@@ -888,15 +907,41 @@ export class State {
     this.dirty.clear();
     if (batch.length === 0) return this.flushing;
     const snapshot = batch.map((n) => ({ ...n }));
-    this.flushing = this.flushing.then(() => this.store.updateNodes(snapshot)).catch((e) => {
-      this.log.error("writing node updates failed", { error: e, nodes: snapshot.length });
+    this.flushing = this.flushing.then(() => this.store.updateNodes(snapshot)).then(() => {
+      if (this.flushFailures > 0) {
+        this.log.info("node updates written again", { failed_batches: this.flushFailures });
+        this.flushFailures = 0;
+      }
+    }, (e) => {
+      this.flushFailures++;
       for (const n of snapshot) if (this.nodes.has(n.id)) this.dirty.add(n.id);
+      const retryMs = this.retryDelayMs(this.flushFailures);
+      this.log.error("writing node updates failed; will retry", {
+        error: (e as Error)?.message ?? e,
+        nodes: this.dirty.size,
+        attempt: this.flushFailures,
+        retry_in_ms: this.closed ? null : retryMs,
+      });
+      this.scheduleFlush(retryMs);
     });
     return this.flushing;
   }
 
+  /** Nodes whose latest endpoints, hostinfo or last-seen are not in the database yet. */
+  get unwrittenNodeCount(): number {
+    return this.dirty.size;
+  }
+
   async close(): Promise<void> {
     await this.flush();
+    this.closed = true;
+    if (this.flushTimer !== undefined) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    if (this.dirty.size > 0) {
+      this.log.error("closing with node updates the database did not take", {
+        nodes: this.dirty.size,
+      });
+    }
     this.listeners.clear();
   }
 

@@ -178,6 +178,23 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: "health check row",
+    // One row that GET /health rewrites: the cheapest write that proves the database takes writes.
+    sqlite: `
+      CREATE TABLE health_checks (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        checked_at TEXT NOT NULL
+      );
+    `,
+    postgres: `
+      CREATE TABLE health_checks (
+        id integer PRIMARY KEY CHECK (id = 1),
+        checked_at timestamptz NOT NULL
+      );
+    `,
+  },
 ];
 
 /** The newest schema version this build knows. */

@@ -2,7 +2,7 @@
  * Opens the configured store and brings its schema up to date. The rest of the server depends
  * only on the Store interface (types.ts).
  */
-import { openPostgresStore, type PostgresOptions } from "./postgres.ts";
+import { describePostgres, openPostgresStore, type PostgresOptions } from "./postgres.ts";
 import { openSqliteStore, type SqliteOptions } from "./sqlite.ts";
 import { type Store, StoreVersionError } from "./types.ts";
 
@@ -50,6 +50,5 @@ export async function openStore(config: StoreConfig): Promise<Store> {
 /** Names the database in errors (never with its password). */
 function describe(config: StoreConfig): string {
   if (config.type === "sqlite") return `SQLite database ${config.sqlite.path}`;
-  const { user, host, port, name } = config.postgres;
-  return `PostgreSQL database ${name} at ${user ? `${user}@` : ""}${host}:${port}`;
+  return describePostgres(config.postgres).replace(/^the /, "");
 }

@@ -1,11 +1,14 @@
 /**
  * The PostgreSQL store, on `npm:postgres` (postgres.js). Queries are prepared and cached per
  * connection by the driver; operations on several rows run in `sql.begin` transactions. Every
- * write has committed when its promise resolves.
+ * write has committed when its promise resolves. A server that is down, refusing connections,
+ * read-only or out of disk becomes StoreUnavailableError naming the database; the driver
+ * reconnects by itself, so writes succeed again once the server is back.
  */
 import postgres from "postgres";
 import { checkDate, checkId } from "./codec.ts";
 import { notFound, uniqueConflict, userOwnsNodes } from "./errors.ts";
+import { asUnavailable, postgresFault } from "./faults.ts";
 import {
   assertKnownVersion,
   assertNoForeignTables,
@@ -111,7 +114,15 @@ export function openPostgresStore(options: PostgresOptions): PostgresStore {
       },
     },
   });
-  return new PostgresStore(sql, options.migrations ?? MIGRATIONS);
+  return new PostgresStore(sql, options.migrations ?? MIGRATIONS, describePostgres(options));
+}
+
+/** Names the database in errors, never with its password. */
+export function describePostgres(
+  options: Pick<PostgresOptions, "user" | "host" | "port" | "name">,
+) {
+  const { user, host, port, name } = options;
+  return `the PostgreSQL database ${name} at ${user ? `${user}@` : ""}${host}:${port}`;
 }
 
 // ---- how PostgreSQL holds values --------------------------------------------------------------
@@ -167,15 +178,26 @@ export class PostgresStore extends RowStore<Date | boolean> implements Store {
   constructor(
     private readonly sql: Sql,
     private readonly migrations: readonly Migration[] = MIGRATIONS,
+    /** How errors name the database (describePostgres). */
+    private readonly label = "the PostgreSQL database",
   ) {
     super();
+  }
+
+  /** Runs `fn`, turning a fault (server down, read-only, disk full) into StoreUnavailableError. */
+  private async guard<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      throw asUnavailable(e, postgresFault, this.label);
+    }
   }
 
   private async write<T>(row: Params, fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (e) {
-      throw translate(e, row);
+      throw asUnavailable(translate(e, row), postgresFault, this.label);
     }
   }
 
@@ -193,6 +215,10 @@ export class PostgresStore extends RowStore<Date | boolean> implements Store {
   }
 
   async migrate(): Promise<void> {
+    await this.guard(() => this.migrateNow());
+  }
+
+  private async migrateNow(): Promise<void> {
     await this.sql.begin(async (tx) => {
       await this.lockMigrations(tx);
       await tx`CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -222,7 +248,14 @@ export class PostgresStore extends RowStore<Date | boolean> implements Store {
   }
 
   async ping(): Promise<void> {
-    await this.sql`SELECT 1`;
+    await this.guard(() => this.sql`SELECT 1`);
+  }
+
+  async checkWritable(): Promise<void> {
+    await this.guard(() =>
+      this.sql`INSERT INTO health_checks (id, checked_at) VALUES (1, ${new Date()})
+        ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`
+    );
   }
 
   async close(): Promise<void> {
@@ -232,7 +265,7 @@ export class PostgresStore extends RowStore<Date | boolean> implements Store {
   // ---- one table's rows, by id --------------------------------------------------------------
 
   protected async listRows(table: Table): Promise<Row[]> {
-    return await this.sql`SELECT * FROM ${this.sql(table)} ORDER BY id`;
+    return await this.guard(() => this.sql`SELECT * FROM ${this.sql(table)} ORDER BY id`);
   }
 
   /** Inserts `row` and returns it as stored, id included. */
@@ -252,7 +285,9 @@ export class PostgresStore extends RowStore<Date | boolean> implements Store {
   }
 
   protected async deleteRow(table: Table, id: number): Promise<void> {
-    const result = await this.sql`DELETE FROM ${this.sql(table)} WHERE id = ${id}`;
+    const result = await this.guard(() =>
+      this.sql`DELETE FROM ${this.sql(table)} WHERE id = ${id}`
+    );
     if (result.count === 0) throw notFound(table, id);
   }
 
@@ -271,7 +306,7 @@ export class PostgresStore extends RowStore<Date | boolean> implements Store {
     } catch (e) {
       // A node added for this user between the count and the delete.
       if ((e as PgError).code === FOREIGN_KEY_VIOLATION) throw userOwnsNodes(id, 1);
-      throw e;
+      throw asUnavailable(e, postgresFault, this.label);
     }
   }
 
@@ -311,12 +346,13 @@ export class PostgresStore extends RowStore<Date | boolean> implements Store {
     const rows = [...latest.values()];
     if (rows.length === 0) return;
     const chunk = 1000;
-    await this.sql.begin(async (tx) => {
-      for (let i = 0; i < rows.length; i += chunk) {
-        // Sent as text: a jsonb parameter would make the driver encode the string once more.
-        // Dates become ISO-8601 text in JSON, which timestamptz reads back exactly.
-        const json = JSON.stringify(rows.slice(i, i + chunk));
-        await tx`
+    await this.guard(() =>
+      this.sql.begin(async (tx) => {
+        for (let i = 0; i < rows.length; i += chunk) {
+          // Sent as text: a jsonb parameter would make the driver encode the string once more.
+          // Dates become ISO-8601 text in JSON, which timestamptz reads back exactly.
+          const json = JSON.stringify(rows.slice(i, i + chunk));
+          await tx`
           UPDATE nodes AS n SET
             disco_key = v.disco_key,
             hostname = v.hostname,
@@ -329,19 +365,24 @@ export class PostgresStore extends RowStore<Date | boolean> implements Store {
             last_seen timestamptz, updated_at timestamptz
           )
           WHERE n.id = v.id`;
-      }
-    });
+        }
+      })
+    );
   }
 
   // ---- policy -------------------------------------------------------------------------------
 
   async getPolicy(): Promise<string | null> {
-    const [row] = await this.sql`SELECT data FROM policies ORDER BY id DESC LIMIT 1`;
+    const [row] = await this.guard(() =>
+      this.sql`SELECT data FROM policies ORDER BY id DESC LIMIT 1`
+    );
     return row ? String(row.data) : null;
   }
 
   async setPolicy(data: string): Promise<void> {
     if (typeof data !== "string") throw new TypeError("policy data must be a string");
-    await this.sql`INSERT INTO policies (data, created_at) VALUES (${data}, ${new Date()})`;
+    await this.guard(() =>
+      this.sql`INSERT INTO policies (data, created_at) VALUES (${data}, ${new Date()})`
+    );
   }
 }

@@ -8,17 +8,27 @@
  * hard writes (registrations, key and user changes) are rare and map-session updates arrive in
  * batches, one transaction each. Without WAL the rollback journal is used, also with FULL.
  *
+ * Every write runs in an explicit transaction ended by COMMIT, never in autocommit mode:
+ * `StatementSync.get()` on an `INSERT … RETURNING` in autocommit mode returns the row and drops
+ * the commit's error (disk full, read-only file), which once let the server acknowledge users
+ * that were never stored. An explicit COMMIT reports it. Faults (full, read-only, I/O, locked)
+ * become StoreUnavailableError naming the file.
+ *
  * DatabaseSync is synchronous: each method runs to completion before its promise settles, so no
  * two transactions interleave within the process. busy_timeout covers other processes (the CLI
  * or a backup) holding the write lock for a moment.
+ *
+ * A new database file is created readable by its owner only (0600): it holds node keys and
+ * e-mail addresses. SQLite gives the -wal and -shm files the same mode.
  */
 // Every method is async, with nothing to await, so that a synchronous throw becomes a rejection.
 // deno-lint-ignore-file require-await
-import { mkdirSync } from "node:fs";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { checkId, encodeTime } from "./codec.ts";
 import { notFound, uniqueConflict, userOwnsNodes } from "./errors.ts";
+import { asUnavailable, sqliteFault } from "./faults.ts";
 import {
   assertKnownVersion,
   assertNoForeignTables,
@@ -178,11 +188,25 @@ export function configureConnection(
   db.exec("PRAGMA foreign_keys = ON");
 }
 
+/** Creates an empty database file readable by its owner only; an existing file is left alone. */
+function createPrivateFile(path: string): void {
+  try {
+    closeSync(openSync(path, "wx", 0o600));
+  } catch (e) {
+    if ((e as { code?: string }).code !== "EEXIST") throw e;
+  }
+}
+
 /** Opens (creating if needed) the database file and sets the connection up; does not migrate. */
 export function openSqliteStore(options: SqliteOptions): SqliteStore {
   const { path } = options;
   if (path !== ":memory:" && !path.startsWith("file:")) {
     mkdirSync(dirname(path), { recursive: true });
+    try {
+      createPrivateFile(path);
+    } catch (e) {
+      throw new Error(`cannot create the SQLite database ${path}: ${(e as Error).message}`);
+    }
   }
   let db: DatabaseSync;
   try {
@@ -196,7 +220,7 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
     db.close();
     throw new Error(`cannot set up the SQLite database ${path}: ${(e as Error).message}`);
   }
-  return new SqliteStore(db, options.migrations ?? MIGRATIONS);
+  return new SqliteStore(db, options.migrations ?? MIGRATIONS, `the SQLite database ${path}`);
 }
 
 export class SqliteStore extends RowStore<string | number> implements Store {
@@ -208,6 +232,8 @@ export class SqliteStore extends RowStore<string | number> implements Store {
   constructor(
     private readonly db: DatabaseSync,
     private readonly migrations: readonly Migration[] = MIGRATIONS,
+    /** How errors name the database: "the SQLite database <path>". */
+    private readonly label = "the SQLite database",
   ) {
     super();
   }
@@ -217,7 +243,10 @@ export class SqliteStore extends RowStore<string | number> implements Store {
     return this.statements;
   }
 
-  /** Runs `fn` in one write transaction; rolls back and rethrows if it throws. */
+  /**
+   * Runs `fn` in one write transaction and commits; rolls back and rethrows if `fn` or the COMMIT
+   * throws (SQLite may already have rolled back after a failed COMMIT).
+   */
   private transaction<T>(fn: () => T): T {
     this.db.exec("BEGIN IMMEDIATE");
     try {
@@ -225,8 +254,21 @@ export class SqliteStore extends RowStore<string | number> implements Store {
       this.db.exec("COMMIT");
       return result;
     } catch (e) {
-      if (this.db.isTransaction) this.db.exec("ROLLBACK");
+      try {
+        if (this.db.isTransaction) this.db.exec("ROLLBACK");
+      } catch {
+        // The original error says more; SQLite rolls back by itself on close or next BEGIN.
+      }
       throw e;
+    }
+  }
+
+  /** Runs `fn`, turning a fault (disk full, read-only, …) into StoreUnavailableError. */
+  private guard<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      throw asUnavailable(e, sqliteFault, this.label);
     }
   }
 
@@ -255,18 +297,21 @@ export class SqliteStore extends RowStore<string | number> implements Store {
     return undefined;
   }
 
+  /** Runs `fn` in a transaction; constraint failures name the field, faults the database. */
   private write<T>(table: Table, row: Params, fn: () => T): T {
-    try {
-      return fn();
-    } catch (e) {
-      throw this.translate(e, table, row);
-    }
+    return this.guard(() => {
+      try {
+        return this.transaction(fn);
+      } catch (e) {
+        throw this.translate(e, table, row);
+      }
+    });
   }
 
   // ---- one table's rows, by id --------------------------------------------------------------
 
   protected async listRows(table: Table): Promise<Row[]> {
-    return this.q[table].list.all();
+    return this.guard(() => this.q[table].list.all());
   }
 
   /** Inserts `row` and returns it as stored, id included. */
@@ -281,7 +326,8 @@ export class SqliteStore extends RowStore<string | number> implements Store {
   }
 
   protected async deleteRow(table: Table, id: number): Promise<void> {
-    if (this.q[table].remove.run(id).changes === 0) throw notFound(table, id);
+    const result = this.write(table, { id }, () => this.q[table].remove.run(id));
+    if (result.changes === 0) throw notFound(table, id);
   }
 
   private databaseVersion(): number {
@@ -291,6 +337,10 @@ export class SqliteStore extends RowStore<string | number> implements Store {
   }
 
   async migrate(): Promise<void> {
+    this.guard(() => this.migrateNow());
+  }
+
+  private migrateNow(): void {
     this.db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version INTEGER PRIMARY KEY,
       name TEXT NOT NULL,
@@ -322,7 +372,18 @@ export class SqliteStore extends RowStore<string | number> implements Store {
   }
 
   async ping(): Promise<void> {
-    this.db.prepare("SELECT 1").get();
+    this.guard(() => this.db.prepare("SELECT 1").get());
+  }
+
+  async checkWritable(): Promise<void> {
+    this.guard(() =>
+      this.transaction(() =>
+        this.db.prepare(
+          `INSERT INTO health_checks (id, checked_at) VALUES (1, ?)
+           ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`,
+        ).run(new Date().toISOString())
+      )
+    );
   }
 
   async close(): Promise<void> {
@@ -337,12 +398,14 @@ export class SqliteStore extends RowStore<string | number> implements Store {
 
   async deleteUser(id: number): Promise<void> {
     checkId(id, "user id");
-    this.transaction(() => {
-      if (!this.q.userExists.get(id)) throw notFound("users", id);
-      const owned = Number((this.q.countUserNodes.get(id) as Row).n);
-      if (owned > 0) throw userOwnsNodes(id, owned);
-      this.q.users.remove.run(id);
-    });
+    this.guard(() =>
+      this.transaction(() => {
+        if (!this.q.userExists.get(id)) throw notFound("users", id);
+        const owned = Number((this.q.countUserNodes.get(id) as Row).n);
+        if (owned > 0) throw userOwnsNodes(id, owned);
+        this.q.users.remove.run(id);
+      })
+    );
   }
 
   // ---- nodes --------------------------------------------------------------------------------
@@ -351,20 +414,19 @@ export class SqliteStore extends RowStore<string | number> implements Store {
     const existingId = "id" in node && node.id !== undefined ? checkId(node.id, "node id") : null;
     if (useKeyId !== undefined) checkId(useKeyId, "pre-auth key id");
     const row = nodeParams(node, SQLITE);
-    return this.write("nodes", row, () =>
-      this.transaction(() => {
-        let saved: Row;
-        if (existingId === null) {
-          saved = this.q.nodes.insert.get(row) as Row;
-        } else {
-          if (this.q.nodes.update.run({ ...row, id: existingId }).changes === 0) {
-            throw notFound("nodes", existingId);
-          }
-          saved = this.q.nodeById.get(existingId) as Row;
+    return this.write("nodes", row, () => {
+      let saved: Row;
+      if (existingId === null) {
+        saved = this.q.nodes.insert.get(row) as Row;
+      } else {
+        if (this.q.nodes.update.run({ ...row, id: existingId }).changes === 0) {
+          throw notFound("nodes", existingId);
         }
-        if (useKeyId !== undefined) this.markKeyUsed(useKeyId);
-        return nodeFromRow(saved, SQLITE);
-      }));
+        saved = this.q.nodeById.get(existingId) as Row;
+      }
+      if (useKeyId !== undefined) this.markKeyUsed(useKeyId);
+      return nodeFromRow(saved, SQLITE);
+    });
   }
 
   /** Marks a single-use key used; a reusable key is left alone. */
@@ -384,21 +446,25 @@ export class SqliteStore extends RowStore<string | number> implements Store {
   async updateNodes(nodes: NodeRecord[]): Promise<void> {
     if (nodes.length === 0) return;
     const rows = nodes.map((n) => nodeSessionParams(n, SQLITE));
-    const stmt = this.q.updateNodeSession;
-    this.transaction(() => {
-      for (const row of rows) stmt.run(row);
+    this.guard(() => {
+      const stmt = this.q.updateNodeSession;
+      this.transaction(() => {
+        for (const row of rows) stmt.run(row);
+      });
     });
   }
 
   // ---- policy -------------------------------------------------------------------------------
 
   async getPolicy(): Promise<string | null> {
-    const row = this.q.latestPolicy.get() as Row | undefined;
+    const row = this.guard(() => this.q.latestPolicy.get()) as Row | undefined;
     return row ? String(row.data) : null;
   }
 
   async setPolicy(data: string): Promise<void> {
     if (typeof data !== "string") throw new TypeError("policy data must be a string");
-    this.q.insertPolicy.run(data, new Date().toISOString());
+    this.guard(() =>
+      this.transaction(() => this.q.insertPolicy.run(data, new Date().toISOString()))
+    );
   }
 }

@@ -136,6 +136,11 @@ export interface Store {
   migrate(): Promise<void>;
   /** Resolves when the database answers a trivial query; rejects otherwise. */
   ping(): Promise<void>;
+  /**
+   * Commits a one-row write (the health check row): resolves when the database takes writes,
+   * rejects with StoreUnavailableError saying why when it does not (full, read-only, gone).
+   */
+  checkWritable(): Promise<void>;
   close(): Promise<void>;
 
   listUsers(): Promise<UserRecord[]>;
