@@ -23,12 +23,13 @@
  */
 // Every method is async, with nothing to await, so that a synchronous throw becomes a rejection.
 // deno-lint-ignore-file require-await
-import { closeSync, mkdirSync, openSync } from "node:fs";
+import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { checkId, encodeTime } from "./codec.ts";
 import { notFound, uniqueConflict, userOwnsNodes } from "./errors.ts";
 import { asUnavailable, sqliteFault } from "./faults.ts";
+import type { StoreFault } from "./types.ts";
 import {
   assertKnownVersion,
   assertNoForeignTables,
@@ -220,7 +221,7 @@ export function openSqliteStore(options: SqliteOptions): SqliteStore {
     db.close();
     throw new Error(`cannot set up the SQLite database ${path}: ${(e as Error).message}`);
   }
-  return new SqliteStore(db, options.migrations ?? MIGRATIONS, `the SQLite database ${path}`);
+  return new SqliteStore(db, options.migrations ?? MIGRATIONS, path);
 }
 
 export class SqliteStore extends RowStore<string | number> implements Store {
@@ -232,11 +233,35 @@ export class SqliteStore extends RowStore<string | number> implements Store {
   constructor(
     private readonly db: DatabaseSync,
     private readonly migrations: readonly Migration[] = MIGRATIONS,
-    /** How errors name the database: "the SQLite database <path>". */
-    private readonly label = "the SQLite database",
+    /** The file, for error messages and for telling a read-only file from a failing disk. */
+    private readonly path = ":memory:",
   ) {
     super();
   }
+
+  private get label(): string {
+    return `the SQLite database ${this.path}`;
+  }
+
+  /**
+   * SQLite reports a write refused by the file system (an immutable or read-only file) as a
+   * plain I/O error; asking the file system tells an admin which of the two to fix.
+   */
+  private fault = (e: unknown): StoreFault | null => {
+    const fault = sqliteFault(e);
+    if (fault !== "io-error" || this.path === ":memory:" || this.path.startsWith("file:")) {
+      return fault;
+    }
+    if (!existsSync(this.path)) return "unreachable";
+    for (const file of [this.path, `${this.path}-wal`]) {
+      try {
+        if (existsSync(file)) accessSync(file, constants.W_OK);
+      } catch {
+        return "read-only";
+      }
+    }
+    return fault;
+  };
 
   private get q(): Statements {
     this.statements ??= prepareStatements(this.db);
@@ -268,7 +293,7 @@ export class SqliteStore extends RowStore<string | number> implements Store {
     try {
       return fn();
     } catch (e) {
-      throw asUnavailable(e, sqliteFault, this.label);
+      throw asUnavailable(e, this.fault, this.label);
     }
   }
 
