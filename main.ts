@@ -24,9 +24,14 @@ async function main(): Promise<number> {
   }
   if (args.values.help) {
     console.log(
-      "usage: headscale-deno [serve] [-c config.yaml]\n       headscale-deno <command> … (users, nodes, preauthkeys, apikeys, auth, policy, help)",
+      "usage: headscale-deno [serve] [-c config.yaml]\n       headscale-deno <command> … (users, nodes, preauthkeys, apikeys, auth, policy, generate, configtest, version, migrate, help)",
     );
     return 0;
+  }
+  const extra = args.positionals.filter((p, i) => !(i === 0 && p === "serve"));
+  if (extra.length > 0) {
+    console.error(`headscale-deno: unknown command "${extra[0]}" (try headscale-deno help)`);
+    return 2;
   }
 
   let loaded;

@@ -12,6 +12,7 @@ import type { Logger } from "../log/log.ts";
 import type { State } from "../state/state.ts";
 import { createHeadscaleService, type ServiceDeps } from "./service.ts";
 import { createRestHandler } from "./rest.ts";
+import { clientAddress } from "../net/client_addr.ts";
 
 export const REST_PREFIX = "/api/v1/";
 export const RPC_PREFIX = `/${HeadscaleService.typeName}/`;
@@ -57,9 +58,11 @@ export function createApiHandler(opts: ApiServerOptions): ApiHandler {
     authorize: opts.requireApiKey
       ? async (req) => {
         const key = bearer(req.headers.authorization);
-        return key && await opts.state.checkApiKey(key)
-          ? null
-          : new ConnectError("invalid or missing API key", Code.Unauthenticated);
+        if (key && await opts.state.checkApiKey(key)) return null;
+        opts.log.info("API request refused: invalid or missing API key", {
+          remote: clientAddress(req as IncomingMessage),
+        });
+        return new ConnectError("invalid or missing API key", Code.Unauthenticated);
       }
       : undefined,
   });

@@ -69,10 +69,18 @@ export interface Config {
   /** File mode bits, e.g. 0o770. */
   unixSocketPermission: number;
   taildropEnabled: boolean;
+  /** logtail.enabled: clients may upload their logs to Tailscale's log service. */
+  logtailEnabled: boolean;
+  /** auto_update.enabled: the tailnet-wide default for client auto-updates. */
+  autoUpdateEnabled: boolean;
   cli: { address: string; apiKey: string; timeoutMs: number; insecure: boolean };
   tuning: {
     batchChangeDelayMs: number;
     nodeStoreBatchSize: number;
     nodeStoreBatchTimeoutMs: number;
+    /** Deadline to receive a plain HTTP request; also the write inactivity timeout. */
+    httpRequestTimeoutMs: number;
+    /** Connections open at once, per listener. */
+    maxConnections: number;
   };
 }

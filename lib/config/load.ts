@@ -99,13 +99,18 @@ export function parseConfigText(
     const fromEnv = env[envNameFor(key)];
     const source = fromEnv !== undefined ? envNameFor(key) : key;
     const value = fromEnv !== undefined ? fromEnv : raw.has(key) ? raw.get(key) : spec.default;
-    if (spec.ignored && raw.has(key)) warnings.push(`${key} is accepted but has no effect here`);
+    if (spec.ignored && raw.has(key)) {
+      warnings.push(
+        `${key} is accepted but has no effect here${spec.note ? `: ${spec.note}` : ""}`,
+      );
+    }
     try {
       values.set(key, coerce(value, spec));
     } catch (e) {
       errors.push(`${source}: ${(e as Error).message}`);
     }
   }
+  checkOidc(raw, values, errors, warnings);
   if (errors.length) throw new ConfigError(errors.join("\n"));
 
   const config = build(values);
@@ -284,6 +289,8 @@ function build(v: Map<string, unknown>): Config {
     unixSocket: s("unix_socket"),
     unixSocketPermission: parseInt(s("unix_socket_permission").replace(/^0o/, ""), 8),
     taildropEnabled: b("taildrop.enabled"),
+    logtailEnabled: b("logtail.enabled"),
+    autoUpdateEnabled: b("auto_update.enabled"),
     cli: {
       address: s("cli.address"),
       apiKey: s("cli.api_key"),
@@ -294,6 +301,8 @@ function build(v: Map<string, unknown>): Config {
       batchChangeDelayMs: n("tuning.batch_change_delay"),
       nodeStoreBatchSize: n("tuning.node_store_batch_size"),
       nodeStoreBatchTimeoutMs: n("tuning.node_store_batch_timeout"),
+      httpRequestTimeoutMs: n("tuning.http_request_timeout"),
+      maxConnections: n("tuning.max_connections"),
     },
   };
 }
@@ -404,6 +413,10 @@ function validate(c: Config, v: Map<string, unknown>, errors: string[], warnings
   if (c.dns.extraRecords.length > 0 && c.dns.extraRecordsPath !== "") {
     err("dns.extra_records", "dns.extra_records and dns.extra_records_path are mutually exclusive");
   }
+  if (c.tuning.httpRequestTimeoutMs < 1_000) {
+    err("tuning.http_request_timeout", "must be at least 1s");
+  }
+  if (c.tuning.maxConnections < 1) err("tuning.max_connections", "must be at least 1");
   if (!Number.isInteger(c.unixSocketPermission) || c.unixSocketPermission > 0o777) {
     err("unix_socket_permission", "must be an octal file mode like 0770");
   }
@@ -411,8 +424,37 @@ function validate(c: Config, v: Map<string, unknown>, errors: string[], warnings
     err("derp.server.region_id", "must be between 1 and 65535");
   }
   if (c.grpcListenAddr !== "" && !c.grpcAllowInsecure && c.tls.certPath === "") {
-    err("grpc_listen_addr", "needs tls_cert_path/tls_key_path, or grpc_allow_insecure: true");
+    // As headscale: without TLS (and without grpc_allow_insecure) the remote listener is skipped.
+    warnings.push(
+      `grpc_listen_addr: not listening on ${c.grpcListenAddr}: remote gRPC needs ` +
+        "tls_cert_path/tls_key_path or grpc_allow_insecure: true",
+    );
+    c.grpcListenAddr = "";
   }
+  for (const [i, p] of c.trustedProxies.entries()) {
+    const prefix = parsePrefix(p);
+    if (!prefix) err(`trusted_proxies[${i}]`, `"${p}" is not an IP prefix like 10.0.0.0/8`);
+    else if (prefix.bits === 0) err(`trusted_proxies[${i}]`, `"${p}" would trust every address`);
+  }
+}
+
+/** OIDC is not implemented yet: a configured issuer is refused, other oidc keys warn. */
+function checkOidc(
+  raw: Map<string, unknown>,
+  values: Map<string, unknown>,
+  errors: string[],
+  warnings: string[],
+) {
+  const set = [...raw.keys()].filter((k) => k.startsWith("oidc."));
+  if (set.length === 0) return;
+  if (values.get("oidc.issuer") !== "") {
+    errors.push(
+      "oidc.issuer: OIDC login is not supported yet; remove the oidc section and enroll nodes " +
+        "with pre-auth keys (preauthkeys create) or interactive logins (auth register)",
+    );
+    return;
+  }
+  for (const k of set) warnings.push(`${k} has no effect: OIDC login is not supported yet`);
 }
 
 function isWithin(prefix: string, outer: string): boolean {

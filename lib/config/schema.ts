@@ -13,7 +13,12 @@ export interface KeySpec {
   default: unknown;
   /** Accepted for compatibility with headscale config files, but has no effect here. */
   ignored?: boolean;
+  /** Why an ignored key changes nothing, or what to use instead (shown in its warning). */
+  note?: string;
 }
+
+const HA = "HA subnet routers fail over when the primary disconnects; there is no active probing";
+const POOL = "the pool keeps up to database.postgres.max_open_conns connections open";
 
 export const SCHEMA: Record<string, KeySpec> = {
   server_url: { kind: "string", default: "http://127.0.0.1:8080" },
@@ -46,23 +51,33 @@ export const SCHEMA: Record<string, KeySpec> = {
 
   "node.expiry": { kind: "duration", default: "0" },
   "node.ephemeral.inactivity_timeout": { kind: "duration", default: "120s" },
-  "node.routes.ha.probe_interval": { kind: "duration", default: "10s" },
-  "node.routes.ha.probe_timeout": { kind: "duration", default: "5s" },
+  "node.routes.ha.probe_interval": { kind: "duration", default: "10s", ignored: true, note: HA },
+  "node.routes.ha.probe_timeout": { kind: "duration", default: "5s", ignored: true, note: HA },
   "preauth_keys.revoked_retention": { kind: "duration", default: "168h" },
 
   "database.type": { kind: "string", default: "sqlite" },
   "database.debug": { kind: "bool", default: false },
   "database.sqlite.path": { kind: "string", default: "./data/db.sqlite" },
   "database.sqlite.write_ahead_log": { kind: "bool", default: true },
-  "database.sqlite.wal_autocheckpoint": { kind: "int", default: 1000 },
+  "database.sqlite.wal_autocheckpoint": {
+    kind: "int",
+    default: 1000,
+    ignored: true,
+    note: "SQLite's own checkpoint threshold (1000 pages) is used",
+  },
   "database.postgres.host": { kind: "string", default: "" },
   "database.postgres.port": { kind: "int", default: 5432 },
   "database.postgres.name": { kind: "string", default: "headscale" },
   "database.postgres.user": { kind: "string", default: "" },
   "database.postgres.pass": { kind: "string", default: "" },
   "database.postgres.max_open_conns": { kind: "int", default: 10 },
-  "database.postgres.max_idle_conns": { kind: "int", default: 10 },
-  "database.postgres.conn_max_idle_time_secs": { kind: "int", default: 3600 },
+  "database.postgres.max_idle_conns": { kind: "int", default: 10, ignored: true, note: POOL },
+  "database.postgres.conn_max_idle_time_secs": {
+    kind: "int",
+    default: 3600,
+    ignored: true,
+    note: POOL,
+  },
   "database.postgres.ssl": { kind: "string", default: "false" },
   "database.gorm.prepare_stmt": { kind: "bool", default: true, ignored: true },
   "database.gorm.parameterized_queries": { kind: "bool", default: true, ignored: true },
@@ -124,6 +139,10 @@ export const SCHEMA: Record<string, KeySpec> = {
   "tuning.node_mapsession_buffered_chan_size": { kind: "int", default: 30, ignored: true },
   "tuning.node_store_batch_size": { kind: "int", default: 100 },
   "tuning.node_store_batch_timeout": { kind: "duration", default: "500ms" },
+  // Not in headscale's file (its listener has these built in: 30 s read/write deadlines).
+  "tuning.http_request_timeout": { kind: "duration", default: "30s" },
+  // Each node holds two connections (/ts2021 and DERP): 50,000 covers 10,000 nodes with room.
+  "tuning.max_connections": { kind: "int", default: 50_000 },
 };
 
 /** Keys headscale removed; a config that sets one is refused with the hint. */
@@ -134,6 +153,7 @@ export const REMOVED_KEYS: Record<string, string> = {
   "oidc.expiry": "use node.expiry",
   "oidc.strip_email_domain": "removed in headscale v0.26",
   "oidc.map_legacy_users": "removed in headscale v0.26",
+  "dns.use_username_in_magic_dns": "removed in headscale v0.23",
 };
 
 /** Keys the old name of which still works, with a warning. */

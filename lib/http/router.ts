@@ -6,6 +6,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "../log/log.ts";
+import { clientAddress } from "../net/client_addr.ts";
 
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
@@ -54,7 +55,7 @@ export class Router {
     Promise.resolve()
       .then(() => route.handler(req, res))
       .catch((e) => {
-        this.log.error("request failed", { path, error: e });
+        this.log.error("request failed", { path, remote: clientAddress(req), error: e });
         if (!res.headersSent) sendText(res, 500, "internal error\n");
         else res.destroy();
       });

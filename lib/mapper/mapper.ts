@@ -25,7 +25,9 @@ export interface MapSource {
 
 export interface MapperDeps {
   state: MapSource;
-  config: Pick<Config, "dns" | "prefixes" | "taildropEnabled">;
+  config:
+    & Pick<Config, "dns" | "prefixes" | "taildropEnabled">
+    & Partial<Pick<Config, "logtailEnabled" | "autoUpdateEnabled">>;
   /** Defaults to allow-all. */
   policy?: PolicyView;
   derpMap: () => DERPMap;
@@ -38,6 +40,8 @@ export interface MapperDeps {
 export type PeerPatch = NodePatch & { cap?: number };
 
 export const CAP_FILE_SHARING = "https://tailscale.com/cap/file-sharing";
+/** tailcfg.NodeAttrDefaultAutoUpdate: the value is the tailnet's auto-update default. */
+export const CAP_DEFAULT_AUTO_UPDATE = "default-auto-update";
 export const CAP_SSH = "https://tailscale.com/cap/ssh";
 /** An SSHPolicy that replaces an earlier one with nothing. */
 export const NO_SSH_POLICY = '{"rules":[]}';
@@ -226,6 +230,8 @@ export class Mapper {
   selfCapMap(nodeId: number): CapMap {
     const capMap: CapMap = {};
     if (this.deps.config.taildropEnabled) capMap[CAP_FILE_SHARING] = [];
+    // auto_update.enabled: the tailnet's default for clients that did not choose for themselves.
+    if (this.deps.config.autoUpdateEnabled) capMap[CAP_DEFAULT_AUTO_UPDATE] = [true];
     // Tailscale SSH only where the policy has rules for this node (headscale grants it always).
     if ((this.policyView.sshPolicyFor(nodeId)?.rules.length ?? 0) > 0) capMap[CAP_SSH] = [];
     Object.assign(capMap, this.policyView.nodeCapMap?.(nodeId) ?? {});
@@ -296,7 +302,7 @@ export class Mapper {
     tail.push(
       `,"UserProfiles":[${profiles.join(",")}]`,
       `,"ControlTime":"${this.now().toISOString()}"`,
-      `,"Debug":{"DisableLogTail":true}}`,
+      `,"Debug":{"DisableLogTail":${!this.deps.config.logtailEnabled}}}`,
     );
     return { head, tail: tail.join("") };
   }

@@ -15,6 +15,7 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "../log/log.ts";
+import { clientAddress } from "../net/client_addr.ts";
 import { formatKey, generateKeyPair, type KeyPair, publicKeyOf } from "../tailcfg/keys.ts";
 import { NoiseConn } from "./conn.ts";
 import { encodeEarlyPayload } from "./early_payload.ts";
@@ -80,14 +81,14 @@ export function handleTs2021Upgrade(
   try {
     accept(req, socket, head, opts);
   } catch (e) {
-    opts.log?.error("ts2021 upgrade failed", { error: e, remote: req.socket?.remoteAddress });
+    opts.log?.error("ts2021 upgrade failed", { error: e, remote: clientAddress(req) });
     socket.destroy();
   }
 }
 
 function accept(req: IncomingMessage, socket: Duplex, head: Buffer, opts: Ts2021UpgradeOptions) {
   const log = opts.log;
-  const remote = req.socket?.remoteAddress;
+  const remote = clientAddress(req);
   if (req.method !== "POST" && req.method !== "GET") {
     return refuseHttp(socket, 405, "method not allowed");
   }
@@ -129,7 +130,7 @@ function finishHandshake(
   isWebSocket: boolean,
 ): void {
   const log = opts.log;
-  const remote = req.socket?.remoteAddress;
+  const remote = clientAddress(req);
   const preamble = isWebSocket ? [] : [Buffer.from(SWITCHING_PROTOCOLS, "latin1")];
   const refuseNoise = (reason: string) => {
     stream.end(Buffer.concat([...preamble, encodeErrorFrame(reason)]));

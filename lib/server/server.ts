@@ -29,6 +29,8 @@ import { createDerp, type EmbeddedDerp } from "./derp.ts";
 import { listenOn, splitHostPort } from "./addr.ts";
 import { startMetricsListener } from "./metrics.ts";
 import { tailnetMetrics } from "../metrics/tailnet.ts";
+import { trustedProxyHook } from "../net/client_addr.ts";
+import { versionHandler } from "../version.ts";
 
 /** Oldest client the server talks to: Tailscale v1.80 (capability version 113). */
 export const MIN_CAP_VERSION = 113;
@@ -87,6 +89,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
 
   const router = new Router(log.child({ component: "http" }))
     .on("GET", "/health", healthHandler(() => store.checkWritable()))
+    .on("GET", "/version", versionHandler())
     .on("GET", "/key", keyHandler(noisePublic, MIN_CAP_VERSION))
     .on("*", REST_PREFIX, remoteApi)
     .on("POST", RPC_PREFIX, remoteApi)
@@ -119,13 +122,21 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       key: await Deno.readTextFile(config.tls.keyPath),
     })
     : createServer(serverOptions);
-  http.on("request", router.handleRequest);
+  // trusted_proxies: every request learns its client address before it is routed.
+  const resolveClient = trustedProxyHook(config.trustedProxies);
+  http.on("request", (req, res) => {
+    resolveClient(req);
+    router.handleRequest(req, res);
+  });
   // Set at shutdown: a /ts2021 or /derp upgrade then gets a closed socket, not a handshake with
   // a server about to vanish (Tailscale clients wait out a dial timeout on such a connection).
   let shuttingDown = false;
   http.on("upgrade", (req, socket, head) => {
     if (shuttingDown) socket.destroy();
-    else router.handleUpgrade(req, socket, head);
+    else {
+      resolveClient(req);
+      router.handleUpgrade(req, socket, head);
+    }
   });
   http.on("clientError", (_e, socket) => socket.destroy());
   // The API listeners come first: once /health answers, the CLI's socket is there too.

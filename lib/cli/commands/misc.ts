@@ -1,10 +1,10 @@
-/** Top-level commands: configtest (local), version (local) and health (server). */
+/** Top-level commands: configtest (local), version (local), generate (local) and health (server). */
 import { HealthResponseSchema } from "../../../gen/headscale/v1/headscale_pb.ts";
-import project from "../../../deno.json" with { type: "json" };
 import { ConfigError, loadConfig } from "../../config/load.ts";
 import type { CommandSpec } from "../command.ts";
 import { CliError } from "../errors.ts";
 import { messageJson } from "../output.ts";
+import { formatVersion, versionInfo } from "../../version.ts";
 
 export const configTest: CommandSpec = {
   name: "configtest",
@@ -35,16 +35,8 @@ export const version: CommandSpec = {
   name: "version",
   summary: "Print the version",
   run() {
-    const info = {
-      version: project.version,
-      deno: Deno.version.deno,
-      os: Deno.build.os,
-      arch: Deno.build.arch,
-    };
-    return Promise.resolve({
-      data: info,
-      human: `headscale-deno ${info.version} (deno ${info.deno}, ${info.os}/${info.arch})`,
-    });
+    const info = versionInfo();
+    return Promise.resolve({ data: info, human: formatVersion(info) });
   },
 };
 

@@ -3,6 +3,7 @@ import type { RootEntry } from "../command.ts";
 import { apiKeysGroup } from "./apikeys.ts";
 import { authGroup } from "./auth.ts";
 import { debugGroup } from "./debug.ts";
+import { generateGroup } from "./generate.ts";
 import { configTest, health, version } from "./misc.ts";
 import { nodesGroup } from "./nodes.ts";
 import { policyGroup } from "./policy.ts";
@@ -17,6 +18,7 @@ export const COMMANDS: RootEntry[] = [
   authGroup,
   policyGroup,
   debugGroup,
+  generateGroup,
   configTest,
   health,
   version,
