@@ -288,8 +288,11 @@ export class State {
     }
     await this.write(() => this.store.deleteUser(id));
     this.users.delete(id);
+    // The database deletes the user's keys with it, and forgets them on nodes (ON DELETE SET NULL).
     for (const [keyId, key] of this.preAuthKeys) {
-      if (key.userId === id) this.preAuthKeys.delete(keyId);
+      if (key.userId !== id) continue;
+      this.preAuthKeys.delete(keyId);
+      for (const n of this.nodes.values()) if (n.authKeyId === keyId) n.authKeyId = null;
     }
   }
 
@@ -587,8 +590,9 @@ export class State {
 
   private markKeyUsed(id: number | undefined): void {
     if (id === undefined) return;
+    // As the store does: a reusable key is never marked used.
     const key = this.preAuthKeys.get(id);
-    if (key && !key.used) this.preAuthKeys.set(id, { ...key, used: true });
+    if (key && !key.used && !key.reusable) this.preAuthKeys.set(id, { ...key, used: true });
   }
 
   /**
