@@ -28,6 +28,7 @@ import {
 import { advertisedRoutes } from "../api/convert.ts";
 import type { PolicyApi } from "../api/service.ts";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { readConfiguredFile } from "./startup_files.ts";
 
 export interface PolicyTarget {
   /** The engine to ask, or null when no policy is configured (everyone reaches everyone). */
@@ -81,7 +82,7 @@ export class PolicyManager implements PolicyApi {
     if (mode === "database") {
       text = (await deps.store.getPolicy()) ?? "";
     } else if (path !== "") {
-      text = await Deno.readTextFile(path);
+      text = await readConfiguredFile("policy.path", path);
     }
     const policy = m.parse(text, mode === "file" ? path : "the stored policy");
     m.engine = m.build(policy, false);

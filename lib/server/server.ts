@@ -29,6 +29,7 @@ import { createDerp, type EmbeddedDerp } from "./derp.ts";
 import { listenOn, splitHostPort } from "./addr.ts";
 import { startMetricsListener } from "./metrics.ts";
 import { tailnetMetrics } from "../metrics/tailnet.ts";
+import { checkStartupFiles } from "./startup_files.ts";
 import { trustedProxyHook } from "../net/client_addr.ts";
 import { versionHandler } from "../version.ts";
 
@@ -46,6 +47,8 @@ export interface RunningServer {
 }
 
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+  // Missing files stop the start before anything is opened, naming the key and the file.
+  const files = await checkStartupFiles(config);
   const store = await openStore(config.database);
   await store.migrate();
   const state = await State.open({ store, log: log.child({ component: "state" }), config });
@@ -115,12 +118,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   // With tls_cert_path/tls_key_path the main listener speaks HTTPS (needed by the embedded DERP:
   // clients dial DERP over TLS). ALPN is HTTP/1.1: /ts2021 and /derp are HTTP/1.1 upgrades.
   const serverOptions = { requestTimeout: 0, headersTimeout: 30_000 };
-  const http: Server = config.tls.certPath !== ""
-    ? createTlsServer({
-      ...serverOptions,
-      cert: await Deno.readTextFile(config.tls.certPath),
-      key: await Deno.readTextFile(config.tls.keyPath),
-    })
+  const http: Server = files.tls
+    ? createTlsServer({ ...serverOptions, ...files.tls })
     : createServer(serverOptions);
   // trusted_proxies: every request learns its client address before it is routed.
   const resolveClient = trustedProxyHook(config.trustedProxies);
@@ -152,14 +151,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   if (config.grpcListenAddr !== "") {
     const { host, port } = splitHostPort(config.grpcListenAddr);
     apiListeners.push(
-      config.tls.certPath !== ""
-        ? await serveTls(remoteApi, {
-          hostname: host,
-          port,
-          cert: await Deno.readTextFile(config.tls.certPath),
-          key: await Deno.readTextFile(config.tls.keyPath),
-          onConnectionError,
-        })
+      files.tls
+        ? await serveTls(remoteApi, { hostname: host, port, ...files.tls, onConnectionError })
         : await serveCleartextTcp(remoteApi, { hostname: host, port, onConnectionError }),
     );
   }
