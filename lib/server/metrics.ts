@@ -6,6 +6,7 @@ import { createServer, type Server } from "node:http";
 import { sendText } from "../http/router.ts";
 import { METRICS_CONTENT_TYPE, type MetricsRegistry } from "../metrics/registry.ts";
 import { listenOn } from "./addr.ts";
+import { applyHttpLimits, type HttpLimits, httpServerOptions } from "../http/limits.ts";
 
 export interface MetricsListener {
   /** host:port it is bound to. */
@@ -16,9 +17,12 @@ export interface MetricsListener {
 export async function startMetricsListener(
   addr: string,
   metrics: MetricsRegistry,
+  limits?: HttpLimits,
 ): Promise<MetricsListener | null> {
   if (addr === "") return null;
-  const server: Server = createServer((req, res) => {
+  const server: Server = createServer(limits ? httpServerOptions(limits) : {});
+  if (limits) applyHttpLimits(server, limits);
+  server.on("request", (req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     if (path !== "/metrics") return sendText(res, 404, "not found\n");
     if (req.method !== "GET" && req.method !== "HEAD") {

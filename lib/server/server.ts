@@ -29,6 +29,7 @@ import { createDerp, type EmbeddedDerp } from "./derp.ts";
 import { listenOn, splitHostPort } from "./addr.ts";
 import { startMetricsListener } from "./metrics.ts";
 import { tailnetMetrics } from "../metrics/tailnet.ts";
+import { applyHttpLimits, type HttpLimits, httpServerOptions } from "../http/limits.ts";
 import { checkStartupFiles } from "./startup_files.ts";
 import { trustedProxyHook } from "../net/client_addr.ts";
 import { versionHandler } from "../version.ts";
@@ -117,10 +118,17 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
 
   // With tls_cert_path/tls_key_path the main listener speaks HTTPS (needed by the embedded DERP:
   // clients dial DERP over TLS). ALPN is HTTP/1.1: /ts2021 and /derp are HTTP/1.1 upgrades.
-  const serverOptions = { requestTimeout: 0, headersTimeout: 30_000 };
+  // Plain requests must arrive within tuning.http_request_timeout (else 408); upgraded
+  // connections leave the HTTP server at the upgrade and are not timed.
+  const limits: HttpLimits = {
+    requestTimeoutMs: config.tuning.httpRequestTimeoutMs,
+    maxConnections: config.tuning.maxConnections,
+  };
+  const serverOptions = httpServerOptions(limits);
   const http: Server = files.tls
     ? createTlsServer({ ...serverOptions, ...files.tls })
     : createServer(serverOptions);
+  applyHttpLimits(http, limits);
   // trusted_proxies: every request learns its client address before it is routed.
   const resolveClient = trustedProxyHook(config.trustedProxies);
   http.on("request", (req, res) => {
@@ -137,7 +145,6 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       router.handleUpgrade(req, socket, head);
     }
   });
-  http.on("clientError", (_e, socket) => socket.destroy());
   // The API listeners come first: once /health answers, the CLI's socket is there too.
   const apiListeners: ApiListener[] = [];
   const onConnectionError = (e: Error) => apiLog.debug("API connection error", { error: e });
@@ -150,10 +157,22 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   );
   if (config.grpcListenAddr !== "") {
     const { host, port } = splitHostPort(config.grpcListenAddr);
+    const { maxConnections } = limits;
     apiListeners.push(
       files.tls
-        ? await serveTls(remoteApi, { hostname: host, port, ...files.tls, onConnectionError })
-        : await serveCleartextTcp(remoteApi, { hostname: host, port, onConnectionError }),
+        ? await serveTls(remoteApi, {
+          hostname: host,
+          port,
+          ...files.tls,
+          onConnectionError,
+          maxConnections,
+        })
+        : await serveCleartextTcp(remoteApi, {
+          hostname: host,
+          port,
+          onConnectionError,
+          maxConnections,
+        }),
     );
   }
   for (const l of apiListeners) log.info("management API listening", { addr: l.address });
@@ -168,6 +187,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       derp: () => derp.stats(),
       startedAt: new Date(),
     }),
+    limits,
   );
   if (metrics) log.info("metrics listening", { addr: metrics.address });
 

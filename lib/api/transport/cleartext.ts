@@ -10,6 +10,7 @@ import { chmod, lstat, mkdir, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { sniffProtocol } from "./preface.ts";
 import { guardHandler } from "./guard.ts";
+import { answerClientError, limitConnections } from "../../http/limits.ts";
 import {
   type ApiListener,
   type ApiRequestHandler,
@@ -26,6 +27,8 @@ export interface CleartextOptions {
   sniffTimeoutMs?: number;
   /** Connection-level failures; they never reach the request handler. Default: ignored. */
   onConnectionError?: ConnectionErrorHandler;
+  /** Connections open at once (tuning.max_connections); those past it are dropped. */
+  maxConnections?: number;
 }
 
 /**
@@ -44,12 +47,13 @@ export function createCleartextServer(
   const h2Server = http2.createServer(guarded);
   h2Server.on("sessionError", (error: Error) => report(error));
   const h1Server = acceptHttp1 ? http.createServer(guarded) : undefined;
+  // Oversized headers get 431 and garbage 400, not a bare close.
   h1Server?.on("clientError", (error: Error, socket) => {
     report(error);
-    socket.destroy();
+    answerClientError(error, socket);
   });
 
-  return net.createServer((socket) => {
+  const server = net.createServer((socket) => {
     connections.add(socket);
     // Without a listener, a reset connection would throw from the socket's "error" event.
     socket.on("error", (error) => report(error));
@@ -69,6 +73,8 @@ export function createCleartextServer(
       },
     );
   });
+  if (options.maxConnections !== undefined) limitConnections(server, options.maxConnections);
+  return server;
 }
 
 export interface UnixSocketOptions extends CleartextOptions {

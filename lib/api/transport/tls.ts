@@ -15,6 +15,7 @@ import {
   ConnectionSet,
 } from "./listener.ts";
 import { guardHandler } from "./guard.ts";
+import { limitConnections } from "../../http/limits.ts";
 
 export interface TlsOptions {
   /** PEM certificate chain and private key. */
@@ -23,6 +24,8 @@ export interface TlsOptions {
   /** Also accept HTTP/1.1 over TLS (default true). */
   http1?: boolean;
   onConnectionError?: ConnectionErrorHandler;
+  /** Connections open at once (tuning.max_connections); those past it are dropped. */
+  maxConnections?: number;
 }
 
 export interface TlsListenOptions extends TlsOptions {
@@ -54,6 +57,7 @@ export function createTlsServer(
   });
   server.on("tlsClientError", (error: Error) => report(error));
   server.on("sessionError", (error: Error) => report(error));
+  if (options.maxConnections !== undefined) limitConnections(server, options.maxConnections);
   return server;
 }
 
