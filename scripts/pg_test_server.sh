@@ -4,6 +4,7 @@
 #
 #   scripts/pg_test_server.sh [port]        # default port 5433, listens on 127.0.0.1 only
 #   scripts/pg_test_server.sh [port] stop   # stops it and removes its data
+#   scripts/pg_test_server.sh [port] halt   # stops it, keeping its data (start brings it back)
 #
 # Running it again while the server is up just prints the URL. The data lives in a temp dir
 # named after the port (or $HEADSCALE_PG_TEST_DIR); fsync is off because nothing in it needs
@@ -22,7 +23,7 @@ url="postgres://${db_user}:${db_pass}@127.0.0.1:${port}/${db_name}"
 
 case "$port" in
 '' | *[!0-9]*)
-  echo "usage: $0 [port] [start|stop]" >&2
+  echo "usage: $0 [port] [start|stop|halt]" >&2
   exit 2
   ;;
 esac
@@ -50,6 +51,11 @@ as_owner() {
     "$@"
   fi
 }
+
+if [ "$action" = halt ]; then
+  as_owner "$bin/pg_ctl" -D "$data" -m fast -w stop >&2
+  exit 0
+fi
 
 if [ "$action" = stop ]; then
   if [ -d "$data" ]; then

@@ -23,7 +23,7 @@
  */
 // Every method is async, with nothing to await, so that a synchronous throw becomes a rejection.
 // deno-lint-ignore-file require-await
-import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { checkId, encodeTime } from "./codec.ts";
@@ -253,9 +253,11 @@ export class SqliteStore extends RowStore<string | number> implements Store {
       return fault;
     }
     if (!existsSync(this.path)) return "unreachable";
+    // Opening for writing (nothing is written) is what the kernel refuses for an immutable file
+    // or a read-only mount, for root too; access(2)-style checks do not see the immutable flag.
     for (const file of [this.path, `${this.path}-wal`]) {
       try {
-        if (existsSync(file)) accessSync(file, constants.W_OK);
+        if (existsSync(file)) closeSync(openSync(file, "r+"));
       } catch {
         return "read-only";
       }

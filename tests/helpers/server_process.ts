@@ -61,7 +61,7 @@ ${extra}`,
 export async function startServer(
   dir?: string,
   extraConfig = "",
-  opts: { caCertPath?: string } = {},
+  opts: { caCertPath?: string; env?: Record<string, string> } = {},
 ): Promise<ServerProcess> {
   dir ??= await Deno.makeTempDir({ prefix: "hsd-test-" });
   const port = freePort();
@@ -72,6 +72,7 @@ export async function startServer(
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...SERVER_FLAGS, `${ROOT}main.ts`, "-c", configPath],
     cwd: dir,
+    env: opts.env,
     stdout: "piped",
     stderr: "piped",
     stdin: "null",
