@@ -8,6 +8,7 @@ import type { Http2Session } from "node:http2";
 import type { Duplex } from "node:stream";
 import type { Logger } from "../log/log.ts";
 import type { State } from "../state/state.ts";
+import { UnavailableError } from "../state/errors.ts";
 import type { MapRequest, RegisterRequest } from "../tailcfg/types.ts";
 import { HttpError, readJsonObject, sendJson, sendText } from "./http_util.ts";
 import type { MapService } from "./map_session.ts";
@@ -179,6 +180,10 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
           sendText(res, e.status, e.message);
           // A refused upload may still be streaming in: reset it once the answer is out.
           if (!req.complete) res.on("finish", () => req.stream.close());
+        } else if (e instanceof UnavailableError) {
+          // The client retries a 5xx; the admin learns from the log what to fix.
+          log.warn("control request failed", { path: req.url, error: e.message });
+          sendText(res, 503, e.message);
         } else {
           log.error("control request failed", { path: req.url, error: e });
           sendText(res, 500, "internal error");
