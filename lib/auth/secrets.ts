@@ -4,6 +4,7 @@
  * is stored, and it is compared in constant time. The full key is shown once, at creation.
  */
 import { randomBytes, scrypt, timingSafeEqual } from "node:crypto";
+import bcrypt from "bcryptjs";
 
 export type KeyKind = "auth" | "api";
 
@@ -51,6 +52,8 @@ export async function hashSecret(secret: string): Promise<string> {
 
 /** True when `secret` matches the stored hash; constant-time in the secret. */
 export async function verifySecret(secret: string, stored: string): Promise<boolean> {
+  // Keys imported from headscale keep the bcrypt hash it stored ($2a$…).
+  if (/^\$2[aby]\$\d\d\$/.test(stored)) return await bcrypt.compare(secret, stored);
   const parts = stored.split("$");
   if (parts.length !== 6 || parts[0] !== "scrypt") return false;
   const [N, r, p] = parts.slice(1, 4).map(Number);
@@ -66,19 +69,39 @@ export async function generateKey(kind: KeyKind): Promise<NewSecret> {
   return { full: `hskey-${kind}-${prefix}-${secret}`, prefix, hash: await hashSecret(secret) };
 }
 
-/** Splits a key into its parts; null when it is not a well-formed key of that kind. */
+/** The row prefix of a pre-auth key from before headscale v0.28 (48 hex, stored in plain text). */
+export function legacyAuthKeyPrefix(key: string): string {
+  return "." + key.slice(0, PREFIX_LEN);
+}
+
+/**
+ * Splits a key into its parts; null when it is not a well-formed key of that kind. Besides ours
+ * (hex), headscale's keys parse too: `hskey-*` with base64url prefix and secret, API keys of the
+ * older `<7>.<32>` form, and pre-auth keys of the older plain 48-hex form (whose row prefix is
+ * legacyAuthKeyPrefix and whose secret is the whole key).
+ */
 export function parseKey(text: string, kind: KeyKind): ParsedKey | null {
   const head = `hskey-${kind}-`;
-  if (!text.startsWith(head)) return null;
+  if (!text.startsWith(head)) return parseLegacyKey(text, kind);
   const rest = text.slice(head.length);
   const prefix = rest.slice(0, PREFIX_LEN);
   const secret = rest.slice(PREFIX_LEN + 1);
   if (
-    rest[PREFIX_LEN] !== "-" || !/^[0-9a-f]{12}$/.test(prefix) || !/^[0-9a-f]{64}$/.test(secret)
+    rest[PREFIX_LEN] !== "-" || !/^[\w-]{12}$/.test(prefix) || !/^[\w-]{64}$/.test(secret)
   ) {
     return null;
   }
   return { kind, prefix, secret };
+}
+
+function parseLegacyKey(text: string, kind: KeyKind): ParsedKey | null {
+  if (kind === "api") {
+    const m = /^([\w-]{7})\.([\w-]{32})$/.exec(text);
+    return m ? { kind, prefix: m[1], secret: m[2] } : null;
+  }
+  return /^[0-9a-f]{48}$/.test(text)
+    ? { kind, prefix: legacyAuthKeyPrefix(text), secret: text }
+    : null;
 }
 
 /** How a key is shown after creation: its prefix only. */

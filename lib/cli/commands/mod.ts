@@ -4,6 +4,7 @@ import { apiKeysGroup } from "./apikeys.ts";
 import { authGroup } from "./auth.ts";
 import { debugGroup } from "./debug.ts";
 import { generateGroup } from "./generate.ts";
+import { migrateGroup } from "./migrate.ts";
 import { configTest, health, version } from "./misc.ts";
 import { nodesGroup } from "./nodes.ts";
 import { policyGroup } from "./policy.ts";
@@ -19,6 +20,7 @@ export const COMMANDS: RootEntry[] = [
   policyGroup,
   debugGroup,
   generateGroup,
+  migrateGroup,
   configTest,
   health,
   version,
