@@ -293,6 +293,12 @@ Deno.test("migrate: versions other than v0.28.x and v0.29.x are refused by name"
   assert.equal(checkVersion("v0.29.2", []), "v0.29.2");
   assert.equal(checkVersion("v0.28.0", []), "v0.28.0");
   assert.equal(checkVersion(null, ["202511131445-node-forced-tags-to-tags"]), "v0.28.x");
+  // A development build of v0.29 records no version, but has the table.
+  assert.equal(checkVersion(null, ["202511131445-node-forced-tags-to-tags"], true), "v0.29.x");
+  assert.throws(
+    () => checkVersion(null, ["202511131445-node-forced-tags-to-tags", "202701010000-future"]),
+    /newer than v0\.29 \(migration 202701010000-future\)/,
+  );
   assert.throws(
     () => checkVersion("v0.27.1", []),
     /headscale v0\.27\.1; only v0\.28\.x and v0\.29\.x/,

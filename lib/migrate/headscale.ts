@@ -40,8 +40,25 @@ export interface HeadscaleTables {
 const V028_MIGRATION = "202511131445-node-forced-tags-to-tags";
 const TABLES = ["users", "nodes", "pre_auth_keys", "api_keys", "policies", "migrations"] as const;
 
-/** Refuses versions other than v0.28.x and v0.29.x, naming the one found. */
-export function checkVersion(version: string | null, migrationIds: string[]): string {
+/** The newest headscale migration this importer knows (v0.29.2). */
+const LATEST_KNOWN_MIGRATION = "202606181200-recover-null-tags-node-user-id";
+
+/**
+ * Refuses versions other than v0.28.x and v0.29.x, naming the one found. Development builds of
+ * headscale record no version: then the migration list tells (`hasVersionTable`: v0.29's schema).
+ */
+export function checkVersion(
+  version: string | null,
+  migrationIds: string[],
+  hasVersionTable = false,
+): string {
+  const newest = [...migrationIds].sort().at(-1) ?? "";
+  if (newest > LATEST_KNOWN_MIGRATION) {
+    throw new MigrateError(
+      `this database was migrated by a headscale newer than v0.29 (migration ${newest}); only ` +
+        "v0.28.x and v0.29.x are imported",
+    );
+  }
   if (version !== null && version !== "") {
     const m = /^v?(\d+)\.(\d+)\.(\d+)/.exec(version);
     if (!m) throw new MigrateError(`unrecognised headscale database version "${version}"`);
@@ -58,7 +75,7 @@ export function checkVersion(version: string | null, migrationIds: string[]): st
         "this importer knows",
     );
   }
-  if (migrationIds.includes(V028_MIGRATION)) return "v0.28.x";
+  if (migrationIds.includes(V028_MIGRATION)) return hasVersionTable ? "v0.29.x" : "v0.28.x";
   const last = [...migrationIds].sort().at(-1) ?? "none";
   throw new MigrateError(
     `this database was written by a headscale older than v0.28 (last migration ${last}); ` +
@@ -99,7 +116,7 @@ export function readSqlite(path: string): HeadscaleTables {
       : null;
     const migrationIds = all("SELECT id FROM migrations").map((r) => String(r.id));
     return {
-      version: checkVersion(version, migrationIds),
+      version: checkVersion(version, migrationIds, tables.includes("database_versions")),
       users: all("SELECT * FROM users ORDER BY id"),
       nodes: all("SELECT * FROM nodes ORDER BY id"),
       preAuthKeys: all("SELECT * FROM pre_auth_keys ORDER BY id"),
@@ -136,7 +153,7 @@ export async function readPostgres(url: string): Promise<HeadscaleTables> {
       const migrationIds = (await tx`SELECT id FROM migrations`).map((r) => String(r.id));
       const all = async (table: string) => [...await tx`SELECT * FROM ${tx(table)} ORDER BY id`];
       return {
-        version: checkVersion(version, migrationIds),
+        version: checkVersion(version, migrationIds, tables.includes("database_versions")),
         users: await all("users"),
         nodes: await all("nodes"),
         preAuthKeys: await all("pre_auth_keys"),
