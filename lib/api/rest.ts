@@ -17,8 +17,10 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { http as httpRule } from "../../gen/google/api/annotations_pb.ts";
 import type { Logger } from "../log/log.ts";
 import { toConnectError } from "./service.ts";
+import { closeAfterResponse } from "../http/limits.ts";
 
-const MAX_BODY = 1 << 20;
+/** Largest request body the API reads (REST and Connect/gRPC alike). */
+export const MAX_BODY_BYTES = 1 << 20;
 
 interface RestRoute {
   httpMethod: string;
@@ -87,30 +89,75 @@ export function restRoutes(service: DescService): RestRoute[] {
   return routes;
 }
 
-function readBody(req: IncomingMessage): Promise<string> {
+/** "1048576 bytes (1 MiB)" */
+function describeBytes(n: number): string {
+  return n % (1 << 20) === 0 ? `${n} bytes (${n >> 20} MiB)` : `${n} bytes`;
+}
+
+/**
+ * A request body over the limit: answered 413, then the connection is closed. Not a
+ * ConnectError subclass: `instanceof` on those matches any ConnectError.
+ */
+export class BodyTooLargeError extends Error {
+  override name = "BodyTooLargeError";
+  constructor(size: number | null, limit: number) {
+    super(
+      size === null
+        ? `request body is over the limit of ${describeBytes(limit)}`
+        : `request body is ${size} bytes; the limit is ${describeBytes(limit)}`,
+    );
+  }
+}
+
+/** The declared Content-Length, or null (chunked, or none). */
+function declaredLength(req: IncomingMessage): number | null {
+  const value = req.headers["content-length"];
+  return value !== undefined && /^\d+$/.test(value) ? Number(value) : null;
+}
+
+/**
+ * Reads the body up to `limit` bytes. A chunked body that grows past it stops being read: the
+ * caller answers 413 and the connection closes after the answer (never before it is flushed).
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on("data", (c: Buffer) => {
+    const onData = (c: Buffer) => {
       size += c.length;
-      if (size > MAX_BODY) {
-        reject(new ConnectError("request body too large", Code.ResourceExhausted));
-        req.destroy();
+      if (size > limit) {
+        req.off("data", onData);
+        req.pause();
+        reject(new BodyTooLargeError(null, limit));
         return;
       }
       chunks.push(c);
-    });
+    };
+    req.on("data", onData);
     req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
     req.on("error", reject);
+    // A body that stops arriving is answered 408 by the listener; the request then just closes.
+    req.on("close", () => {
+      if (!req.complete) reject(new ConnectError("request body incomplete", Code.Canceled));
+    });
   });
 }
 
 function sendError(res: ServerResponse, e: ConnectError): void {
-  const status = e.code === Code.ResourceExhausted && e.rawMessage.includes("too large")
-    ? 413
-    : httpStatusFor(e.code);
-  res.writeHead(status, { "content-type": "application/json" });
+  res.writeHead(httpStatusFor(e.code), { "content-type": "application/json" });
   res.end(JSON.stringify({ code: e.code, message: e.rawMessage, details: [] }));
+}
+
+/** 413 with the REST error shape (code ResourceExhausted); the connection closes after it. */
+function sendTooLarge(res: ServerResponse, e: BodyTooLargeError): void {
+  // The rest of the body is not read: the connection cannot carry another request.
+  if (res.req.httpVersionMajor === 1) closeAfterResponse(res);
+  const body = JSON.stringify({ code: Code.ResourceExhausted, message: e.message, details: [] });
+  res.writeHead(413, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+  });
+  res.end(body);
 }
 
 /** Sets a field from a path or query value, by proto name, as protojson would read it. */
@@ -141,6 +188,11 @@ export function createRestHandler(opts: RestHandlerOptions) {
   const routes = restRoutes(opts.service);
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     try {
+      // Refused before reading a byte of it, when the size is declared.
+      const length = declaredLength(req);
+      if (length !== null && length > MAX_BODY_BYTES) {
+        return sendTooLarge(res, new BodyTooLargeError(length, MAX_BODY_BYTES));
+      }
       const denied = opts.authorize ? await opts.authorize(req) : null;
       if (denied) return sendError(res, denied);
 
@@ -154,7 +206,7 @@ export function createRestHandler(opts: RestHandlerOptions) {
 
         let input: JsonObject = {};
         if (route.body === "*") {
-          const text = await readBody(req);
+          const text = await readBody(req, MAX_BODY_BYTES);
           if (text.trim() !== "") {
             let parsed: unknown;
             try {
@@ -199,12 +251,13 @@ export function createRestHandler(opts: RestHandlerOptions) {
           : new ConnectError(`no API route ${url.pathname}`, Code.NotFound),
       );
     } catch (e) {
+      if (e instanceof BodyTooLargeError && !res.headersSent) return sendTooLarge(res, e);
       const err = toConnectError(e);
       if (err.code === Code.Internal) {
         opts.log.error("API request failed", { path: req.url, error: e });
       }
       if (!res.headersSent) sendError(res, err);
-      else res.destroy();
+      else if (!res.writableEnded) res.destroy();
     }
   };
 }

@@ -11,7 +11,8 @@ import { HeadscaleService } from "../../gen/headscale/v1/headscale_pb.ts";
 import type { Logger } from "../log/log.ts";
 import type { State } from "../state/state.ts";
 import { createHeadscaleService, type ServiceDeps } from "./service.ts";
-import { createRestHandler } from "./rest.ts";
+import { createRestHandler, MAX_BODY_BYTES } from "./rest.ts";
+import { lingeringClose } from "../http/limits.ts";
 import { clientAddress } from "../net/client_addr.ts";
 
 export const REST_PREFIX = "/api/v1/";
@@ -50,6 +51,9 @@ export function createApiHandler(opts: ApiServerOptions): ApiHandler {
   const rpc = connectNodeAdapter({
     routes: (router) => router.service(HeadscaleService, impl),
     interceptors: opts.requireApiKey ? [apiKeyInterceptor(opts.state)] : [],
+    // The same limit as REST: a larger message is ResourceExhausted naming it (connect's default
+    // would read up to 4 GiB).
+    readMaxBytes: MAX_BODY_BYTES,
   });
   const rest = createRestHandler({
     service: HeadscaleService,
@@ -71,6 +75,14 @@ export function createApiHandler(opts: ApiServerOptions): ApiHandler {
     if (path.startsWith(REST_PREFIX)) {
       void rest(req as IncomingMessage, res as ServerResponse);
     } else {
+      // A message over readMaxBytes is refused before its body is read to the end; on HTTP/1.1
+      // the unread rest would stall the connection for the client's next call: close it.
+      const socket = req.socket;
+      if (req.httpVersionMajor === 1) {
+        res.once("finish", () => {
+          if (!req.complete && !socket.destroyed) lingeringClose(socket, "");
+        });
+      }
       rpc(req, res);
     }
   };

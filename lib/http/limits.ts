@@ -109,5 +109,17 @@ export function lingeringClose(socket: Duplex, answer: string, lingerMs = 2_000)
   socket.once("end", () => socket.destroy());
   (socket as Partial<Socket>).setTimeout?.(lingerMs, () => socket.destroy());
   socket.resume();
-  socket.end(answer);
+  if (answer === "") socket.end();
+  else socket.end(answer);
+}
+
+/**
+ * Makes `res` the last response on its connection (`Connection: close`) and the close after it
+ * lingering: the request's body is not read to the end (it is over a limit), and node's own
+ * close would destroy the socket with those bytes unread, a reset that can overtake the answer.
+ */
+export function closeAfterResponse(res: ServerResponse): void {
+  res.setHeader("connection", "close");
+  const socket = res.socket as (Socket & { destroySoon?: () => void }) | null;
+  if (socket) socket.destroySoon = () => lingeringClose(socket, "");
 }
