@@ -55,7 +55,9 @@ function pageRequest(req: IncomingMessage, res: ServerResponse, prefix: string) 
       "content-type": "text/html; charset=utf-8",
       "cache-control": "no-store",
       "x-content-type-options": "nosniff",
-      "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'",
+      // frame-ancestors: no other site may frame the page (clickjacking an admin's approval).
+      "content-security-policy":
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
     });
     res.end(req.method === "HEAD" ? undefined : html);
   };
