@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
+import type { Duplex } from "node:stream";
 import { ConfigError, loadConfig, parseConfigText } from "../lib/config/load.ts";
 import { silentLogger } from "../lib/log/log.ts";
 import { type RunningServer, startServer } from "../lib/server/server.ts";
@@ -13,6 +14,8 @@ import { noiseClientConnect } from "../lib/noise/client.ts";
 import { ControlClient } from "../lib/control/client.ts";
 import { generateKeyPair, parseKey } from "../lib/tailcfg/keys.ts";
 import { applyHttpLimits, httpServerOptions } from "../lib/http/limits.ts";
+import { startMetricsListener } from "../lib/server/metrics.ts";
+import { MetricsRegistry } from "../lib/metrics/registry.ts";
 import { freePort, writeConfig } from "./helpers/server_process.ts";
 
 async function withServer(
@@ -191,5 +194,68 @@ Deno.test("http limits: a response the client does not read is dropped after the
     conn.close();
     closed = Promise.withResolvers();
     await new Promise((r) => server.close(r));
+  }
+});
+
+Deno.test("http limits: an upgrade after a plain request on the same connection is not timed", async () => {
+  const limits = { requestTimeoutMs: 1_000, maxConnections: 10 };
+  const server = createServer(httpServerOptions(limits));
+  applyHttpLimits(server, limits);
+  server.on("request", (_req, res) => res.end("ok"));
+  const upgraded: Duplex[] = [];
+  server.on("upgrade", (_req, socket) => {
+    upgraded.push(socket);
+    socket.write(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n",
+    );
+    socket.on("data", (d) => socket.write(d));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as { port: number }).port;
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const buf = new Uint8Array(4096);
+  const send = async (text: string) => {
+    await conn.write(new TextEncoder().encode(text));
+    const n = await conn.read(buf);
+    return n === null ? "" : new TextDecoder().decode(buf.subarray(0, n));
+  };
+  try {
+    assert.match(await send("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), /^HTTP\/1\.1 200 /);
+    const upgrade = "GET /u HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n";
+    assert.match(await send(upgrade), /^HTTP\/1\.1 101 /);
+    await new Promise((r) => setTimeout(r, 2_500));
+    assert.equal(await send("ping"), "ping", "the upgraded connection outlived the deadline");
+  } finally {
+    conn.close();
+    for (const socket of upgraded) socket.destroy();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
+});
+
+Deno.test("http limits: the metrics listener drops connections past its cap", async () => {
+  const metrics = await startMetricsListener(
+    "127.0.0.1:0",
+    new MetricsRegistry(),
+    { requestTimeoutMs: 1_000, maxConnections: 1 },
+  );
+  const port = Number(metrics!.address.split(":").pop());
+  const held = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await new Promise((r) => setTimeout(r, 200));
+    const refused = await exchange(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert.equal(refused.text, "", "the second connection is closed unanswered");
+    held.close();
+    await new Promise((r) => setTimeout(r, 200));
+    const ok = await exchange(
+      port,
+      "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert.equal(statusLine(ok.text), "HTTP/1.1 200 OK", "a freed slot is usable again");
+  } finally {
+    try {
+      held.close();
+    } catch { /* closed above */ }
+    await metrics!.close();
   }
 });
