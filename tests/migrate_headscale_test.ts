@@ -295,6 +295,12 @@ Deno.test("migrate: versions other than v0.28.x and v0.29.x are refused by name"
   assert.equal(checkVersion(null, ["202511131445-node-forced-tags-to-tags"]), "v0.28.x");
   // A development build of v0.29 records no version, but has the table.
   assert.equal(checkVersion(null, ["202511131445-node-forced-tags-to-tags"], true), "v0.29.x");
+  // A database headscale created from scratch also lists gormigrate's SCHEMA_INIT marker.
+  assert.equal(
+    checkVersion(null, ["SCHEMA_INIT", "202511131445-node-forced-tags-to-tags"], true),
+    "v0.29.x",
+  );
+  assert.throws(() => checkVersion(null, ["SCHEMA_INIT"]), /older than v0\.28/);
   assert.throws(
     () => checkVersion(null, ["202511131445-node-forced-tags-to-tags", "202701010000-future"]),
     /newer than v0\.29 \(migration 202701010000-future\)/,

@@ -52,7 +52,10 @@ export function checkVersion(
   migrationIds: string[],
   hasVersionTable = false,
 ): string {
-  const newest = [...migrationIds].sort().at(-1) ?? "";
+  // Dated ids only: a database headscale created from scratch also records gormigrate's
+  // SCHEMA_INIT marker, which would sort after every date.
+  const dated = migrationIds.filter((id) => /^\d{12}/.test(id));
+  const newest = [...dated].sort().at(-1) ?? "";
   if (newest > LATEST_KNOWN_MIGRATION) {
     throw new MigrateError(
       `this database was migrated by a headscale newer than v0.29 (migration ${newest}); only ` +
@@ -76,7 +79,7 @@ export function checkVersion(
     );
   }
   if (migrationIds.includes(V028_MIGRATION)) return hasVersionTable ? "v0.29.x" : "v0.28.x";
-  const last = [...migrationIds].sort().at(-1) ?? "none";
+  const last = newest || "none";
   throw new MigrateError(
     `this database was written by a headscale older than v0.28 (last migration ${last}); ` +
       "only v0.28.x and v0.29.x are imported: upgrade headscale to v0.28 (then v0.29), start it " +
