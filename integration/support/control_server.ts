@@ -131,6 +131,34 @@ export class ControlServer {
     return server;
   }
 
+  /**
+   * Starts our server on a config file written elsewhere (e.g. the one headscale ran with):
+   * `listen` is its listen_addr, `dir` its working directory, `tls` the CA clients trust (https).
+   */
+  static async startWithConfig(
+    harness: Harness,
+    o: {
+      listen: ListenAddress;
+      dir: string;
+      configPath: string;
+      baseDomain: string;
+      tls?: { caCertPath: string; caCertPem: string };
+    },
+  ): Promise<ControlServer> {
+    const server = new ControlServer(
+      harness,
+      o.listen,
+      o.dir,
+      o.configPath,
+      o.baseDomain,
+      o.tls ? "https" : "http",
+      o.tls?.caCertPath,
+      o.tls?.caCertPem,
+    );
+    await server.#spawn();
+    return server;
+  }
+
   /** `http(s)://<bridge ip>:<port>`: server_url and the clients' `--login-server`. */
   get url(): string {
     return `${this.scheme}://${this.listen.hostPort}`;
