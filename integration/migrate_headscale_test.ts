@@ -18,6 +18,7 @@ import { integrationSkipReason, type TailscaleClient, waitFor, withHarness } fro
 import { runChecked } from "./harness/command.ts";
 import { type ApiNode, ControlServer } from "./support/control_server.ts";
 import { Headscale, headscaleBinary, writeSharedConfig } from "./support/headscale.ts";
+import { opensslAvailable } from "./support/tls.ts";
 import {
   assertAllPairsPing,
   assertMesh,
@@ -26,7 +27,8 @@ import {
   waitForStatus,
 } from "./support/tailnet.ts";
 
-const harnessSkip = await integrationSkipReason();
+const harnessSkip = await integrationSkipReason() ??
+  (await opensslAvailable() ? undefined : "needs the openssl CLI (a throwaway CA for https)");
 const built = harnessSkip ? undefined : await headscaleBinary();
 const skipReason = harnessSkip ?? built?.reason;
 if (skipReason) console.log(`migrate from headscale test skipped: ${skipReason}`);
