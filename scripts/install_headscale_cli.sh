@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds headscale's own Go CLI (the comparison peer for API compatibility tests) from the Go module
-# proxy, pinned here, into a cache directory; prints the binary's path. Nothing of it enters the repo.
+# Builds headscale (one binary: its Go CLI, the comparison peer for API compatibility tests, and its
+# server, which integration/migrate_headscale_test.ts runs before switching to ours) from the Go
+# module proxy, pinned here, into a cache directory; prints the binary's path. Nothing of it enters
+# the repo.
 #
 #   scripts/install_headscale_cli.sh        → prints /path/to/headscale
 #

@@ -30,6 +30,9 @@ if [ -d ../shared/policy-compat ] && [ -f scripts/policy_compat.ts ]; then
 fi
 if [ -x scripts/install_tailscale.sh ] && ls integration/*_test.ts >/dev/null 2>&1; then
   scripts/install_tailscale.sh >&2 || status=1
+  # headscale itself, for its CLI's and the migration's tests (cached; a failed build fails the run
+  # instead of leaving those tests skipped).
+  scripts/install_headscale_cli.sh >/dev/null || status=1
   step "$deno" task integration || status=1
 fi
 
