@@ -4,8 +4,8 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { duplexPair } from "../lib/control/client.ts";
-import { randomKey, startTestControl } from "../lib/control/testing.ts";
+import { duplexPair } from "./helpers/control_client.ts";
+import { randomKey, startTestControl } from "./helpers/control.ts";
 
 const anyValue = fc.oneof(
   fc.jsonValue(),
@@ -72,7 +72,7 @@ Deno.test("fuzz: random register and map requests get an answer, never a crash",
 
     // Whatever was stored, the peer JSON it produces still has the wire types Go expects.
     const node = t.state.nodeByNodeKey(nkey)!;
-    const peer = JSON.parse(t.control.mapper.peerJsonOf(node.id)!);
+    const peer = JSON.parse(t.mapper.peerJsonOf(node.id)!);
     assert.ok(Array.isArray(peer.Endpoints ?? []));
     for (const e of peer.Endpoints ?? []) assert.match(e, /^(\d+\.){3}\d+:\d+$|^\[.+\]:\d+$/);
     assert.ok(peer.DiscoKey === undefined || /^discokey:[0-9a-f]{64}$/.test(peer.DiscoKey));

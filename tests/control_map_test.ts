@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import type { ControlClient, MapStreamReader } from "../lib/control/client.ts";
-import { randomKey, startTestControl, type TestControl } from "../lib/control/testing.ts";
+import type { ControlClient, MapStreamReader } from "./helpers/control_client.ts";
+import { randomKey, startTestControl, type TestControl } from "./helpers/control.ts";
 import type { MapRequest, MapResponse } from "../lib/tailcfg/types.ts";
 
 interface TestNode {
@@ -74,7 +74,7 @@ async function setup(
     const a = await addNode(t, "alpha", key);
     const b = await addNode(t, "beta", key);
     // Registration deltas go out now, so they do not merge with what the test does next.
-    t.control.notifier.flush();
+    t.notifier.flush();
     await fn(t, a, b);
   } finally {
     await t.close();
@@ -351,7 +351,7 @@ Deno.test("map: a dropped connection takes the node offline", async () => {
     );
     assert.ok(offline);
     assert.equal(t.state.isOnline(b.id), false);
-    assert.equal(t.control.notifier.hasSession(b.id), false);
+    assert.equal(t.notifier.hasSession(b.id), false);
     sa.close();
   });
 });

@@ -6,9 +6,9 @@
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import { connect as netConnect } from "node:net";
-import { ControlClient } from "../lib/control/client.ts";
-import { startTestControl, type TestControl } from "../lib/control/testing.ts";
-import { allowAllPolicy } from "../lib/control/mod.ts";
+import { ControlClient } from "./helpers/control_client.ts";
+import { startTestControl, type TestControl } from "./helpers/control.ts";
+import { allowAllPolicy } from "../lib/mapper/policy_view.ts";
 import { noiseClientConnect, NoiseDialError } from "../lib/noise/client.ts";
 import { startClientHandshake } from "../lib/noise/handshake.ts";
 import { ts2021UpgradeHandler } from "../lib/noise/upgrade.ts";
@@ -130,7 +130,7 @@ Deno.test("protocol: Noise → HTTP/2 → register with a pre-auth key → strea
     const b = await h.dial(machineB);
     const nkB = nodeKey();
     assert.equal((await register(b, nkB, key, "beta")).status, 200);
-    h.t.control.notifier.flush();
+    h.t.notifier.flush();
 
     const mapA = streamMap(a, nkA, "alpha");
     const full = (await mapA.next())!;
@@ -276,7 +276,7 @@ Deno.test("protocol: SSH check — the destination is held, an admin approves, o
     const byName = new Map(h.t.state.listNodes().map((n) => [n.hostname, n]));
     const srcNode = byName.get("laptop")!, dstNode = byName.get("server")!;
     // Every pair is under a one-minute check rule.
-    h.t.control.setPolicy({
+    h.t.setPolicy({
       ...allowAllPolicy(() => h.t.state.listNodes().map((n) => n.id)),
       sshCheckPeriodMs: () => 60_000,
     });

@@ -4,8 +4,8 @@
  * an interactive login is registered for, re-checked on re-authentication.
  */
 import assert from "node:assert/strict";
-import { randomKey, startTestControl, type TestControl } from "../lib/control/testing.ts";
-import { policyEngineView } from "../lib/control/mod.ts";
+import { randomKey, startTestControl, type TestControl } from "./helpers/control.ts";
+import { policyEngineView } from "../lib/mapper/policy_engine_view.ts";
 import { parsePolicy, PolicyEngine } from "../lib/policy/mod.ts";
 import { TAGGED_DEVICES_USER_ID } from "../lib/mapper/users.ts";
 import type { RegisterResponse } from "../lib/tailcfg/types.ts";
@@ -65,7 +65,7 @@ async function withWorld(
         [alice, bob].map((u) => ({ id: u.id, name: u.name })),
         [],
       );
-      t.control.setPolicy(policyEngineView(engine));
+      t.setPolicy(policyEngineView(engine));
     }
     await fn({ t, alice, bob });
   } finally {

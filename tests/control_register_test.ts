@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { randomKey, startTestControl, type TestControl } from "../lib/control/testing.ts";
+import { randomKey, startTestControl, type TestControl } from "./helpers/control.ts";
 import type { RegisterResponse } from "../lib/tailcfg/types.ts";
 
 const ZERO_NODEKEY = "nodekey:" + "0".repeat(64);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import { startTestDerp } from "../lib/derp/testing.ts";
+import { startTestDerp } from "./helpers/derp.ts";
 import { createBootstrapDnsHandler, createVerifyHandler } from "../lib/derp/http.ts";
 import { FrameType, MAGIC } from "../lib/derp/frame.ts";
 import { webSocketAccept } from "../lib/derp/websocket.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { DerpClient } from "../lib/derp/client.ts";
-import { startTestDerp } from "../lib/derp/testing.ts";
+import { startTestDerp } from "./helpers/derp.ts";
 
 Deno.test("derp: 1,000 idle connections while two others exchange packets", async () => {
   const d = await startTestDerp();

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { DerpClient, type DerpMessage, openDerpStream } from "../lib/derp/client.ts";
 import { encodeFrame, FrameType, MAGIC, PeerGoneReason } from "../lib/derp/frame.ts";
-import { startTestDerp } from "../lib/derp/testing.ts";
+import { startTestDerp } from "./helpers/derp.ts";
 import { BoxPrivateKey, sealBox } from "../lib/derp/naclbox.ts";
 
 const te = new TextEncoder();

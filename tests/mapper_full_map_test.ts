@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseConfigText } from "../lib/config/load.ts";
-import { randomKey, TEST_DERP_MAP } from "../lib/control/testing.ts";
+import { randomKey, TEST_DERP_MAP } from "./helpers/control.ts";
 import { decodeFrames, splitZstdFrames } from "../lib/mapper/framing.ts";
 import { Mapper } from "../lib/mapper/mapper.ts";
 import type { NodeRecord, UserRecord } from "../lib/store/types.ts";
@@ -49,6 +49,8 @@ function tailnet(ids: number[]) {
     getUser: (id: number) => id <= 3 ? user(id) : undefined,
     listNodes: () => [...nodes.values()],
     isOnline: (id: number) => id % 2 === 0,
+    primaryRoutesOf: () => [],
+    capVersionOf: () => undefined,
   };
   const mapper = new Mapper({
     state,

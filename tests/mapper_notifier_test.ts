@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseConfigText } from "../lib/config/load.ts";
-import { randomKey, TEST_DERP_MAP } from "../lib/control/testing.ts";
+import { randomKey, TEST_DERP_MAP } from "./helpers/control.ts";
 import { silentLogger } from "../lib/log/log.ts";
 import { decodeFrames, encodeFrame } from "../lib/mapper/framing.ts";
 import { Mapper } from "../lib/mapper/mapper.ts";
@@ -50,6 +50,10 @@ async function world(n: number, policy?: PolicyView, owners?: string[]): Promise
   const derp = { map: TEST_DERP_MAP };
   const mapper = new Mapper({ state, config, policy, derpMap: () => derp.map });
   const notifier = new Notifier({ state, mapper, log, batchDelayMs: 60_000 });
+  state.subscribe((changes) => {
+    mapper.apply(changes);
+    notifier.apply(changes);
+  });
   const sinks = new Map<number, RecordingSink>();
   for (const id of ids) {
     const sink = new RecordingSink(id);
@@ -219,7 +223,7 @@ Deno.test("notifier: resync(ids) sends those sessions only what changed in their
     const [x, y, z] = w.ids;
     w.state.applyReport(x, { endpoints: ["192.0.2.1:1"] });
     filterOf2 = () => ALLOW_ALL_FILTER;
-    w.notifier.resync([y, z]);
+    w.notifier.apply([], [y, z]);
     w.notifier.flush();
     const [toY] = w.sinks.get(y)!.take();
     assert.equal(toY.Peers, undefined, "a delta, not a full map");
@@ -229,7 +233,7 @@ Deno.test("notifier: resync(ids) sends those sessions only what changed in their
     assert.equal(toZ.PacketFilters, undefined, "z's filter did not change");
     assert.deepEqual(toZ.PeersChangedPatch!.map((p) => p.NodeID), [x]);
     // Asked again with nothing changed: nothing is sent.
-    w.notifier.resync([y, z]);
+    w.notifier.apply([], [y, z]);
     w.notifier.flush();
     assert.deepEqual(w.sinks.get(y)!.take(), []);
     assert.deepEqual(w.sinks.get(z)!.take(), []);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseConfigText } from "../lib/config/load.ts";
-import { TEST_DERP_MAP } from "../lib/control/testing.ts";
+import { TEST_DERP_MAP } from "./helpers/control.ts";
 import { silentLogger } from "../lib/log/log.ts";
 import { Mapper } from "../lib/mapper/mapper.ts";
 import { Notifier } from "../lib/mapper/notifier.ts";
@@ -13,7 +13,7 @@ import { syntheticTailnet } from "../lib/policy/synthetic.ts";
 import type { Change } from "../lib/state/events.ts";
 import type { NodeRecord } from "../lib/store/types.ts";
 import { nodeRecord, RecordingSink } from "./helpers/map_fixtures.ts";
-import { toPolicyNode } from "../lib/server/policy.ts";
+import { toPolicyNode } from "../lib/policy_manager/manager.ts";
 
 const ids = (...xs: number[]) => Int32Array.from(xs);
 
@@ -105,6 +105,8 @@ function sessions(nodes: NodeRecord[], policy: PolicyView) {
     }),
     listNodes: () => [...byId.values()],
     isOnline: () => true,
+    primaryRoutesOf: () => [],
+    capVersionOf: () => undefined,
     subscribe(l: (c: readonly Change[]) => void) {
       listeners.push(l);
       return () => listeners = listeners.filter((x) => x !== l);
@@ -112,6 +114,10 @@ function sessions(nodes: NodeRecord[], policy: PolicyView) {
   };
   const mapper = new Mapper({ state, config, policy, derpMap: () => TEST_DERP_MAP });
   const notifier = new Notifier({ state, mapper, log: silentLogger(), batchDelayMs: 60_000 });
+  state.subscribe((changes) => {
+    mapper.apply(changes);
+    notifier.apply(changes);
+  });
   const sinks = new Map<number, RecordingSink>();
   for (const n of nodes) {
     const s = new RecordingSink(n.id);

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { parseConfigText } from "../lib/config/load.ts";
-import { randomKey, TEST_DERP_MAP } from "../lib/control/testing.ts";
+import { randomKey, TEST_DERP_MAP } from "./helpers/control.ts";
 import { silentLogger } from "../lib/log/log.ts";
 import { Mapper } from "../lib/mapper/mapper.ts";
 import { Notifier } from "../lib/mapper/notifier.ts";
 import { policyEngineView } from "../lib/mapper/policy_engine_view.ts";
 import { allowAllPolicy } from "../lib/mapper/policy_view.ts";
-import { PolicyManager } from "../lib/server/policy.ts";
+import { PolicyManager } from "../lib/policy_manager/manager.ts";
 import type { FilterRule, MapResponse } from "../lib/tailcfg/types.ts";
 import { RecordingSink } from "./helpers/map_fixtures.ts";
 import { openMemoryState } from "./helpers/memory_state.ts";
@@ -17,8 +17,8 @@ const WEB_80 = `{
 }`;
 
 /**
- * A tailnet wired as the server wires it: the policy manager (database mode) subscribes to the
- * state first and drives the mapper and the notifier through setPolicy and resync.
+ * A tailnet wired as the server wires it: every batch of state changes goes to the mapper, then
+ * the policy manager (database mode), whose answer (the affected nodes) goes to the notifier.
  * Nodes: alice's a1 and a2, bob's b1, tag:web, tag:srv.
  */
 async function tailnet() {
@@ -50,12 +50,15 @@ async function tailnet() {
   const policy = await PolicyManager.open({ config, store, state, log });
   const mapper = new Mapper({ state, config, derpMap: () => TEST_DERP_MAP });
   const notifier = new Notifier({ state, mapper, log, batchDelayMs: 60_000 });
+  state.subscribe((changes) => {
+    mapper.apply(changes);
+    notifier.apply(changes, policy.apply(changes));
+  });
   policy.attach({
     setPolicy(engine) {
       mapper.setPolicy(engine ? policyEngineView(engine) : allowAllPolicy(() => mapper.nodeIds()));
       state.announce({ kind: "policy-changed" });
     },
-    resync: (affected) => notifier.resync(affected),
   });
   await policy.set(WEB_80);
   const sinks = new Map<number, RecordingSink>();

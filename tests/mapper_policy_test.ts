@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseConfigText } from "../lib/config/load.ts";
-import { TEST_DERP_MAP } from "../lib/control/testing.ts";
+import { TEST_DERP_MAP } from "./helpers/control.ts";
 import { Mapper } from "../lib/mapper/mapper.ts";
 import { policyEngineView } from "../lib/mapper/policy_engine_view.ts";
 import { parsePolicy, PolicyEngine, type PolicyNode } from "../lib/policy/mod.ts";
@@ -32,6 +32,8 @@ Deno.test("policy engine view: peers, filters, SSH and node attributes reach the
     getUser: () => undefined,
     listNodes: () => [...nodes.values()],
     isOnline: () => true,
+    primaryRoutesOf: () => [],
+    capVersionOf: () => undefined,
   };
   const mapper = new Mapper({
     state,

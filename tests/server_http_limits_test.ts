@@ -11,7 +11,7 @@ import { ConfigError, loadConfig, parseConfigText } from "../lib/config/load.ts"
 import { silentLogger } from "../lib/log/log.ts";
 import { type RunningServer, startServer } from "../lib/server/server.ts";
 import { noiseClientConnect } from "../lib/noise/client.ts";
-import { ControlClient } from "../lib/control/client.ts";
+import { ControlClient } from "./helpers/control_client.ts";
 import { generateKeyPair, parseKey } from "../lib/tailcfg/keys.ts";
 import { applyHttpLimits, httpServerOptions } from "../lib/http/limits.ts";
 import { startMetricsListener } from "../lib/server/metrics.ts";

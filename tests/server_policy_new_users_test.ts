@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { PolicyManager } from "../lib/server/policy.ts";
+import { PolicyManager } from "../lib/policy_manager/manager.ts";
 import type { PolicyEngine } from "../lib/policy/mod.ts";
 import { parseConfigText } from "../lib/config/load.ts";
 import { silentLogger } from "../lib/log/log.ts";
@@ -14,7 +14,8 @@ Deno.test("policy manager: users created after the server started are known to t
   try {
     let engine: PolicyEngine | null = null;
     const resynced: number[] = [];
-    manager.attach({ setPolicy: (e) => engine = e, resync: (ids) => resynced.push(...ids) });
+    manager.attach({ setPolicy: (e) => engine = e });
+    state.subscribe((changes) => resynced.push(...manager.apply(changes)));
     // Users appear only now, as through the API on a running server.
     const alice = await state.createUser({ name: "alice" });
     const bob = await state.createUser({ name: "bob" });

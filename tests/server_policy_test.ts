@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { PolicyManager } from "../lib/server/policy.ts";
+import { PolicyManager } from "../lib/policy_manager/manager.ts";
 import type { PolicyEngine } from "../lib/policy/mod.ts";
 import { parseConfigText } from "../lib/config/load.ts";
 import { silentLogger } from "../lib/log/log.ts";
-import { InvalidArgumentError } from "../lib/state/errors.ts";
+import { PolicyInvalidError } from "../lib/policy_manager/errors.ts";
 import { openMemoryState } from "./helpers/memory_state.ts";
 
 const hex = (n: number) => n.toString(16).padStart(64, "0");
@@ -39,9 +39,11 @@ async function setup(mode: "file" | "database", policyPath = "") {
     engine: null,
     resynced: [],
   };
-  manager.attach({
-    setPolicy: (engine) => seen.engine = engine,
-    resync: (ids) => seen.resynced.push([...ids]),
+  manager.attach({ setPolicy: (engine) => seen.engine = engine });
+  // As server.ts does: every batch of changes goes through the manager, which names who is affected.
+  state.subscribe((changes) => {
+    const ids = manager.apply(changes);
+    if (ids.size > 0) seen.resynced.push([...ids]);
   });
   return { config, store, state, manager, seen, laptop, web, register };
 }
@@ -63,13 +65,13 @@ Deno.test("policy manager: database mode sets, checks and refuses, keeping the o
 
     // A policy whose own tests fail is refused by check and by set; the old one stays.
     const failing = WEB_ONLY.replace(`"deny": ["tag:web:22"]`, `"deny": ["tag:web:80"]`);
-    await assert.rejects(manager.check(failing), InvalidArgumentError);
+    await assert.rejects(manager.check(failing), PolicyInvalidError);
     await assert.rejects(manager.set(failing), /tests failed/);
     await assert.rejects(
       manager.set(`{ "acls": [ { "action": "accept", "src": ["tag:nope"], "dst": ["*:*"] } ] }`),
       /tag:nope/,
     );
-    await assert.rejects(manager.set(`{ "acls": [ `), InvalidArgumentError);
+    await assert.rejects(manager.set(`{ "acls": [ `), PolicyInvalidError);
     assert.equal((await manager.get()).policy, WEB_ONLY);
     assert.equal(await store.getPolicy(), WEB_ONLY);
   } finally {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { PolicyManager } from "../lib/server/policy.ts";
+import { PolicyManager } from "../lib/policy_manager/manager.ts";
 import { parseConfigText } from "../lib/config/load.ts";
 import { silentLogger } from "../lib/log/log.ts";
 import { openMemoryState } from "./helpers/memory_state.ts";
@@ -26,7 +26,7 @@ Deno.test("policy manager: the file watch follows a file replaced by rename (ato
   const { store, state } = await openMemoryState({ config });
   const manager = await PolicyManager.open({ config, store, state, log: silentLogger() });
   try {
-    manager.attach({ setPolicy: () => {}, resync: () => {} });
+    manager.attach({ setPolicy: () => {} });
     await Deno.writeTextFile(path, policy(81));
     await waitForPolicy(manager, policy(81));
     // Twice replaced the way editors and config tools save, then edited in place.

@@ -7,6 +7,7 @@ import { type PreAuthKey, PreAuthKeySchema } from "../../gen/headscale/v1/preaut
 import { type User, UserSchema } from "../../gen/headscale/v1/user_pb.ts";
 import { maskedKey } from "../auth/secrets.ts";
 import type { State } from "../state/state.ts";
+import { advertisedRoutes } from "../state/routes.ts";
 import type {
   ApiKeyRecord,
   NodeRecord,
@@ -63,10 +64,6 @@ const METHODS: Record<StoreRegisterMethod, RegisterMethod> = {
 };
 
 /** Routes the node advertises (Hostinfo.RoutableIPs). */
-export function advertisedRoutes(n: NodeRecord): string[] {
-  const routes = n.hostinfo?.RoutableIPs;
-  return Array.isArray(routes) ? routes.filter((r): r is string => typeof r === "string") : [];
-}
 
 export function nodeToProto(n: NodeRecord, state: State): Node {
   const user = n.userId === null ? undefined : state.getUser(n.userId);

@@ -16,6 +16,7 @@ import {
   UnavailableError,
 } from "../state/errors.ts";
 import type { NodeRecord } from "../store/types.ts";
+import { PolicyInvalidError, PolicyModeError } from "../policy_manager/errors.ts";
 import { AddressExhaustedError } from "../state/ip_allocator.ts";
 import { apiKeyToProto, nodeToProto, preAuthKeyToProto, userToProto } from "./convert.ts";
 import {
@@ -67,6 +68,8 @@ export function toConnectError(e: unknown): ConnectError {
   if (e instanceof AlreadyExistsError) return new ConnectError(e.message, Code.AlreadyExists);
   if (e instanceof ConflictError) return new ConnectError(e.message, Code.FailedPrecondition);
   if (e instanceof UnavailableError) return new ConnectError(e.message, Code.Unavailable);
+  if (e instanceof PolicyInvalidError) return new ConnectError(e.message, Code.InvalidArgument);
+  if (e instanceof PolicyModeError) return new ConnectError(e.message, Code.FailedPrecondition);
   return new ConnectError("internal error", Code.Internal, undefined, undefined, e);
 }
 

@@ -16,7 +16,7 @@ import { KEEP_ALIVE, SharedMessage } from "../mapper/framing.ts";
 import type { Mapper } from "../mapper/mapper.ts";
 import type { MapResponseDump } from "../mapper/dump.ts";
 import type { MapSink, Notifier } from "../mapper/notifier.ts";
-import type { EphemeralGc } from "./ephemeral_gc.ts";
+import type { EphemeralGc } from "../state/ephemeral_gc.ts";
 import { HttpError } from "./http_util.ts";
 import { sanitizeEndpoints, sanitizeHostinfo, usableKey } from "./sanitize.ts";
 
@@ -86,12 +86,9 @@ class MapStream implements MapSink {
     }, delay);
   }
 
-  /** Builds the last message for a deleted node (set by the service). */
-  farewell: (() => SharedMessage | null) | undefined;
-
-  deleted(): void {
-    const msg = this.farewell?.();
-    if (msg) this.send(msg);
+  /** The node was deleted: its last message (its own node with a dead key), then the end. */
+  deleted(farewell: SharedMessage): void {
+    this.send(farewell);
     this.close("node deleted");
   }
 
@@ -163,20 +160,12 @@ export class MapService {
       maxBufferedBytes: this.maxBufferedBytes,
       dump: this.deps.dump,
     }, log.child({ node: id }));
-    // A deleted node learns it through its own node with a dead key: the client then needs a
-    // login again, as with Tailscale's own control server (a bare close would only make it retry).
-    stream.farewell = () => {
-      const self = mapper.selfNode(node);
-      self.KeyExpiry = new Date(Date.now() - 1_000).toISOString();
-      self.Expired = true;
-      return new SharedMessage(JSON.stringify({ Node: self }));
-    };
     res.writeHead(200, { "content-type": "application/octet-stream" });
     // Opened before the old stream (if any) is closed, so the node does not flap offline.
     state.streamOpened(id);
     this.stats.streamsOpened++;
     ephemeral.cancel(id);
-    notifier.noteCapVersion(id, req.Version);
+    state.noteCapVersion(id, req.Version);
     notifier.register(stream);
     let cleanedUp = false;
     const cleanUp = () => {

@@ -1,8 +1,9 @@
 /**
- * The control plane: what a Tailscale client talks to inside Noise.
+ * The control plane: what a Tailscale client talks to inside Noise. It is handed the tailnet's
+ * pieces (state, mapper, notifier, ephemeral-node clean-up), which server.ts builds and wires.
  *
  * ```ts
- * const control = createControlPlane({ state, config, log, derpMap: () => derp.map() });
+ * const control = createControlPlane({ state, config, log, mapper, notifier, ephemeral });
  * // ts2021 upgrade → for each established Noise connection:
  * control.handleNoiseConnection(noiseConn, "mkey:…", capVersion);
  * // main listener: GET /register/<id> (the AuthURL of interactive logins), GET /auth/<id> (the
@@ -12,11 +13,7 @@
  * await control.authRequests.register(id, userId); // auth register --auth-id <id> --user <name>
  * await control.authRequests.approve(id);   // an SSH check, or re-auth of a known machine
  * await control.authRequests.reject(id);    // auth reject (either kind)
- * control.pendingAuths.list();
- * // the policy engine (default: allow-all; contract in ../mapper/policy_view.ts):
- * control.setPolicy(policyEngineView(engine));
- * // after a node change, the nodes the engine reports get what changed for them (a delta):
- * control.resync(engine.upsertNode(policyNode));
+ * control.policyChanged();                  // a new policy: SSH check approvals are forgotten
  * await control.close();
  * ```
  *
@@ -24,58 +21,45 @@
  *   of one Noise connection. Routes: POST /machine/register, POST /machine/map, POST
  *   /machine/update-health (200), POST /machine/set-dns ({}), GET /machine/ssh/action/<src>/to/<dst>
  *   (SSH check mode, ssh_check.ts), other /machine/* → 501.
- * - The map stream, deltas, keep-alives, key-expiry and ephemeral-node clean-up all run from
- *   here, and dns.extra_records_path is re-read when it changes; `close()` stops them and
- *   closes every connection.
  *
  * Modules: register.ts (register semantics), pending_auths.ts (interactive logins),
- * map_session.ts (map requests), noise_server.ts (HTTP/2 routing), ../mapper (map building and
- * fan-out), ../dns (DNSConfig).
+ * map_session.ts (map requests and streams), noise_server.ts (HTTP/2 routing).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
-import type { Config, DnsExtraRecord } from "../config/config.ts";
+import type { Config } from "../config/config.ts";
 import type { Logger } from "../log/log.ts";
 import type { State } from "../state/state.ts";
 import type { NodeRecord } from "../store/types.ts";
-import type { DERPMap } from "../tailcfg/types.ts";
-import { Mapper } from "../mapper/mapper.ts";
-import { Notifier } from "../mapper/notifier.ts";
+import type { Mapper } from "../mapper/mapper.ts";
+import type { Notifier } from "../mapper/notifier.ts";
 import { MapResponseDump } from "../mapper/dump.ts";
-import type { PolicyView } from "../mapper/policy_view.ts";
-import { ExtraRecordsWatcher } from "../dns/extra_records.ts";
-import { EphemeralGc } from "./ephemeral_gc.ts";
+import type { EphemeralGc } from "../state/ephemeral_gc.ts";
 import { MapService } from "./map_session.ts";
-import { type BodyLimits, createControlHandler, MIN_CAP_VERSION } from "./noise_server.ts";
+import { type BodyLimits, createControlHandler } from "./noise_server.ts";
 import { PendingAuths } from "./pending_auths.ts";
 import { createAuthPageHandler, createRegisterPageHandler } from "./register_page.ts";
 import { SshChecks } from "./ssh_check.ts";
 import { registerApproved, RegisterService } from "./register.ts";
 
-export { MIN_CAP_VERSION };
-export type { PolicyView };
-export { ALLOW_ALL_FILTER, allowAllPolicy } from "../mapper/policy_view.ts";
-export { policyEngineView } from "../mapper/policy_engine_view.ts";
 export type { AuthVerdict, PendingAuthInfo, PendingAuths } from "./pending_auths.ts";
 
 export interface ControlPlaneDeps {
   state: State;
   config: Config;
   log: Logger;
-  /** The current DERP map (at least one region); called for every full map, so keep it cheap. */
-  derpMap: () => DERPMap;
-  /** Defaults to allow-all (everyone sees everyone, all ports open). */
-  policy?: PolicyView;
+  /** Builds map responses (its policy is the one in force: setPolicy). */
+  mapper: Mapper;
+  /** The open map streams and the deltas they get. */
+  notifier: Notifier;
+  /** Deletes ephemeral nodes that stay offline too long; map streams cancel and arm it. */
+  ephemeral: EphemeralGc;
   /** Write every map response sent under this folder (HEADSCALE_DEBUG_DUMP_MAPRESPONSE_PATH). */
   debugDumpMapResponsePath?: string;
-  /** Current extra DNS records; by default read from dns.extra_records_path (re-read on change). */
-  extraRecords?: () => readonly DnsExtraRecord[];
   /** Knobs for tests; production uses the defaults. */
   tuning?: {
     keepAliveMs?: number;
     keepAliveJitterMs?: number;
-    /** Overrides config.tuning.batchChangeDelayMs. */
-    batchDelayMs?: number;
     followupWaitMs?: number;
     authTtlMs?: number;
     minCapVersion?: number;
@@ -97,55 +81,16 @@ export interface ControlPlane {
   pendingAuths: PendingAuths;
   sshChecks: SshChecks;
   authRequests: AuthRequests;
-  mapper: Mapper;
-  notifier: Notifier;
   /** Map request totals since start (streams, full maps, lite updates), for metrics. */
   readonly mapStats: Readonly<MapService["stats"]>;
-  /**
-   * Plugs in a (new) policy. With the next batch each session gets only what changed for it
-   * (peers removed and added, packet filter, SSH policy, its own capabilities), or nothing.
-   */
-  setPolicy(policy: PolicyView): void;
-  /**
-   * With the next batch, sends these nodes what changed for them in the policy's outputs (e.g.
-   * the ids a policy engine says are affected by a node change); without ids, every node.
-   */
-  resync(nodeIds?: Iterable<number>): void;
+  /** A new policy is in force: approvals of SSH checks are forgotten. */
+  policyChanged(): void;
   close(): Promise<void>;
 }
 
 export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
-  const { state, config, tuning = {} } = deps;
+  const { state, config, mapper, notifier, ephemeral, tuning = {} } = deps;
   const log = deps.log.child({ component: "control" });
-  // dns.extra_records_path: re-read on change; peers get the new DNSConfig as a delta.
-  const extraRecordsFile = !deps.extraRecords && config.dns.extraRecordsPath
-    ? new ExtraRecordsWatcher({
-      path: config.dns.extraRecordsPath,
-      log,
-      onChange: () => state.announce({ kind: "dns-changed" }),
-    })
-    : null;
-  void extraRecordsFile?.start();
-  const mapper = new Mapper({
-    state,
-    config,
-    policy: deps.policy,
-    derpMap: deps.derpMap,
-    extraRecords: deps.extraRecords ??
-      (extraRecordsFile ? () => extraRecordsFile.current() : undefined),
-  });
-  const notifier = new Notifier({
-    state,
-    mapper,
-    log: log.child({ component: "notifier" }),
-    batchDelayMs: tuning.batchDelayMs ?? config.tuning.batchChangeDelayMs,
-  });
-  const ephemeral = new EphemeralGc({
-    state,
-    timeoutMs: config.node.ephemeralInactivityTimeoutMs,
-    log,
-  });
-  ephemeral.start();
   const pendingAuths = new PendingAuths({
     register: registerApproved({
       state,
@@ -207,21 +152,11 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
     pendingAuths,
     sshChecks,
     authRequests,
-    mapper,
-    notifier,
     mapStats: maps.stats,
-    setPolicy(next) {
-      mapper.setPolicy(next);
-      sshChecks.forgetApprovals();
-      state.announce({ kind: "policy-changed" });
-    },
-    resync: (ids) => notifier.resync(ids),
+    policyChanged: () => sshChecks.forgetApprovals(),
     async close() {
-      extraRecordsFile?.close();
       pendingAuths.close();
       sshChecks.close();
-      notifier.close();
-      ephemeral.close();
       await handler.close();
     },
   };

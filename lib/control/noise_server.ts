@@ -15,9 +15,7 @@ import type { MapService } from "./map_session.ts";
 import type { RegisterService } from "./register.ts";
 import type { SshChecks } from "./ssh_check.ts";
 import { usableKey } from "./sanitize.ts";
-
-/** Oldest client served: Tailscale v1.80 (capability version 113), as headscale. */
-export const MIN_CAP_VERSION = 113;
+import { MIN_CAP_VERSION } from "../tailcfg/capver.ts";
 
 /** Far above any real capability version (145 in 2026), far below anything unsafe. */
 const MAX_CAP_VERSION = 100_000;

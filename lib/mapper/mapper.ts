@@ -7,12 +7,11 @@ import type { Config, DnsExtraRecord } from "../config/config.ts";
 import type { NodeRecord, UserRecord } from "../store/types.ts";
 import type { CapMap, DERPMap, DNSConfig, Node } from "../tailcfg/types.ts";
 import { buildDnsConfig, usesNextDns, withNextDnsMetadata } from "../dns/dns_config.ts";
-import type { NodePatch } from "../state/events.ts";
+import type { Change, NodePatch } from "../state/events.ts";
 import { peerNode } from "./node_view.ts";
 import { allowAllPolicy, type PolicyView } from "./policy_view.ts";
 import { frameParts, SharedMessage } from "./framing.ts";
 import { PeerChunks, zstd } from "./peer_chunks.ts";
-import { PrimaryRoutes } from "./routes.ts";
 import { TAGGED_DEVICES, TAGGED_DEVICES_USER_ID, userProfile, wireUserId } from "./users.ts";
 
 /** What the mapper reads from the state (State satisfies it). */
@@ -21,6 +20,8 @@ export interface MapSource {
   getUser(id: number): UserRecord | undefined;
   listNodes(): NodeRecord[];
   isOnline(id: number): boolean;
+  primaryRoutesOf(id: number): readonly string[];
+  capVersionOf(id: number): number | undefined;
 }
 
 export interface MapperDeps {
@@ -36,9 +37,6 @@ export interface MapperDeps {
   now?: () => Date;
 }
 
-/** A NodePatch plus the peer's capability version, which a PeerChange can also carry. */
-export type PeerPatch = NodePatch & { cap?: number };
-
 export const CAP_FILE_SHARING = "https://tailscale.com/cap/file-sharing";
 /** tailcfg.NodeAttrDefaultAutoUpdate: the value is the tailnet's auto-update default. */
 export const CAP_DEFAULT_AUTO_UPDATE = "default-auto-update";
@@ -46,15 +44,11 @@ export const CAP_SSH = "https://tailscale.com/cap/ssh";
 /** An SSHPolicy that replaces an earlier one with nothing. */
 export const NO_SSH_POLICY = '{"rules":[]}';
 
-/** True when a PeerChange can express the patch; otherwise peers need the full node. */
-export function patchable(p: PeerPatch): boolean {
-  return p.keyExpiry !== null && p.homeDerp !== 0;
-}
-
-export function peerChangeJson(nodeId: number, p: PeerPatch): string {
+/** The tailcfg.PeerChange for a patch (field names: PATCH_FIELDS in ../state/events.ts). */
+export function peerChangeJson(nodeId: number, p: NodePatch): string {
   const change: Record<string, unknown> = { NodeID: nodeId };
   if (p.homeDerp) change.DERPRegion = p.homeDerp;
-  if (p.cap) change.Cap = p.cap;
+  if (p.capVersion) change.Cap = p.capVersion;
   if (p.endpoints) change.Endpoints = p.endpoints;
   if (p.nodeKey) change.Key = p.nodeKey;
   if (p.discoKey) change.DiscoKey = p.discoKey;
@@ -64,32 +58,20 @@ export function peerChangeJson(nodeId: number, p: PeerPatch): string {
   return JSON.stringify(change);
 }
 
-/** Merges a later patch into an earlier one (later values win). */
-export function mergePatch(into: PeerPatch, later: PeerPatch): PeerPatch {
-  for (const [k, v] of Object.entries(later)) {
-    if (v !== undefined) (into as Record<string, unknown>)[k] = v;
-  }
-  return into;
-}
-
 export class Mapper {
   private readonly chunks: PeerChunks = new PeerChunks(this);
   /** Per node: its peer JSON and wire user id, until the node changes. */
   private readonly peerJson = new Map<number, { json: string; user: number }>();
   private readonly profileJson = new Map<number, string>();
-  private readonly capVersions = new Map<number, number>();
   private sortedIds: number[] | null = null;
   private derpCache: { map: DERPMap; json: string } | null = null;
   private dnsCache: { cfg: DNSConfig; json: string; perNode: boolean } | null = null;
-  readonly routes: PrimaryRoutes;
   private readonly now: () => Date;
   private policyView: PolicyView;
 
   constructor(private readonly deps: MapperDeps) {
     this.now = deps.now ?? (() => new Date());
     this.policyView = deps.policy ?? allowAllPolicy(() => this.nodeIds());
-    this.routes = new PrimaryRoutes(deps.state);
-    this.routes.update(this.nodeIds());
   }
 
   get policy(): PolicyView {
@@ -104,7 +86,36 @@ export class Mapper {
     this.policyView = policy;
   }
 
-  // ---- cache maintenance (driven by the notifier's change handling) ---------------------------
+  // ---- cache maintenance ------------------------------------------------------------------
+
+  /** Drops what it cached about what changed; called for every batch of State events. */
+  apply(changes: readonly Change[]): void {
+    for (const c of changes) {
+      switch (c.kind) {
+        case "node-added":
+        case "node-removed":
+          this.membershipChanged(c.nodeId);
+          break;
+        case "node-updated":
+        case "node-patched":
+        case "node-expired":
+        case "primary-routes-changed":
+          this.invalidateNode(c.nodeId);
+          break;
+        case "user-updated":
+          this.invalidateUser(c.userId);
+          break;
+        case "derp-map-changed":
+          this.invalidateDerpMap();
+          break;
+        case "dns-changed":
+          this.invalidateDns();
+          break;
+        case "policy-changed":
+          break; // Nothing cached depends on the policy (filters are the engine's).
+      }
+    }
+  }
 
   /** All node ids, ascending. */
   nodeIds(): readonly number[] {
@@ -137,18 +148,6 @@ export class Mapper {
     this.dnsCache = null;
   }
 
-  /** Records the capability version a node's map request carried; true when it changed. */
-  setCapVersion(id: number, capVer: number): boolean {
-    if (this.capVersions.get(id) === capVer) return false;
-    this.capVersions.set(id, capVer);
-    this.invalidateNode(id);
-    return true;
-  }
-
-  forgetCapVersion(id: number): void {
-    this.capVersions.delete(id);
-  }
-
   // ---- fragments ----------------------------------------------------------------------------
 
   private nodeView(node: NodeRecord): Node {
@@ -156,8 +155,8 @@ export class Mapper {
       baseDomain: this.deps.config.dns.baseDomain,
       now: this.now(),
       online: this.deps.state.isOnline(node.id),
-      capVer: this.capVersions.get(node.id),
-      primaryRoutes: this.routes.primaryRoutesOf(node.id),
+      capVer: this.deps.state.capVersionOf(node.id),
+      primaryRoutes: this.deps.state.primaryRoutesOf(node.id),
     });
   }
 
@@ -244,6 +243,17 @@ export class Mapper {
     const capMap = this.selfCapMap(node.id);
     if (Object.keys(capMap).length > 0) self.CapMap = capMap;
     return self;
+  }
+
+  /**
+   * The last message to a deleted node: itself with a dead key, so the client asks for a login
+   * again (as with Tailscale's own control server; a bare close would only make it retry).
+   */
+  farewellMessage(node: NodeRecord): SharedMessage {
+    const self = this.selfNode(node);
+    self.KeyExpiry = new Date(this.now().getTime() - 1_000).toISOString();
+    self.Expired = true;
+    return new SharedMessage(JSON.stringify({ Node: self }));
   }
 
   selfNodeJson(id: number): string | null {

@@ -5,7 +5,7 @@
 import type { NodeRecord } from "../store/types.ts";
 import type { Hostinfo, Node } from "../tailcfg/types.ts";
 import { nodeFqdn } from "../dns/dns_config.ts";
-import { isExitRoute, servedRoutes } from "./routes.ts";
+import { isExitRoute, servedRoutes } from "../state/routes.ts";
 import { wireUserId } from "./users.ts";
 
 export interface NodeViewContext {

@@ -1,31 +1,29 @@
 /**
- * The session registry and change fan-out. State change events are collected for a short window
- * (tuning.batch_change_delay) and then turned into one delta per session:
+ * The session registry and change fan-out. server.ts hands it every batch of State events with
+ * the nodes the policy says are affected (`apply`); they are collected for a short window
+ * (tuning.batch_change_delay, batch.ts) and then turned into one delta per session:
  *
- * - node added/updated → PeersChanged (full node) to the nodes that see it, Node to itself;
- * - node patched → PeersChangedPatch to the nodes that see it;
+ * - node added/updated/expired → PeersChanged (full node) to the nodes that see it, Node to
+ *   itself; node patched → PeersChangedPatch to the nodes that see it;
  * - node removed → PeersRemoved; user renamed → UserProfiles; DERP/DNS → DERPMap/DNSConfig;
  * - policy changed → each session gets only what changed for it (PolicySync): PeersRemoved for
  *   peers it no longer sees, PeersChanged (full nodes, with their users' profiles) for new ones,
  *   PacketFilters when its filter changed, SSHPolicy, and its Node when its capabilities
- *   changed; nothing when nothing changed for it. `resync(ids)` does the same for those nodes
- *   (the ids a policy engine reports as affected by a node change). A full map is sent instead
- *   when that is smaller.
+ *   changed; nothing when nothing changed for it. Affected nodes get the same for them. A full
+ *   map is sent instead when that is smaller.
  *
  * Cost is proportional to the affected receivers: each changed node's fragment is built once,
- * receivers are grouped by the exact set of fragments they get (a trie of item indexes), and
- * each group's message is built and compressed once, its bytes shared by all its sessions.
- * A node never gets a patch about itself: Tailscale v1.102 applies a delta's mutations in node id
- * order and stops at the first one for an id that is not its peer, silently dropping the rest
- * (peers added in the same message never reach its netmap); older clients fall back to a full
- * netmap rebuild. So a patched node branches off the shared group like a changed one does.
+ * receivers are grouped by the exact set of fragments they get (fanout.ts), and each group's
+ * message is assembled (delta.ts) and compressed once, its bytes shared by all its sessions.
  */
 import type { Logger } from "../log/log.ts";
 import type { NodeRecord } from "../store/types.ts";
 import type { Change } from "../state/events.ts";
-import { ExpiryWatch } from "./expiry_watch.ts";
+import { addChanges, type Batch, emptyBatch } from "./batch.ts";
+import { deltaJson, type Everyone, type Item, withoutShared } from "./delta.ts";
+import { createFanout, type Group } from "./fanout.ts";
 import { SharedMessage } from "./framing.ts";
-import { type Mapper, mergePatch, patchable, peerChangeJson, type PeerPatch } from "./mapper.ts";
+import { type Mapper, peerChangeJson } from "./mapper.ts";
 import { type PolicyDelta, PolicySync } from "./policy_sync.ts";
 
 /** One open map stream, as the notifier sees it. */
@@ -36,15 +34,14 @@ export interface MapSink {
   /** Close the stream (replaced by a newer one, node deleted, or shutdown). */
   close(reason: string): void;
   /**
-   * The node was deleted: tell the client (its key is dead, so it asks for a login) and
-   * close. Optional; without it the stream is just closed.
+   * The node was deleted: send `farewell` (its own node with a dead key, so the client asks for
+   * a login) and close. Optional; without it the stream is just closed.
    */
-  deleted?(): void;
+  deleted?(farewell: SharedMessage): void;
 }
 
 export interface NotifierDeps {
   state: {
-    subscribe(listener: (changes: readonly Change[]) => void): () => void;
     listNodes(): NodeRecord[];
     getNode(id: number): NodeRecord | undefined;
   };
@@ -55,105 +52,10 @@ export interface NotifierDeps {
   now?: () => Date;
 }
 
-interface Batch {
-  full: Set<number>;
-  patches: Map<number, PeerPatch>;
-  removed: Set<number>;
-  /** Nodes that must get their own Node again (key, expiry, or anything a full update covers). */
-  self: Set<number>;
-  users: Set<number>;
-  derp: boolean;
-  dns: boolean;
-  /** The policy changed: compare every session's policy outputs. */
-  policy: boolean;
-  /** Sessions whose policy outputs may have changed (compared, then sent what changed). */
-  resync: Set<number>;
-}
-
-function emptyBatch(): Batch {
-  return {
-    full: new Set(),
-    patches: new Map(),
-    removed: new Set(),
-    self: new Set(),
-    users: new Set(),
-    derp: false,
-    dns: false,
-    policy: false,
-    resync: new Set(),
-  };
-}
-
-/**
- * The policy delta minus what the session's shared message already carries (full nodes of
- * changed peers, removals sent to everyone): often nothing is left, and the session keeps
- * sharing its group's message.
- */
-function withoutShared(
-  d: PolicyDelta,
-  shared: ReadonlySet<number>,
-  removedForAll: ReadonlySet<number>,
-): PolicyDelta | null {
-  const added = d.added.filter((id) => !shared.has(id));
-  const removed = d.removed.filter((id) => !removedForAll.has(id));
-  if (
-    added.length === 0 && removed.length === 0 && d.filterJson === null && d.sshJson === null &&
-    !d.selfChanged
-  ) return null;
-  if (added.length === d.added.length && removed.length === d.removed.length) return d;
-  return { ...d, added, removed };
-}
-
-/** What every session gets in this batch. */
-interface Everyone {
-  removed: readonly number[];
-  derpJson: string | null;
-}
-
-interface Item {
-  json: string;
-  /** The node a full node or patch is about (-1 for a profile). */
-  nodeId: number;
-  /** A full node (PeersChanged), a PeerChange, or a renamed user's profile. */
-  kind: "full" | "patch" | "profile";
-  /** Wire user id of a full node (for UserProfiles). */
-  user: number | null;
-}
-
-/** A set of items, as a path in a trie keyed by item index (items are added in order). */
-class Group {
-  private children: Map<number, Group> | undefined;
-  message: SharedMessage | undefined;
-  /** Ids of the full nodes among the items (computed on first use). */
-  fullIds: ReadonlySet<number> | undefined;
-
-  constructor(readonly parent: Group | null, readonly item: number) {}
-
-  with(item: number): Group {
-    this.children ??= new Map();
-    let child = this.children.get(item);
-    if (!child) {
-      child = new Group(this, item);
-      this.children.set(item, child);
-    }
-    return child;
-  }
-
-  items(): number[] {
-    const out: number[] = [];
-    if (!this.parent) return out;
-    out.push(this.item);
-    for (let g = this.parent; g.parent; g = g.parent) out.push(g.item);
-    return out.reverse();
-  }
-}
-
 export class Notifier {
   private readonly sessions = new Map<number, MapSink>();
   private batch = emptyBatch();
   private timer: ReturnType<typeof setTimeout> | undefined;
-  private readonly unsubscribe: () => void;
-  private readonly expiry: ExpiryWatch;
   /** What each session was last sent of the policy's outputs. */
   readonly policySync: PolicySync;
   /** Totals since start (read by the metrics endpoint); a session gets a delta or a full map. */
@@ -162,19 +64,6 @@ export class Notifier {
 
   constructor(private readonly deps: NotifierDeps) {
     this.policySync = new PolicySync(deps.mapper);
-    this.unsubscribe = deps.state.subscribe((changes) => this.onChanges(changes));
-    this.expiry = new ExpiryWatch({
-      listNodes: () => deps.state.listNodes(),
-      now: deps.now,
-      onExpired: (ids) => {
-        for (const id of ids) {
-          deps.mapper.invalidateNode(id);
-          this.batch.full.add(id);
-          this.batch.self.add(id);
-        }
-        this.scheduleFlush();
-      },
-    });
   }
 
   get sessionCount(): number {
@@ -204,81 +93,24 @@ export class Notifier {
     }
   }
 
-  /** Records a node's capability version; peers learn it with the next patch. */
-  noteCapVersion(nodeId: number, capVer: number): void {
-    if (!this.deps.mapper.setCapVersion(nodeId, capVer)) return;
-    this.addPatch(nodeId, { cap: capVer });
-    this.scheduleFlush();
-  }
-
-  private addPatch(id: number, patch: PeerPatch): void {
-    const prev = this.batch.patches.get(id);
-    this.batch.patches.set(id, prev ? mergePatch(prev, patch) : { ...patch });
-  }
-
-  private onChanges(changes: readonly Change[]): void {
+  /**
+   * Takes one batch of State events (after the mapper dropped its caches for them) and the nodes
+   * the policy says they affect; deltas go out when the batching window closes. A deleted node's
+   * stream gets its farewell at once.
+   */
+  apply(changes: readonly Change[], affected: Iterable<number> = []): void {
     if (this.closed) return;
-    const { mapper } = this.deps;
-    const b = this.batch;
-    const routeCandidates: number[] = [];
+    addChanges(this.batch, changes);
     for (const c of changes) {
-      switch (c.kind) {
-        case "node-added":
-        case "node-updated": {
-          mapper[c.kind === "node-added" ? "membershipChanged" : "invalidateNode"](c.nodeId);
-          b.full.add(c.nodeId);
-          b.self.add(c.nodeId);
-          routeCandidates.push(c.nodeId);
-          this.expiry.noteExpiry(this.deps.state.getNode(c.nodeId)?.expiry ?? null);
-          break;
-        }
-        case "node-patched": {
-          const p = c.patch;
-          mapper.invalidateNode(c.nodeId);
-          if (patchable(p)) this.addPatch(c.nodeId, p);
-          else b.full.add(c.nodeId);
-          if (p.nodeKey !== undefined || p.keyExpiry !== undefined) b.self.add(c.nodeId);
-          if (p.keyExpiry) this.expiry.noteExpiry(p.keyExpiry);
-          if (p.online !== undefined) routeCandidates.push(c.nodeId);
-          break;
-        }
-        case "node-removed": {
-          mapper.membershipChanged(c.nodeId);
-          mapper.forgetCapVersion(c.nodeId);
-          b.removed.add(c.nodeId);
-          routeCandidates.push(c.nodeId);
-          const sink = this.sessions.get(c.nodeId);
-          if (sink) {
-            this.sessions.delete(c.nodeId);
-            this.policySync.forget(c.nodeId);
-            if (sink.deleted) sink.deleted();
-            else sink.close("node deleted");
-          }
-          break;
-        }
-        case "user-updated":
-          mapper.invalidateUser(c.userId);
-          b.users.add(c.userId);
-          break;
-        case "policy-changed":
-          b.policy = true;
-          break;
-        case "derp-map-changed":
-          mapper.invalidateDerpMap();
-          b.derp = true;
-          break;
-        case "dns-changed":
-          mapper.invalidateDns();
-          b.dns = true;
-          break;
-      }
+      if (c.kind !== "node-removed") continue;
+      const sink = this.sessions.get(c.nodeId);
+      if (!sink) continue;
+      this.sessions.delete(c.nodeId);
+      this.policySync.forget(c.nodeId);
+      if (sink.deleted && c.node) sink.deleted(this.deps.mapper.farewellMessage(c.node));
+      else sink.close("node deleted");
     }
-    // Who is primary for a subnet route can change when a router comes, goes, or goes offline;
-    // the nodes concerned then have new AllowedIPs, which needs a full node.
-    for (const id of mapper.routes.update(routeCandidates)) {
-      mapper.invalidateNode(id);
-      if (!b.removed.has(id)) b.full.add(id);
-    }
+    for (const id of affected) this.batch.resync.add(id);
     this.scheduleFlush();
   }
 
@@ -305,18 +137,6 @@ export class Notifier {
     }
   }
 
-  /**
-   * With the next batch, compares these nodes' policy outputs (peers, filter, SSH policy,
-   * capabilities) with what their sessions were sent and sends each what changed, e.g. for the
-   * ids a policy engine reports as affected by a node change. Without ids: every session.
-   */
-  resync(nodeIds?: Iterable<number>): void {
-    if (this.closed) return;
-    if (nodeIds === undefined) this.batch.policy = true;
-    else for (const id of nodeIds) this.batch.resync.add(id);
-    this.scheduleFlush();
-  }
-
   /** A full map on a running stream (its policy outputs were already remembered). */
   private sendFullMap(sink: MapSink): void {
     const msg = this.deps.mapper.fullMapMessage(sink.nodeId, { resync: true });
@@ -339,64 +159,10 @@ export class Notifier {
     return changed.size > 0 ? changed : null;
   }
 
-  /**
-   * Tracks which items each session gets. With a policy where everyone sees everyone, all
-   * sessions share one group and only a changed node itself (which must not get itself as a
-   * peer, nor a patch about itself) branches off, so the cost is per item, not per item ×
-   * session.
-   */
-  private fanout(): {
-    /** Item `index` is about node `nodeId`: to everyone who sees it, never to the node itself. */
-    add(index: number, nodeId: number): void;
-    /** To the given nodes and everyone who sees one of them. */
-    addToViewersOf(index: number, nodeIds: readonly number[]): void;
-    groupOf(sessionId: number): Group;
-  } {
-    const policy = this.deps.mapper.policy;
-    const root = new Group(null, -1);
-    const own = new Map<number, Group>();
-    if (policy.seesEveryone?.()) {
-      let common = root;
-      return {
-        add: (index, nodeId) => {
-          if (this.sessions.has(nodeId) && !own.has(nodeId)) own.set(nodeId, common);
-          for (const [id, g] of own) {
-            if (id !== nodeId) own.set(id, g.with(index));
-          }
-          common = common.with(index);
-        },
-        addToViewersOf: (index) => {
-          for (const [id, g] of own) own.set(id, g.with(index));
-          common = common.with(index);
-        },
-        groupOf: (id) => own.get(id) ?? common,
-      };
-    }
-    return {
-      add: (index, nodeId) => {
-        for (const r of policy.peersOf(nodeId)) {
-          if (r === nodeId || !this.sessions.has(r)) continue;
-          own.set(r, (own.get(r) ?? root).with(index));
-        }
-      },
-      addToViewersOf: (index, nodeIds) => {
-        const receivers = new Set<number>();
-        for (const n of nodeIds) {
-          receivers.add(n);
-          for (const r of policy.peersOf(n)) receivers.add(r);
-        }
-        for (const r of receivers) {
-          if (this.sessions.has(r)) own.set(r, (own.get(r) ?? root).with(index));
-        }
-      },
-      groupOf: (id) => own.get(id) ?? root,
-    };
-  }
-
   private sendDeltas(b: Batch): void {
     const { mapper } = this.deps;
     const items: Item[] = [];
-    const fanout = this.fanout();
+    const fanout = createFanout(mapper.policy, (id) => this.sessions.has(id));
 
     // Removed nodes drop out of everything else; vanished nodes count as removed.
     const full = [...b.full].filter((id) => !b.removed.has(id)).sort((a, z) => a - z);
@@ -477,7 +243,7 @@ export class Notifier {
           (dnsJson !== null && mapper.dnsIsPerNode());
         let msg = own ? undefined : group.message;
         if (!msg) {
-          const json = this.deltaJson(group.items().map((i) => items[i]), everyone, {
+          const json = deltaJson(mapper, group.items().map((i) => items[i]), everyone, {
             selfJson,
             dnsJson,
             policy,
@@ -516,61 +282,12 @@ export class Notifier {
     });
   }
 
-  private deltaJson(
-    list: Item[],
-    everyone: Everyone,
-    extra: { selfJson: string | null; dnsJson: string | null; policy: PolicyDelta | null },
-  ): string {
-    const { mapper } = this.deps;
-    const policy = extra.policy;
-    // Peers the policy no longer shows this node: no full node or patch about them may follow
-    // (a client stops applying a delta at a patch for a node that is not its peer).
-    const gone = policy && policy.removed.length > 0 ? new Set(policy.removed) : null;
-    const parts: string[] = [];
-    if (extra.selfJson !== null) parts.push(`"Node":${extra.selfJson}`);
-    const changed = list.filter((i) => i.kind === "full" && !gone?.has(i.nodeId));
-    const patches = list.filter((i) => i.kind === "patch" && !gone?.has(i.nodeId));
-    const users = new Set<number>();
-    for (const i of changed) if (i.user !== null) users.add(i.user);
-    const changedJson = changed.map((i) => i.json);
-    if (policy && policy.added.length > 0) {
-      const listed = new Set(changed.map((i) => i.nodeId));
-      for (const id of policy.added) {
-        if (listed.has(id)) continue;
-        const entry = mapper.peerEntry(id);
-        if (entry === null) continue;
-        changedJson.push(entry.json);
-        users.add(entry.user);
-      }
-    }
-    if (changedJson.length > 0) parts.push(`"PeersChanged":[${changedJson.join(",")}]`);
-    if (patches.length > 0) {
-      parts.push(`"PeersChangedPatch":[${patches.map((i) => i.json).join(",")}]`);
-    }
-    const removed = gone ? [...new Set([...everyone.removed, ...gone])] : everyone.removed;
-    if (removed.length > 0) parts.push(`"PeersRemoved":[${removed.join(",")}]`);
-    if (everyone.derpJson !== null) parts.push(`"DERPMap":${everyone.derpJson}`);
-    if (extra.dnsJson !== null) parts.push(`"DNSConfig":${extra.dnsJson}`);
-    // Named filter "base" is what PacketFilter sets, and what full maps use.
-    if (policy?.filterJson) parts.push(`"PacketFilters":{"base":${policy.filterJson}}`);
-    if (policy?.sshJson) parts.push(`"SSHPolicy":${policy.sshJson}`);
-    const profiles = new Set(list.filter((i) => i.kind === "profile").map((i) => i.json));
-    for (const u of users) {
-      const p = mapper.profileJsonOf(u);
-      if (p !== null) profiles.add(p);
-    }
-    if (profiles.size > 0) parts.push(`"UserProfiles":[${[...profiles].join(",")}]`);
-    return `{${parts.join(",")}}`;
-  }
-
   /** Stops batching and closes every stream. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
-    this.unsubscribe();
-    this.expiry.close();
     for (const sink of [...this.sessions.values()]) sink.close("server shutting down");
     this.sessions.clear();
   }

@@ -5,7 +5,6 @@
  * Client side (tests, tools): `noiseClientConnect`.
  */
 export {
-  DEFAULT_MIN_CAP_VERSION,
   handleTs2021Upgrade,
   type Ts2021ConnectionInfo,
   ts2021UpgradeHandler,

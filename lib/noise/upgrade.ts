@@ -28,12 +28,11 @@ import {
   NoiseFrameError,
 } from "./messages.ts";
 import { RecordOpener, RecordSealer } from "./records.ts";
+import { MIN_CAP_VERSION } from "../tailcfg/capver.ts";
 import { acceptWebSocketUpgrade, isWebSocketUpgrade } from "./websocket.ts";
 
 export const UPGRADE_PROTOCOL = "tailscale-control-protocol";
 export const HANDSHAKE_HEADER = "x-tailscale-handshake";
-/** Default oldest client: Tailscale v1.80. */
-export const DEFAULT_MIN_CAP_VERSION = 113;
 
 export interface Ts2021ConnectionInfo {
   /** The HTTP upgrade request (remote address, forwarded headers…). */
@@ -136,7 +135,7 @@ function finishHandshake(
     stream.end(Buffer.concat([...preamble, encodeErrorFrame(reason)]));
   };
 
-  const minCap = opts.minCapVersion ?? DEFAULT_MIN_CAP_VERSION;
+  const minCap = opts.minCapVersion ?? MIN_CAP_VERSION;
   // The version is cleartext in the header: refuse old clients before spending any crypto.
   if (
     initiation.length === INITIATION_LEN && initiation[2] === MSG_INITIATION &&

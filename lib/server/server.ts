@@ -1,6 +1,7 @@
 /**
- * Puts the server together: store → state → protocol handlers → listeners. Everything is
- * created here and passed down; nothing lives in module-level state.
+ * Puts the server together: store → state → policy, mapper, notifier → protocol handlers →
+ * listeners. Everything is created and wired here and passed down; nothing lives in
+ * module-level state. The one subscription to State below says the order every change takes.
  */
 import { createServer, type Server } from "node:http";
 import { createServer as createTlsServer } from "node:https";
@@ -20,8 +21,15 @@ import {
   serveTls,
   serveUnixSocket,
 } from "../api/transport/mod.ts";
-import { allowAllPolicy, createControlPlane, policyEngineView } from "../control/mod.ts";
-import { PolicyManager } from "./policy.ts";
+import { createControlPlane } from "../control/mod.ts";
+import { Mapper } from "../mapper/mapper.ts";
+import { Notifier } from "../mapper/notifier.ts";
+import { allowAllPolicy } from "../mapper/policy_view.ts";
+import { policyEngineView } from "../mapper/policy_engine_view.ts";
+import { ExtraRecordsWatcher } from "../dns/extra_records.ts";
+import { EphemeralGc } from "../state/ephemeral_gc.ts";
+import { MIN_CAP_VERSION } from "../tailcfg/capver.ts";
+import { PolicyManager } from "../policy_manager/manager.ts";
 import { ts2021UpgradeHandler } from "../noise/upgrade.ts";
 import { DebugRegistrations } from "../api/debug_registrations.ts";
 import { formatKey, publicKeyOf } from "../tailcfg/keys.ts";
@@ -33,9 +41,6 @@ import { applyHttpLimits, type HttpLimits, httpServerOptions } from "../http/lim
 import { checkStartupFiles } from "./startup_files.ts";
 import { trustedProxyHook } from "../net/client_addr.ts";
 import { versionHandler } from "../version.ts";
-
-/** Oldest client the server talks to: Tailscale v1.80 (capability version 113). */
-export const MIN_CAP_VERSION = 113;
 
 export interface RunningServer {
   store: Store;
@@ -57,27 +62,62 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const noisePrivate = await loadOrCreatePrivateKey(config.noisePrivateKeyPath);
   const noisePublic = formatKey(publicKeyOf(noisePrivate), "mkey");
   const derp: EmbeddedDerp = await createDerp(config, state, log.child({ component: "derp" }));
-  // The policy subscribes to state changes first, so it knows a node before maps are built.
   const policy = await PolicyManager.open({
     config,
     store,
     state,
     log: log.child({ component: "policy" }),
   });
+  // dns.extra_records_path: re-read on change; peers get the new DNSConfig as a delta.
+  const extraRecords = config.dns.extraRecordsPath
+    ? new ExtraRecordsWatcher({
+      path: config.dns.extraRecordsPath,
+      log: log.child({ component: "dns" }),
+      onChange: () => state.announce({ kind: "dns-changed" }),
+    })
+    : null;
+  void extraRecords?.start();
+  const mapper = new Mapper({
+    state,
+    config,
+    derpMap: () => derp.map(),
+    extraRecords: extraRecords ? () => extraRecords.current() : undefined,
+  });
+  const notifier = new Notifier({
+    state,
+    mapper,
+    log: log.child({ component: "notifier" }),
+    batchDelayMs: config.tuning.batchChangeDelayMs,
+  });
+  // Every change to the tailnet, in this order: the mapper drops what it cached about it, the
+  // policy engine learns it and answers whose view it affects, the notifier sends those
+  // sessions and the changed nodes' viewers what changed.
+  state.subscribe((changes) => {
+    mapper.apply(changes);
+    notifier.apply(changes, policy.apply(changes));
+  });
+  const ephemeral = new EphemeralGc({
+    state,
+    timeoutMs: config.node.ephemeralInactivityTimeoutMs,
+    log: log.child({ component: "ephemeral" }),
+  });
+  ephemeral.start();
   const control = createControlPlane({
     state,
     config,
     log,
-    derpMap: () => derp.map(),
+    mapper,
+    notifier,
+    ephemeral,
     // headscale's debug knob, an environment variable only (never in a config file).
     debugDumpMapResponsePath: Deno.env.get("HEADSCALE_DEBUG_DUMP_MAPRESPONSE_PATH") || undefined,
   });
   policy.attach({
-    setPolicy: (engine) =>
-      control.setPolicy(
-        engine ? policyEngineView(engine) : allowAllPolicy(() => control.mapper.nodeIds()),
-      ),
-    resync: (ids) => control.resync(ids),
+    setPolicy: (engine) => {
+      mapper.setPolicy(engine ? policyEngineView(engine) : allowAllPolicy(() => mapper.nodeIds()));
+      control.policyChanged();
+      state.announce({ kind: "policy-changed" });
+    },
   });
   derp.onMapChange(() => state.announce({ kind: "derp-map-changed" }));
 
@@ -180,10 +220,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     config.metricsListenAddr,
     tailnetMetrics({
       state,
-      sessions: () => control.notifier.sessionCount,
+      sessions: () => notifier.sessionCount,
       pendingLogins: () => control.pendingAuths.list().length,
       maps: control.mapStats,
-      notifier: control.notifier.stats,
+      notifier: notifier.stats,
       derp: () => derp.stats(),
       startedAt: new Date(),
     }),
@@ -207,6 +247,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       await Promise.all(apiListeners.map((l) => l.close()));
       await metrics?.close();
       policy.close();
+      extraRecords?.close();
+      ephemeral.close();
+      notifier.close();
       await control.close();
       await derp.close();
       http.closeAllConnections();

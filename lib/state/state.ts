@@ -19,7 +19,9 @@ import type {
   UserRecord,
 } from "../store/types.ts";
 import { StoreConflictError, StoreNotFoundError, StoreUnavailableError } from "../store/types.ts";
-import type { Change, ChangeListener, NodePatch } from "./events.ts";
+import { type Change, type ChangeListener, nodeChange, type NodePatch } from "./events.ts";
+import { ExpiryWatch } from "./expiry_watch.ts";
+import { PrimaryRoutes } from "./routes.ts";
 import {
   AlreadyExistsError,
   ConflictError,
@@ -150,6 +152,12 @@ export class State {
   private readonly apiKeys = new Map<number, ApiKeyRecord>();
   /** Open map streams per node: a node is online while it has one. */
   private readonly streams = new Map<number, number>();
+  /** Capability version of each node's last map request (memory only, as in headscale). */
+  private readonly capVersions = new Map<number, number>();
+  /** Which online router is primary for each subnet route. */
+  private readonly routes = new PrimaryRoutes(this);
+  /** Wakes up when the next node key expires; started with the first subscriber. */
+  private expiry: ExpiryWatch | undefined;
   private readonly listeners = new Set<ChangeListener>();
   private readonly dirty = new Set<number>();
   /** sha256(api key) → key id, so a verified key skips the slow hash on later requests. */
@@ -190,6 +198,7 @@ export class State {
     for (const n of nodes) state.indexNode(n);
     for (const k of authKeys) state.preAuthKeys.set(k.id, k);
     for (const k of apiKeys) state.apiKeys.set(k.id, k);
+    state.routes.update(state.nodes.keys());
     return state;
   }
 
@@ -197,10 +206,22 @@ export class State {
 
   subscribe(listener: ChangeListener): () => void {
     this.listeners.add(listener);
+    this.expiry ??= new ExpiryWatch({
+      listNodes: () => this.nodes.values(),
+      now: this.now,
+      onExpired: (ids) =>
+        this.emit(...ids.map((nodeId): Change => ({ kind: "node-expired", nodeId }))),
+    });
     return () => this.listeners.delete(listener);
   }
 
-  private emit(...changes: Change[]): void {
+  /**
+   * Announces changes, together with what follows from them in the state itself: a new primary
+   * for a subnet route when a router came, went or changed, and the next key expiry to wake up
+   * for.
+   */
+  private emit(...events: Change[]): void {
+    const changes = [...events, ...this.consequences(events)];
     for (const listener of this.listeners) {
       try {
         listener(changes);
@@ -208,6 +229,31 @@ export class State {
         this.log.error("change listener failed", { error: e });
       }
     }
+  }
+
+  private consequences(events: readonly Change[]): Change[] {
+    const routers: number[] = [];
+    for (const c of events) {
+      switch (c.kind) {
+        case "node-added":
+        case "node-updated":
+          routers.push(c.nodeId);
+          this.expiry?.noteExpiry(this.nodes.get(c.nodeId)?.expiry ?? null);
+          break;
+        case "node-patched":
+          if (c.patch.online !== undefined) routers.push(c.nodeId);
+          if (c.patch.keyExpiry) this.expiry?.noteExpiry(c.patch.keyExpiry);
+          break;
+        case "node-removed":
+          routers.push(c.nodeId);
+          break;
+      }
+    }
+    if (routers.length === 0) return [];
+    return this.routes.update(routers).map((nodeId) => ({
+      kind: "primary-routes-changed",
+      nodeId,
+    }));
   }
 
   /** Announces a change that happened outside the state (policy, DERP map, DNS). */
@@ -470,6 +516,23 @@ export class State {
     return (this.streams.get(id) ?? 0) > 0;
   }
 
+  /** The node's primary (non-exit) subnet routes, sorted. */
+  primaryRoutesOf(id: number): readonly string[] {
+    return this.routes.primaryRoutesOf(id);
+  }
+
+  /** The capability version of the node's last map request, if any. */
+  capVersionOf(id: number): number | undefined {
+    return this.capVersions.get(id);
+  }
+
+  /** Records the capability version a map request carried; peers learn it as a patch. */
+  noteCapVersion(id: number, capVersion: number): void {
+    if (!this.nodes.has(id) || this.capVersions.get(id) === capVersion) return;
+    this.capVersions.set(id, capVersion);
+    this.emit({ kind: "node-patched", nodeId: id, patch: { capVersion } });
+  }
+
   isExpired(node: NodeRecord): boolean {
     return node.expiry !== null && node.expiry.getTime() <= this.now().getTime();
   }
@@ -644,11 +707,7 @@ export class State {
       expiry: this.defaultExpiry(expiry, node.tags.length > 0),
       updatedAt: this.now(),
     }));
-    this.emit({
-      kind: "node-patched",
-      nodeId: id,
-      patch: { nodeKey, keyExpiry: saved.expiry },
-    });
+    this.emit(nodeChange(id, { nodeKey, keyExpiry: saved.expiry }));
     return saved;
   }
 
@@ -806,7 +865,8 @@ export class State {
       this.unindexNode(node);
       this.dirty.delete(id);
       this.streams.delete(id);
-      this.emit({ kind: "node-removed", nodeId: id });
+      this.capVersions.delete(id);
+      this.emit({ kind: "node-removed", nodeId: id, node });
       return node;
     });
   }
@@ -841,9 +901,7 @@ export class State {
     if (!full && Object.keys(patch).length === 0) return;
     node.updatedAt = this.now();
     this.markDirty(id);
-    this.emit(
-      full ? { kind: "node-updated", nodeId: id } : { kind: "node-patched", nodeId: id, patch },
-    );
+    this.emit(full ? { kind: "node-updated", nodeId: id } : nodeChange(id, patch));
   }
 
   /** Counts map streams; the first opens the node, the last closing marks it offline. */
@@ -937,6 +995,7 @@ export class State {
   }
 
   async close(): Promise<void> {
+    this.expiry?.close();
     await this.flush();
     this.closed = true;
     if (this.flushTimer !== undefined) clearTimeout(this.flushTimer);

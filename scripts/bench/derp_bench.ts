@@ -9,7 +9,7 @@
  *   deno bench --allow-net --allow-read --allow-env --allow-sys scripts/bench/derp_bench.ts
  */
 import { DerpClient } from "../../lib/derp/client.ts";
-import { startTestDerp } from "../../lib/derp/testing.ts";
+import { startTestDerp } from "../../tests/helpers/derp.ts";
 
 const BATCH = 2_000;
 const WINDOW_BYTES = 512 << 10;

@@ -13,7 +13,7 @@
  *   deno bench --allow-read --allow-env --allow-sys scripts/bench/mapper_bench.ts
  */
 import { parseConfigText } from "../../lib/config/load.ts";
-import { randomKey, TEST_DERP_MAP } from "../../lib/control/testing.ts";
+import { randomKey, TEST_DERP_MAP } from "../../tests/helpers/control.ts";
 import { silentLogger } from "../../lib/log/log.ts";
 import { SharedMessage } from "../../lib/mapper/framing.ts";
 import { Mapper } from "../../lib/mapper/mapper.ts";
@@ -23,7 +23,7 @@ import { parsePolicy, PolicyEngine, type PolicyNode } from "../../lib/policy/mod
 import { syntheticTailnet } from "../../lib/policy/synthetic.ts";
 import type { Change } from "../../lib/state/events.ts";
 import type { NodeRecord, UserRecord } from "../../lib/store/types.ts";
-import { toPolicyNode } from "../../lib/server/policy.ts";
+import { toPolicyNode } from "../../lib/policy_manager/manager.ts";
 
 const { config } = parseConfigText("", { env: {} });
 
@@ -109,6 +109,8 @@ class Tailnet {
   getUser = (id: number) => this.users.get(id);
   listNodes = () => [...this.nodes.values()];
   isOnline = (id: number) => id % 3 !== 0;
+  primaryRoutesOf = (_id: number): readonly string[] => [];
+  capVersionOf = (_id: number): number | undefined => undefined;
   subscribe(listener: (c: readonly Change[]) => void) {
     this.listeners.push(listener);
     return () => {
@@ -183,6 +185,10 @@ const notifier = new Notifier({
   mapper: large.mapper,
   log: silentLogger(),
   batchDelayMs: 3_600_000,
+});
+large.tailnet.subscribe((changes) => {
+  large.mapper.apply(changes);
+  notifier.apply(changes);
 });
 const sinks: ByteSink[] = [];
 for (const id of large.tailnet.nodes.keys()) {
@@ -259,6 +265,10 @@ function engineSessions(net: Tailnet, engine: PolicyEngine) {
     policy: policyEngineView(engine),
   });
   const n = new Notifier({ state: net, mapper, log: silentLogger(), batchDelayMs: 3_600_000 });
+  net.subscribe((changes) => {
+    mapper.apply(changes);
+    n.apply(changes);
+  });
   const started = performance.now();
   const sinks: CountingSink[] = [];
   for (const id of net.nodes.keys()) {
@@ -364,7 +374,7 @@ Deno.bench("tag change: one node → deltas for the affected sessions (engine in
   n: 20,
 }, () => {
   const { id, affected } = retag();
-  ruled.notifier.resync(affected);
+  ruled.notifier.apply([], affected);
   policyNet.emit({ kind: "node-updated", nodeId: id });
   ruled.flush(`tag change: one node (${affected.length} affected)`);
 });
@@ -392,7 +402,7 @@ Deno.bench("allow-all engine: one hostinfo change → 10,000 sessions compared",
   const rec = openNet.nodes.get(77)!;
   rec.hostinfo = { ...rec.hostinfo, OSVersion: `build ${round++}` };
   const policyNode = openEngine.node(77)!;
-  open.notifier.resync(openEngine.upsertNode(policyNode));
+  open.notifier.apply([], openEngine.upsertNode(policyNode));
   openNet.emit({ kind: "node-updated", nodeId: 77 });
   open.flush("allow-all engine: one hostinfo change");
 });

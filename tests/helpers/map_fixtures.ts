@@ -2,7 +2,7 @@
  * Fixtures for mapper tests: a stored node with addresses derived from its id, and a session sink
  * that keeps what it was sent.
  */
-import { randomKey } from "../../lib/control/testing.ts";
+import { randomKey } from "./control.ts";
 import type { SharedMessage } from "../../lib/mapper/framing.ts";
 import type { MapSink } from "../../lib/mapper/notifier.ts";
 import type { NodeRecord } from "../../lib/store/types.ts";

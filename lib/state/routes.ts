@@ -17,6 +17,12 @@ export function isExitRoute(route: string): boolean {
   return route === "0.0.0.0/0" || route === "::/0";
 }
 
+/** The routes the node announces (Hostinfo.RoutableIPs), as it sent them. */
+export function advertisedRoutes(n: NodeRecord): string[] {
+  const routes = n.hostinfo?.RoutableIPs;
+  return Array.isArray(routes) ? routes.filter((r): r is string => typeof r === "string") : [];
+}
+
 /** Approved ∩ announced routes of the node, canonical and sorted. */
 export function servedRoutes(node: NodeRecord): string[] {
   if (node.approvedRoutes.length === 0) return [];

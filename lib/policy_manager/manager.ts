@@ -3,9 +3,9 @@
  * `policy.mode: file` (reloaded on SIGHUP and when the file changes) or `database` (set through
  * the API). A bad new policy is refused with a clear message and the old one stays in force.
  *
- * Node changes reach the engine as they happen; the engine answers which nodes' outputs may have
- * changed, and only those sessions are resynced. Routes that an autoApprover covers are approved
- * here, as headscale does.
+ * Node changes reach the engine through `apply` (server.ts calls it for every batch of State
+ * events, before the notifier); it answers which nodes' outputs may have changed, and only those
+ * sessions are resynced. Routes that an autoApprover covers are approved here, as headscale does.
  */
 import { basename, dirname, resolve } from "node:path";
 import type { Config } from "../config/config.ts";
@@ -13,7 +13,6 @@ import type { Logger } from "../log/log.ts";
 import type { State } from "../state/state.ts";
 import type { Store } from "../store/types.ts";
 import type { NodeRecord } from "../store/types.ts";
-import { InvalidArgumentError } from "../state/errors.ts";
 import type { Change } from "../state/events.ts";
 import {
   parsePolicy,
@@ -25,16 +24,16 @@ import {
   runPolicyTests,
   runSSHTests,
 } from "../policy/mod.ts";
-import { advertisedRoutes } from "../api/convert.ts";
-import type { PolicyApi } from "../api/service.ts";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { readConfiguredFile } from "./startup_files.ts";
+import { advertisedRoutes } from "../state/routes.ts";
+import { readConfiguredFile } from "../server/startup_files.ts";
+import { PolicyInvalidError, PolicyModeError } from "./errors.ts";
 
 export interface PolicyTarget {
   /** The engine to ask, or null when no policy is configured (everyone reaches everyone). */
   setPolicy(engine: PolicyEngine | null): void;
-  resync(ids: Iterable<number>): void;
 }
+
+const NONE: ReadonlySet<number> = new Set();
 
 export function toPolicyNode(n: NodeRecord): PolicyNode {
   return {
@@ -56,7 +55,7 @@ export interface PolicyManagerDeps {
   log: Logger;
 }
 
-export class PolicyManager implements PolicyApi {
+export class PolicyManager {
   private engine!: PolicyEngine;
   private text = "";
   private hasPolicy = false;
@@ -67,14 +66,10 @@ export class PolicyManager implements PolicyApi {
   private watcher: Deno.FsWatcher | undefined;
   private reloadTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly onSighup = () => void this.reloadFile("SIGHUP");
-  private unsubscribe: (() => void) | undefined;
 
   private constructor(private readonly deps: PolicyManagerDeps) {}
 
-  /**
-   * Loads the configured policy; an invalid one stops the start with a clear error. Subscribes to
-   * state changes before anyone else does, so the engine knows a node before maps are built.
-   */
+  /** Loads the configured policy; an invalid one stops the start with a clear error. */
   static async open(deps: PolicyManagerDeps): Promise<PolicyManager> {
     const m = new PolicyManager(deps);
     const { mode, path } = deps.config.policy;
@@ -90,7 +85,6 @@ export class PolicyManager implements PolicyApi {
     m.hasPolicy = policy !== null;
     m.text = text;
     m.updatedAt = text === "" ? null : new Date();
-    m.unsubscribe = deps.state.subscribe((changes) => m.onChanges(changes));
     return m;
   }
 
@@ -144,7 +138,12 @@ export class PolicyManager implements PolicyApi {
     return engine;
   }
 
-  private onChanges(changes: readonly Change[]): void {
+  /**
+   * Tells the engine about node and user changes; returns the nodes whose filter or peers they
+   * touched (they get what changed for them). The changed nodes themselves reach their peers
+   * through the normal deltas; without a policy nothing but the node changes.
+   */
+  apply(changes: readonly Change[]): ReadonlySet<number> {
     const affected = new Set<number>();
     for (const c of changes) {
       let ids: number[] = [];
@@ -164,9 +163,7 @@ export class PolicyManager implements PolicyApi {
       }
       for (const id of ids) affected.add(id);
     }
-    // The changed node itself reaches peers through the normal deltas; nodes whose filter or
-    // peers the change touched get a fresh map. Without a policy nothing but the node changes.
-    if (affected.size > 0 && this.hasPolicy) this.target?.resync(affected);
+    return this.hasPolicy ? affected : NONE;
   }
 
   /** Approves advertised routes an autoApprover covers (headscale approves them on sight). */
@@ -187,7 +184,7 @@ export class PolicyManager implements PolicyApi {
     return this.engine.setUsers(users);
   }
 
-  private apply(text: string, policy: Policy | null): void {
+  private install(text: string, policy: Policy | null): void {
     // The new policy was checked against today's users; the engine must resolve it with them.
     this.syncUsers();
     this.engine.setPolicy(policy);
@@ -231,7 +228,7 @@ export class PolicyManager implements PolicyApi {
       if (text === this.text) return true;
       const policy = this.parse(text, path);
       this.build(policy); // Validates against the tailnet and runs the policy's tests.
-      this.apply(text, policy);
+      this.install(text, policy);
       this.deps.log.info("policy reloaded", { path, reason });
       return true;
     } catch (e) {
@@ -255,15 +252,14 @@ export class PolicyManager implements PolicyApi {
       this.build(this.parse(text, "policy"));
       return Promise.resolve();
     } catch (e) {
-      return Promise.reject(e instanceof PolicyError ? new InvalidArgumentError(e.message) : e);
+      return Promise.reject(e instanceof PolicyError ? new PolicyInvalidError(e.message) : e);
     }
   }
 
   async set(text: string): Promise<{ policy: string; updatedAt: Date | null }> {
     if (this.deps.config.policy.mode !== "database") {
-      throw new ConnectError(
+      throw new PolicyModeError(
         "the policy can only be set through the API with policy.mode: database",
-        Code.FailedPrecondition,
       );
     }
     let policy: Policy | null;
@@ -271,16 +267,15 @@ export class PolicyManager implements PolicyApi {
       policy = this.parse(text, "policy");
       this.build(policy);
     } catch (e) {
-      throw e instanceof PolicyError ? new InvalidArgumentError(e.message) : e;
+      throw e instanceof PolicyError ? new PolicyInvalidError(e.message) : e;
     }
     await this.deps.store.setPolicy(text);
-    this.apply(text, policy);
+    this.install(text, policy);
     this.deps.log.info("policy updated through the API");
     return { policy: this.text, updatedAt: this.updatedAt };
   }
 
   close(): void {
-    this.unsubscribe?.();
     clearTimeout(this.reloadTimer);
     this.watcher?.close();
     if (this.target) {

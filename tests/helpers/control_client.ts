@@ -6,8 +6,8 @@
 import { type ClientHttp2Session, type ClientHttp2Stream, connect } from "node:http2";
 import { Duplex } from "node:stream";
 import { setImmediate } from "node:timers";
-import { decodeFrames } from "../mapper/framing.ts";
-import type { MapRequest, MapResponse, RegisterRequest } from "../tailcfg/types.ts";
+import { decodeFrames } from "../../lib/mapper/framing.ts";
+import type { MapRequest, MapResponse, RegisterRequest } from "../../lib/tailcfg/types.ts";
 
 /**
  * Two connected in-memory Duplex ends (like a socketpair). Bytes are delivered on a later turn

@@ -3,15 +3,23 @@
  * with helpers to make users, pre-auth keys, and client connections over in-memory pipes.
  */
 import { randomBytes } from "node:crypto";
-import type { Config } from "../config/config.ts";
-import { parseConfigText } from "../config/load.ts";
-import { type Logger, silentLogger } from "../log/log.ts";
-import { State } from "../state/state.ts";
-import { openStore } from "../store/mod.ts";
-import type { Store, UserRecord } from "../store/types.ts";
-import type { DERPMap } from "../tailcfg/types.ts";
-import { ControlClient, duplexPair } from "./client.ts";
-import { type ControlPlane, type ControlPlaneDeps, createControlPlane } from "./mod.ts";
+import type { Config } from "../../lib/config/config.ts";
+import { parseConfigText } from "../../lib/config/load.ts";
+import { type Logger, silentLogger } from "../../lib/log/log.ts";
+import { Mapper } from "../../lib/mapper/mapper.ts";
+import { Notifier } from "../../lib/mapper/notifier.ts";
+import type { PolicyView } from "../../lib/mapper/policy_view.ts";
+import { EphemeralGc } from "../../lib/state/ephemeral_gc.ts";
+import { State } from "../../lib/state/state.ts";
+import { openStore } from "../../lib/store/mod.ts";
+import type { Store, UserRecord } from "../../lib/store/types.ts";
+import type { DERPMap } from "../../lib/tailcfg/types.ts";
+import { ControlClient, duplexPair } from "./control_client.ts";
+import {
+  type ControlPlane,
+  type ControlPlaneDeps,
+  createControlPlane,
+} from "../../lib/control/mod.ts";
 
 export function randomKey(prefix: "mkey:" | "nodekey:" | "discokey:"): string {
   return prefix + randomBytes(32).toString("hex");
@@ -33,6 +41,10 @@ export interface TestControl {
   state: State;
   config: Config;
   control: ControlPlane;
+  mapper: Mapper;
+  notifier: Notifier;
+  /** Plugs in a policy as server.ts does (mapper, SSH approvals, policy-changed). */
+  setPolicy(policy: PolicyView): void;
   user(name: string): Promise<UserRecord>;
   authKey(opts: {
     user?: UserRecord | null;
@@ -52,8 +64,8 @@ export async function startTestControl(opts: {
   configure?: (config: Config) => void;
   /** Defaults to a silent logger. */
   log?: Logger;
-  tuning?: ControlPlaneDeps["tuning"];
-  policy?: ControlPlaneDeps["policy"];
+  tuning?: ControlPlaneDeps["tuning"] & { batchDelayMs?: number };
+  policy?: PolicyView;
   debugDumpMapResponsePath?: string;
 } = {}): Promise<TestControl> {
   const { config } = parseConfigText(opts.configYaml ?? "", { env: {} });
@@ -64,14 +76,33 @@ export async function startTestControl(opts: {
     sqlite: { path: ":memory:", writeAheadLog: false },
   });
   const state = await State.open({ store, log, config });
+  // The same pipeline as server.ts, without a policy manager.
+  const mapper = new Mapper({ state, config, policy: opts.policy, derpMap: () => TEST_DERP_MAP });
+  const notifier = new Notifier({
+    state,
+    mapper,
+    log,
+    batchDelayMs: opts.tuning?.batchDelayMs ?? 5,
+  });
+  const unsubscribe = state.subscribe((changes) => {
+    mapper.apply(changes);
+    notifier.apply(changes);
+  });
+  const ephemeral = new EphemeralGc({
+    state,
+    timeoutMs: config.node.ephemeralInactivityTimeoutMs,
+    log,
+  });
+  ephemeral.start();
   const control = createControlPlane({
     state,
     config,
     log,
-    derpMap: () => TEST_DERP_MAP,
-    policy: opts.policy,
+    mapper,
+    notifier,
+    ephemeral,
     debugDumpMapResponsePath: opts.debugDumpMapResponsePath,
-    tuning: { batchDelayMs: 5, ...opts.tuning },
+    tuning: opts.tuning,
   });
   const clients: ControlClient[] = [];
   return {
@@ -79,6 +110,13 @@ export async function startTestControl(opts: {
     state,
     config,
     control,
+    mapper,
+    notifier,
+    setPolicy(policy) {
+      mapper.setPolicy(policy);
+      control.policyChanged();
+      state.announce({ kind: "policy-changed" });
+    },
     user: (name) => state.createUser({ name }),
     async authKey(o) {
       const { key } = await state.createPreAuthKey({
@@ -99,6 +137,9 @@ export async function startTestControl(opts: {
     },
     async close() {
       for (const c of clients) c.close();
+      unsubscribe();
+      ephemeral.close();
+      notifier.close();
       await control.close();
       await state.close();
       await store.close();

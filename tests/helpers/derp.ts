@@ -4,14 +4,14 @@
  */
 import { createServer, type Server } from "node:http";
 import type { Socket } from "node:net";
-import { silentLogger } from "../log/log.ts";
-import { DerpServer, type DerpServerOptions } from "./server.ts";
+import { silentLogger } from "../../lib/log/log.ts";
+import { DerpServer, type DerpServerOptions } from "../../lib/derp/server.ts";
 import {
   derpNoUpgradeHandler,
   derpProbeHandler,
   generate204Handler,
   handleDerpUpgrade,
-} from "./http.ts";
+} from "../../lib/derp/http.ts";
 
 export interface TestDerp {
   server: DerpServer;
