@@ -7,7 +7,7 @@ import type { Config, DnsExtraRecord } from "../config/config.ts";
 import type { NodeRecord, UserRecord } from "../store/types.ts";
 import type { CapMap, DERPMap, DNSConfig, Node } from "../tailcfg/types.ts";
 import { buildDnsConfig, usesNextDns, withNextDnsMetadata } from "../dns/dns_config.ts";
-import type { Change, NodePatch } from "../state/events.ts";
+import { type Change, type NodePatch, PATCH_FIELDS } from "../state/events.ts";
 import { peerNode } from "./node_view.ts";
 import { allowAllPolicy, type PolicyView } from "./policy_view.ts";
 import { frameParts, SharedMessage } from "./framing.ts";
@@ -44,17 +44,14 @@ export const CAP_SSH = "https://tailscale.com/cap/ssh";
 /** An SSHPolicy that replaces an earlier one with nothing. */
 export const NO_SSH_POLICY = '{"rules":[]}';
 
-/** The tailcfg.PeerChange for a patch (field names: PATCH_FIELDS in ../state/events.ts). */
+/** The tailcfg.PeerChange for a patch: every field PATCH_FIELDS lists (../state/events.ts). */
 export function peerChangeJson(nodeId: number, p: NodePatch): string {
   const change: Record<string, unknown> = { NodeID: nodeId };
-  if (p.homeDerp) change.DERPRegion = p.homeDerp;
-  if (p.capVersion) change.Cap = p.capVersion;
-  if (p.endpoints) change.Endpoints = p.endpoints;
-  if (p.nodeKey) change.Key = p.nodeKey;
-  if (p.discoKey) change.DiscoKey = p.discoKey;
-  if (p.online !== undefined) change.Online = p.online;
-  if (p.lastSeen) change.LastSeen = p.lastSeen.toISOString();
-  if (p.keyExpiry) change.KeyExpiry = p.keyExpiry.toISOString();
+  for (const [field, wireName] of PATCH_FIELDS) {
+    const value = p[field];
+    if (value === undefined || value === null || value === "" || value === 0) continue;
+    change[wireName] = value instanceof Date ? value.toISOString() : value;
+  }
   return JSON.stringify(change);
 }
 

@@ -9,9 +9,10 @@ import type { NodeRecord } from "../store/types.ts";
 
 /**
  * Small per-node changes peers can apply without the full node: exactly what a
- * tailcfg.PeerChange carries. To add a field: add it here and to PATCH_FIELDS, give it its wire
- * name in the mapper's peerChangeJson, and have State put it in a patch (applyReport for what a
- * map request reports).
+ * tailcfg.PeerChange carries. To add a field: add it here and to PATCH_FIELDS (its PeerChange
+ * name), and have State put it in a patch (applyReport for what a map request reports); the
+ * mapper's peerChangeJson writes every field PATCH_FIELDS lists. The full node (node_view.ts)
+ * shows it too.
  */
 export interface NodePatch {
   endpoints?: string[];
@@ -27,17 +28,20 @@ export interface NodePatch {
   capVersion?: number;
 }
 
-/** The NodePatch fields and their tailcfg.PeerChange names. */
-export const PATCH_FIELDS: Readonly<Record<keyof NodePatch, string>> = {
-  endpoints: "Endpoints",
-  homeDerp: "DERPRegion",
-  discoKey: "DiscoKey",
-  nodeKey: "Key",
-  online: "Online",
-  lastSeen: "LastSeen",
-  keyExpiry: "KeyExpiry",
-  capVersion: "Cap",
-};
+/**
+ * The NodePatch fields and their tailcfg.PeerChange names, in the order they are written.
+ * Unset, empty-string, zero and null values are left out (PeerChange's zero means "unchanged").
+ */
+export const PATCH_FIELDS: ReadonlyArray<readonly [keyof NodePatch, string]> = [
+  ["homeDerp", "DERPRegion"],
+  ["capVersion", "Cap"],
+  ["endpoints", "Endpoints"],
+  ["nodeKey", "Key"],
+  ["discoKey", "DiscoKey"],
+  ["online", "Online"],
+  ["lastSeen", "LastSeen"],
+  ["keyExpiry", "KeyExpiry"],
+];
 
 /** True when a PeerChange can express the patch; otherwise peers need the full node. */
 export function patchable(p: NodePatch): boolean {
