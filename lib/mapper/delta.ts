@@ -3,28 +3,36 @@
  * what is its own (its Node, DNSConfig, policy outputs). Field order is the wire order clients
  * have always seen.
  */
+import { type Json, jsonArray, jsonObject, toJson } from "../tailcfg/json.ts";
+import type {
+  DERPMap,
+  DNSConfig,
+  FilterRule,
+  MapResponse,
+  Node,
+  PeerChange,
+  UserProfile,
+} from "../tailcfg/types.ts";
 import type { Mapper } from "./mapper.ts";
 import type { PolicyDelta } from "./policy_sync.ts";
 
 /** One piece of a batch: a full node, a PeerChange, or a renamed user's profile. */
-export interface Item {
-  json: string;
-  /** The node a full node or patch is about (-1 for a profile). */
-  nodeId: number;
-  kind: "full" | "patch" | "profile";
-  /** Wire user id of a full node (for UserProfiles). */
-  user: number | null;
-}
+export type Item =
+  /** A full node; `user` is its wire user id (for UserProfiles). */
+  | { kind: "full"; json: Json<Node>; nodeId: number; user: number | null }
+  | { kind: "patch"; json: Json<PeerChange>; nodeId: number; user: null }
+  /** A renamed user's profile (nodeId -1). */
+  | { kind: "profile"; json: Json<UserProfile>; nodeId: -1; user: number };
 
 /** What every session gets in this batch. */
 export interface Everyone {
   removed: readonly number[];
-  derpJson: string | null;
+  derpJson: Json<DERPMap> | null;
 }
 
 export interface OwnParts {
-  selfJson: string | null;
-  dnsJson: string | null;
+  selfJson: Json<Node> | null;
+  dnsJson: Json<DNSConfig> | null;
   policy: PolicyDelta | null;
 }
 
@@ -48,23 +56,29 @@ export function withoutShared(
   return { ...d, added, removed };
 }
 
+/** The delta MapResponse; members in the order clients have always seen them. */
 export function deltaJson(
   mapper: Mapper,
   list: readonly Item[],
   everyone: Everyone,
   extra: OwnParts,
-): string {
+): Json<MapResponse> {
   const policy = extra.policy;
   // Peers the policy no longer shows this node: no full node or patch about them may follow
   // (a client stops applying a delta at a patch for a node that is not its peer).
   const gone = policy && policy.removed.length > 0 ? new Set(policy.removed) : null;
-  const parts: string[] = [];
-  if (extra.selfJson !== null) parts.push(`"Node":${extra.selfJson}`);
-  const changed = list.filter((i) => i.kind === "full" && !gone?.has(i.nodeId));
-  const patches = list.filter((i) => i.kind === "patch" && !gone?.has(i.nodeId));
+  const changed: Item[] = [];
+  const patches: Json<PeerChange>[] = [];
+  const profiles = new Set<Json<UserProfile>>();
+  for (const i of list) {
+    if (i.kind === "profile") profiles.add(i.json);
+    else if (gone?.has(i.nodeId)) continue;
+    else if (i.kind === "full") changed.push(i);
+    else patches.push(i.json);
+  }
   const users = new Set<number>();
   for (const i of changed) if (i.user !== null) users.add(i.user);
-  const changedJson = changed.map((i) => i.json);
+  const changedJson = changed.map((i) => i.json as Json<Node>);
   if (policy && policy.added.length > 0) {
     const listed = new Set(changed.map((i) => i.nodeId));
     for (const id of policy.added) {
@@ -75,22 +89,23 @@ export function deltaJson(
       users.add(entry.user);
     }
   }
-  if (changedJson.length > 0) parts.push(`"PeersChanged":[${changedJson.join(",")}]`);
-  if (patches.length > 0) {
-    parts.push(`"PeersChangedPatch":[${patches.map((i) => i.json).join(",")}]`);
-  }
   const removed = gone ? [...new Set([...everyone.removed, ...gone])] : everyone.removed;
-  if (removed.length > 0) parts.push(`"PeersRemoved":[${removed.join(",")}]`);
-  if (everyone.derpJson !== null) parts.push(`"DERPMap":${everyone.derpJson}`);
-  if (extra.dnsJson !== null) parts.push(`"DNSConfig":${extra.dnsJson}`);
-  // Named filter "base" is what PacketFilter sets, and what full maps use.
-  if (policy?.filterJson) parts.push(`"PacketFilters":{"base":${policy.filterJson}}`);
-  if (policy?.sshJson) parts.push(`"SSHPolicy":${policy.sshJson}`);
-  const profiles = new Set(list.filter((i) => i.kind === "profile").map((i) => i.json));
   for (const u of users) {
     const p = mapper.profileJsonOf(u);
     if (p !== null) profiles.add(p);
   }
-  if (profiles.size > 0) parts.push(`"UserProfiles":[${[...profiles].join(",")}]`);
-  return `{${parts.join(",")}}`;
+  return jsonObject<MapResponse>({
+    Node: extra.selfJson ?? undefined,
+    PeersChanged: changedJson.length > 0 ? jsonArray(changedJson) : undefined,
+    PeersChangedPatch: patches.length > 0 ? jsonArray(patches) : undefined,
+    PeersRemoved: removed.length > 0 ? toJson(removed as number[]) : undefined,
+    DERPMap: everyone.derpJson ?? undefined,
+    DNSConfig: extra.dnsJson ?? undefined,
+    // Named filter "base" is what PacketFilter sets, and what full maps use.
+    PacketFilters: policy?.filterJson
+      ? jsonObject<Record<string, FilterRule[] | null>>({ base: policy.filterJson })
+      : undefined,
+    SSHPolicy: policy?.sshJson ?? undefined,
+    UserProfiles: profiles.size > 0 ? jsonArray([...profiles]) : undefined,
+  });
 }

@@ -5,7 +5,17 @@
  */
 import type { Config, DnsExtraRecord } from "../config/config.ts";
 import type { NodeRecord, UserRecord } from "../store/types.ts";
-import type { CapMap, DERPMap, DNSConfig, Node } from "../tailcfg/types.ts";
+import type {
+  CapMap,
+  DERPMap,
+  DNSConfig,
+  MapResponse,
+  Node,
+  PeerChange,
+  SSHPolicy,
+  UserProfile,
+} from "../tailcfg/types.ts";
+import { type Json, jsonArray, jsonKey, jsonMembers, toJson } from "../tailcfg/json.ts";
 import { buildDnsConfig, usesNextDns, withNextDnsMetadata } from "../dns/dns_config.ts";
 import { type Change, type NodePatch, PATCH_FIELDS } from "../state/events.ts";
 import { peerNode } from "./node_view.ts";
@@ -42,27 +52,27 @@ export const CAP_FILE_SHARING = "https://tailscale.com/cap/file-sharing";
 export const CAP_DEFAULT_AUTO_UPDATE = "default-auto-update";
 export const CAP_SSH = "https://tailscale.com/cap/ssh";
 /** An SSHPolicy that replaces an earlier one with nothing. */
-export const NO_SSH_POLICY = '{"rules":[]}';
+export const NO_SSH_POLICY = '{"rules":[]}' as Json<SSHPolicy>;
 
 /** The tailcfg.PeerChange for a patch: every field PATCH_FIELDS lists (../state/events.ts). */
-export function peerChangeJson(nodeId: number, p: NodePatch): string {
+export function peerChangeJson(nodeId: number, p: NodePatch): Json<PeerChange> {
   const change: Record<string, unknown> = { NodeID: nodeId };
   for (const [field, wireName] of PATCH_FIELDS) {
     const value = p[field];
     if (value === undefined || value === null || value === "" || value === 0) continue;
     change[wireName] = value instanceof Date ? value.toISOString() : value;
   }
-  return JSON.stringify(change);
+  return JSON.stringify(change) as Json<PeerChange>;
 }
 
 export class Mapper {
   private readonly chunks: PeerChunks = new PeerChunks(this);
   /** Per node: its peer JSON and wire user id, until the node changes. */
-  private readonly peerJson = new Map<number, { json: string; user: number }>();
-  private readonly profileJson = new Map<number, string>();
+  private readonly peerJson = new Map<number, { json: Json<Node>; user: number }>();
+  private readonly profileJson = new Map<number, Json<UserProfile>>();
   private sortedIds: number[] | null = null;
-  private derpCache: { map: DERPMap; json: string } | null = null;
-  private dnsCache: { cfg: DNSConfig; json: string; perNode: boolean } | null = null;
+  private derpCache: { map: DERPMap; json: Json<DERPMap> } | null = null;
+  private dnsCache: { cfg: DNSConfig; json: Json<DNSConfig>; perNode: boolean } | null = null;
   private readonly now: () => Date;
   private policyView: PolicyView;
 
@@ -158,31 +168,31 @@ export class Mapper {
   }
 
   /** A node's cached peer JSON and wire user, or null when it is gone. */
-  peerEntry(id: number): { json: string; user: number } | null {
+  peerEntry(id: number): { json: Json<Node>; user: number } | null {
     let entry = this.peerJson.get(id);
     if (entry === undefined) {
       const node = this.deps.state.getNode(id);
       if (!node) return null;
-      entry = { json: JSON.stringify(this.nodeView(node)), user: wireUserId(node) };
+      entry = { json: toJson(this.nodeView(node)), user: wireUserId(node) };
       this.peerJson.set(id, entry);
     }
     return entry;
   }
 
   /** The node's peer JSON (cached), or null when it does not exist. */
-  peerJsonOf(id: number): string | null {
+  peerJsonOf(id: number): Json<Node> | null {
     return this.peerEntry(id)?.json ?? null;
   }
 
   /** The profile JSON of a wire user id (tagged-devices included), or null if unknown. */
-  profileJsonOf(userId: number): string | null {
+  profileJsonOf(userId: number): Json<UserProfile> | null {
     let json = this.profileJson.get(userId);
     if (json === undefined) {
       const user = userId === TAGGED_DEVICES_USER_ID
         ? TAGGED_DEVICES
         : this.deps.state.getUser(userId);
       if (!user) return null;
-      json = JSON.stringify(userProfile(user));
+      json = toJson(userProfile(user));
       this.profileJson.set(userId, json);
     }
     return json;
@@ -192,17 +202,17 @@ export class Mapper {
     return this.peerEntry(id)?.user ?? null;
   }
 
-  derpMapJson(): string {
+  derpMapJson(): Json<DERPMap> {
     const map = this.deps.derpMap();
-    if (this.derpCache?.map !== map) this.derpCache = { map, json: JSON.stringify(map) };
+    if (this.derpCache?.map !== map) this.derpCache = { map, json: toJson(map) };
     return this.derpCache.json;
   }
 
-  private dns(): { cfg: DNSConfig; json: string; perNode: boolean } {
+  private dns(): { cfg: DNSConfig; json: Json<DNSConfig>; perNode: boolean } {
     if (!this.dnsCache) {
       const { dns, prefixes } = this.deps.config;
       const cfg = buildDnsConfig(dns, prefixes, this.deps.extraRecords?.() ?? dns.extraRecords);
-      this.dnsCache = { cfg, json: JSON.stringify(cfg), perNode: usesNextDns(cfg) };
+      this.dnsCache = { cfg, json: toJson(cfg), perNode: usesNextDns(cfg) };
     }
     return this.dnsCache;
   }
@@ -212,10 +222,10 @@ export class Mapper {
   }
 
   /** The DNSConfig JSON for a node (shared unless NextDNS needs per-device metadata). */
-  dnsConfigJsonFor(node: NodeRecord): string {
+  dnsConfigJsonFor(node: NodeRecord): Json<DNSConfig> {
     const d = this.dns();
     if (!d.perNode) return d.json;
-    return JSON.stringify(withNextDnsMetadata(d.cfg, {
+    return toJson(withNextDnsMetadata(d.cfg, {
       hostname: node.hostname,
       os: typeof node.hostinfo?.OS === "string" ? node.hostinfo.OS : "",
       ip: node.ipv4 ?? node.ipv6,
@@ -250,12 +260,12 @@ export class Mapper {
     const self = this.selfNode(node);
     self.KeyExpiry = new Date(this.now().getTime() - 1_000).toISOString();
     self.Expired = true;
-    return new SharedMessage(JSON.stringify({ Node: self }));
+    return new SharedMessage(toJson<MapResponse>({ Node: self }));
   }
 
-  selfNodeJson(id: number): string | null {
+  selfNodeJson(id: number): Json<Node> | null {
     const node = this.deps.state.getNode(id);
-    return node ? JSON.stringify(this.selfNode(node)) : null;
+    return node ? toJson(this.selfNode(node)) : null;
   }
 
   /** The ids `nodeId` sees, ascending, without itself. */
@@ -284,33 +294,33 @@ export class Mapper {
   ): { head: string; tail: string } {
     const policy = this.policyView;
     users.add(wireUserId(node));
-    const profiles: string[] = [];
+    const profiles: Json<UserProfile>[] = [];
     for (const uid of users) {
       const json = this.profileJsonOf(uid);
       if (json !== null) profiles.push(json);
     }
-    const head = `{"Node":${JSON.stringify(this.selfNode(node))},` +
-      `"DERPMap":${this.derpMapJson()},"Peers":[`;
-    const tail = ["]"];
-    if (resync && peerCount === 0) {
-      const others = this.nodeIds().filter((id) => id !== node.id);
-      if (others.length > 0) tail.push(`,"PeersRemoved":[${others.join(",")}]`);
-    }
-    tail.push(
-      `,"DNSConfig":${this.dnsConfigJsonFor(node)}`,
-      `,"Domain":${JSON.stringify(this.deps.config.dns.baseDomain)}`,
-      `,"CollectServices":false`,
-      `,"PacketFilter":${JSON.stringify(policy.filterFor(node.id))}`,
-    );
+    const head = "{" + jsonMembers<MapResponse>({
+      Node: toJson(this.selfNode(node)),
+      DERPMap: this.derpMapJson(),
+    }).join(",") + "," + jsonKey<MapResponse>("Peers") + "[";
+    const others = resync && peerCount === 0 ? this.nodeIds().filter((id) => id !== node.id) : [];
     const ssh = policy.sshPolicyFor(node.id);
-    // The client keeps its last SSH policy when the field is absent: a resync must clear it.
-    if (ssh) tail.push(`,"SSHPolicy":${JSON.stringify(ssh)}`);
-    else if (resync) tail.push(`,"SSHPolicy":${NO_SSH_POLICY}`);
-    tail.push(
-      `,"UserProfiles":[${profiles.join(",")}]`,
-      `,"ControlTime":"${this.now().toISOString()}"`,
-      `,"Debug":{"DisableLogTail":${!this.deps.config.logtailEnabled}}}`,
-    );
+    const tail = [
+      "]",
+      ...jsonMembers<MapResponse>({
+        PeersRemoved: others.length > 0 ? toJson(others as number[]) : undefined,
+        DNSConfig: this.dnsConfigJsonFor(node),
+        Domain: toJson(this.deps.config.dns.baseDomain),
+        CollectServices: toJson(false),
+        PacketFilter: toJson(policy.filterFor(node.id)),
+        // The client keeps its last SSH policy when the field is absent: a resync must clear it.
+        SSHPolicy: ssh ? toJson(ssh) : resync ? NO_SSH_POLICY : undefined,
+        UserProfiles: jsonArray(profiles),
+        ControlTime: toJson(this.now().toISOString()),
+        Debug: toJson({ DisableLogTail: !this.deps.config.logtailEnabled }),
+      }).map((member) => "," + member),
+      "}",
+    ];
     return { head, tail: tail.join("") };
   }
 

@@ -23,6 +23,7 @@ import { addChanges, type Batch, emptyBatch } from "./batch.ts";
 import { deltaJson, type Everyone, type Item, withoutShared } from "./delta.ts";
 import { createFanout, type Group } from "./fanout.ts";
 import { SharedMessage } from "./framing.ts";
+import { toJson } from "../tailcfg/json.ts";
 import { type Mapper, peerChangeJson } from "./mapper.ts";
 import { type PolicyDelta, PolicySync } from "./policy_sync.ts";
 
@@ -234,7 +235,7 @@ export class Notifier {
         }
         const wantsSelf = b.self.has(id) || (policy?.selfChanged ?? false);
         const node = wantsSelf || b.dns ? this.deps.state.getNode(id) : undefined;
-        const selfJson = wantsSelf && node ? JSON.stringify(mapper.selfNode(node)) : null;
+        const selfJson = wantsSelf && node ? toJson(mapper.selfNode(node)) : null;
         const dnsJson = b.dns && node ? mapper.dnsConfigJsonFor(node) : null;
         if (group.parent === null && selfJson === null && dnsJson === null && policy === null) {
           if (!hasEveryone) continue;

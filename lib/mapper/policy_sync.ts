@@ -17,6 +17,8 @@
 import { createHash } from "node:crypto";
 import type { Mapper } from "./mapper.ts";
 import { NO_SSH_POLICY } from "./mapper.ts";
+import type { Json } from "../tailcfg/json.ts";
+import type { FilterRule, SSHPolicy } from "../tailcfg/types.ts";
 import { EVERYONE, indexOfSorted, type PeerRecord, PeerSetPool, sortedIds } from "./peer_sets.ts";
 
 /** What a session must be sent so it matches the current policy. */
@@ -28,9 +30,9 @@ export interface PolicyDelta {
   /** Peers no longer visible. */
   readonly removed: readonly number[];
   /** The new packet filter rules as JSON, when they changed. */
-  readonly filterJson: string | null;
+  readonly filterJson: Json<FilterRule[]> | null;
   /** The new SSH policy as JSON (an empty one when it went away), when it changed. */
-  readonly sshJson: string | null;
+  readonly sshJson: Json<SSHPolicy> | null;
   /** The node's own capabilities changed: it needs its Node again. */
   readonly selfChanged: boolean;
 }
@@ -271,8 +273,10 @@ export class PolicyRound {
       full: false,
       added,
       removed,
-      filterJson: filterChanged ? now.filterJson : null,
-      sshJson: sshChanged ? (now.sshJson === "null" ? NO_SSH_POLICY : now.sshJson) : null,
+      filterJson: filterChanged ? now.filterJson as Json<FilterRule[]> : null,
+      sshJson: sshChanged
+        ? (now.sshJson === "null" ? NO_SSH_POLICY : now.sshJson as Json<SSHPolicy>)
+        : null,
       selfChanged,
     };
   }
