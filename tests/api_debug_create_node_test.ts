@@ -9,7 +9,7 @@ import {
   newDebugRegistration,
   withDebugRegistrations,
 } from "../lib/api/debug_registrations.ts";
-import { registrationIdProblem } from "../lib/api/registration_id.ts";
+import { registrationIdProblem } from "../lib/auth_requests/ids.ts";
 import { parseInvocation } from "../lib/cli/args.ts";
 import type { CliIO } from "../lib/cli/command.ts";
 import { COMMANDS } from "../lib/cli/commands/mod.ts";

@@ -418,7 +418,7 @@ Deno.test("register: a Followup times out with the same URL; a stranger's or unk
 });
 
 Deno.test("register: auth ids are 24 letters and digits (never read as a CLI flag)", async () => {
-  const { newAuthId } = await import("../lib/control/pending_auths.ts");
+  const { newAuthId } = await import("../lib/auth_requests/ids.ts");
   const ids = new Set(Array.from({ length: 2000 }, () => newAuthId()));
   assert.equal(ids.size, 2000);
   for (const id of ids) assert.match(id, /^[A-Za-z0-9]{24}$/);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ExpiringMap } from "../lib/control/expiring_map.ts";
+import { ExpiringMap } from "../lib/auth_requests/expiring_map.ts";
 
 interface Item {
   name: string;

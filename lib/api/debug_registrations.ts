@@ -8,12 +8,12 @@ import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { type Timestamp, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Node, NodeSchema, RegisterMethod } from "../../gen/headscale/v1/node_pb.ts";
-import { ExpiringMap } from "../control/expiring_map.ts";
+import { ExpiringMap } from "../auth_requests/expiring_map.ts";
+import { registrationIdProblem } from "../auth_requests/ids.ts";
 import { InvalidArgumentError } from "../state/errors.ts";
 import { validateRoutes } from "../state/state.ts";
 import type { NodeRecord, UserRecord } from "../store/types.ts";
 import { userToProto } from "./convert.ts";
-import { registrationIdProblem } from "./registration_id.ts";
 import type { PendingAuthApi } from "./service.ts";
 
 /** A made-up machine waiting to be registered. */

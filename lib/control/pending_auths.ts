@@ -10,12 +10,12 @@
  * admin acted still gets it. The registry is bounded (oldest entries go first) because anyone
  * who completes a Noise handshake can create entries.
  */
-import { randomBytes } from "node:crypto";
 import type { Logger } from "../log/log.ts";
 import type { NodeRecord } from "../store/types.ts";
 import type { Hostinfo } from "../tailcfg/types.ts";
 import { NotFoundError } from "../state/errors.ts";
-import { ExpiringMap } from "./expiring_map.ts";
+import { ExpiringMap } from "../auth_requests/expiring_map.ts";
+import { newAuthId } from "../auth_requests/ids.ts";
 
 /** What the client asked for, kept until an admin decides. */
 export interface RegistrationRequest {
@@ -67,29 +67,6 @@ export interface PendingAuthsDeps {
   ttlMs?: number;
   maxEntries?: number;
   now?: () => Date;
-}
-
-const ID_PATTERN = /^[A-Za-z0-9_-]{16,64}$/;
-
-export function isAuthId(text: string): boolean {
-  return ID_PATTERN.test(text);
-}
-
-const ALPHANUMERIC = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-
-/**
- * 24 random letters and digits (~143 bits). No "-" or "_": an id starting with "-" would read
- * as a flag in `auth register --auth-id <id>`.
- */
-export function newAuthId(): string {
-  let id = "";
-  while (id.length < 24) {
-    for (const b of randomBytes(32)) {
-      // 248 = 4 × 62: rejecting larger bytes keeps every character equally likely.
-      if (b < 248 && id.length < 24) id += ALPHANUMERIC[b % 62];
-    }
-  }
-  return id;
 }
 
 export class PendingAuths {

@@ -29,7 +29,8 @@ import type { NodeRecord, PreAuthKeyRecord, UserRecord } from "../store/types.ts
 import type { Hostinfo, RegisterRequest, RegisterResponse } from "../tailcfg/types.ts";
 import { isExpired } from "../mapper/node_view.ts";
 import { registerIdentity, TAGGED_DEVICES } from "../mapper/users.ts";
-import { isAuthId, type PendingAuths, type RegistrationRequest } from "./pending_auths.ts";
+import { isAuthId } from "../auth_requests/ids.ts";
+import type { PendingAuths, RegistrationRequest } from "./pending_auths.ts";
 import { HttpError } from "./http_util.ts";
 import { sanitizeHostinfo, usableKey } from "./sanitize.ts";
 

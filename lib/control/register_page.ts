@@ -4,7 +4,8 @@
  * runs to let the machine (or the SSH connection) in.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { isAuthId, type PendingAuths } from "./pending_auths.ts";
+import { isAuthId } from "../auth_requests/ids.ts";
+import type { PendingAuths } from "./pending_auths.ts";
 import type { SshChecks } from "./ssh_check.ts";
 
 const CLI = "headscale-deno";

@@ -17,9 +17,9 @@ import type { Logger } from "../log/log.ts";
 import type { SSHAction } from "../policy/types.ts";
 import type { NodeRecord } from "../store/types.ts";
 import { NotFoundError } from "../state/errors.ts";
-import { ExpiringMap } from "./expiring_map.ts";
+import { isAuthId, newAuthId } from "../auth_requests/ids.ts";
+import { ExpiringMap } from "../auth_requests/expiring_map.ts";
 import { HttpError } from "./http_util.ts";
-import { isAuthId, newAuthId } from "./pending_auths.ts";
 
 export interface SshCheckDeps {
   getNode(id: number): NodeRecord | undefined;

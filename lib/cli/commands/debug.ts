@@ -1,6 +1,6 @@
 /** `debug`: commands for testing a server, as headscale's `debug` group. */
 import { NodeSchema } from "../../../gen/headscale/v1/node_pb.ts";
-import { registrationIdProblem } from "../../api/registration_id.ts";
+import { registrationIdProblem } from "../../auth_requests/ids.ts";
 import type { CommandSpec, GroupSpec } from "../command.ts";
 import { CliError } from "../errors.ts";
 import { messageJson } from "../output.ts";

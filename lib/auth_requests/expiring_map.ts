@@ -1,7 +1,7 @@
 /**
- * A bounded map whose entries expire `ttlMs` after their `createdAt`: the in-memory registry
- * behind pending logins, SSH checks and parked debug registrations (headscale keeps these in a
- * 15-minute cache; they do not survive a restart).
+ * A bounded map whose entries expire `ttlMs` after their `createdAt`: the storage of the
+ * auth-request registry (./registry.ts: pending logins, SSH checks, debug nodes; headscale keeps
+ * these in a 15-minute cache; they do not survive a restart).
  */
 
 export interface ExpiringMapOptions<V> {
