@@ -139,7 +139,7 @@ Deno.test("register tags: auth register --user grants owned tags (sorted, dedupl
     const nkey = randomKey("nodekey:");
     const { id, url } = await startLogin(t, mkey, nkey, ["tag:web", "tag:server", "tag:web"]);
     const followup = register(t, mkey, body(nkey, ["tag:web", "tag:server"], { Followup: url }));
-    const node = await t.control.pendingAuths.register(id, alice.id);
+    const node = await t.control.authRequests.register(id, alice.id);
     assert.deepEqual(node.tags, ["tag:server", "tag:web"]);
     assert.equal(node.userId, null);
     assert.equal(node.expiry, null);
@@ -156,7 +156,7 @@ Deno.test("register tags: tags the user does not own are refused by name; the cl
     const nkey = randomKey("nodekey:");
     const { id, url } = await startLogin(t, mkey, nkey, ["tag:server", "tag:db"]);
     await assert.rejects(
-      t.control.pendingAuths.register(id, alice.id),
+      t.control.authRequests.register(id, alice.id),
       (e: Error) => {
         assert.equal(e.name, "InvalidArgumentError");
         assert.equal(
@@ -167,12 +167,12 @@ Deno.test("register tags: tags the user does not own are refused by name; the cl
       },
     );
     await assert.rejects(
-      t.control.pendingAuths.register(id, bob.id),
+      t.control.authRequests.register(id, bob.id),
       /requested tags \[tag:server\] are invalid or not permitted.*"bob"/,
     );
     assert.equal(t.state.nodeCount, 0);
     // As in headscale, the login stays pending: the client's Followup is still told to wait.
-    assert.equal(t.control.pendingAuths.list()[0].status, "pending");
+    assert.equal(t.control.authRequests.list()[0].status, "pending");
     const waiting = await register(
       t,
       mkey,
@@ -182,7 +182,7 @@ Deno.test("register tags: tags the user does not own are refused by name; the cl
     assert.equal(waiting.json.MachineAuthorized, false);
     // The admin can still turn it down, and the client hears it.
     const followup = register(t, mkey, body(nkey, ["tag:server", "tag:db"], { Followup: url }));
-    await t.control.pendingAuths.reject(id);
+    await t.control.authRequests.reject(id);
     assert.match((await followup).json.Error!, /rejected/);
   }, { followupWaitMs: 100 });
 });
@@ -191,11 +191,11 @@ Deno.test("register tags: without a policy no tag can be requested; without Requ
   await withWorld(async ({ t, alice }) => {
     const first = await startLogin(t, randomKey("mkey:"), randomKey("nodekey:"), ["tag:server"]);
     await assert.rejects(
-      t.control.pendingAuths.register(first.id, alice.id),
+      t.control.authRequests.register(first.id, alice.id),
       /requested tags \[tag:server\] are invalid or not permitted/,
     );
     const plain = await startLogin(t, randomKey("mkey:"), randomKey("nodekey:"), []);
-    const node = await t.control.pendingAuths.register(plain.id, alice.id);
+    const node = await t.control.authRequests.register(plain.id, alice.id);
     assert.equal(node.userId, alice.id);
     assert.deepEqual(node.tags, []);
     assert.ok(node.expiry && node.expiry.getTime() > Date.now());
@@ -207,13 +207,13 @@ Deno.test("register tags: re-login for a user: no RequestTags brings a tagged no
     const mkey = randomKey("mkey:");
     const k1 = randomKey("nodekey:");
     const a = await startLogin(t, mkey, k1, ["tag:server"]);
-    const tagged = await t.control.pendingAuths.register(a.id, alice.id);
+    const tagged = await t.control.authRequests.register(a.id, alice.id);
     assert.deepEqual(tagged.tags, ["tag:server"]);
 
     // --force-reauth without --advertise-tags, registered for bob.
     const k2 = randomKey("nodekey:");
     const b = await startLogin(t, mkey, k2, undefined, { OldNodeKey: k1 });
-    const mine = await t.control.pendingAuths.register(b.id, bob.id);
+    const mine = await t.control.authRequests.register(b.id, bob.id);
     assert.equal(mine.id, tagged.id);
     assert.equal(mine.userId, bob.id);
     assert.deepEqual(mine.tags, []);
@@ -222,14 +222,14 @@ Deno.test("register tags: re-login for a user: no RequestTags brings a tagged no
     // Re-login asking for a tag bob owns, then one he does not.
     const k3 = randomKey("nodekey:");
     const c = await startLogin(t, mkey, k3, ["tag:db"], { OldNodeKey: k2 });
-    const db = await t.control.pendingAuths.register(c.id, bob.id);
+    const db = await t.control.authRequests.register(c.id, bob.id);
     assert.deepEqual(db.tags, ["tag:db"]);
     assert.equal(db.userId, null);
     assert.equal(db.expiry, null);
     const k4 = randomKey("nodekey:");
     const d = await startLogin(t, mkey, k4, ["tag:web"], { OldNodeKey: k3 });
     await assert.rejects(
-      t.control.pendingAuths.register(d.id, bob.id),
+      t.control.authRequests.register(d.id, bob.id),
       /requested tags \[tag:web\]/,
     );
     assert.deepEqual(t.state.getNode(db.id)!.tags, ["tag:db"]);
@@ -242,20 +242,20 @@ Deno.test("register tags: approving a user's re-login checks RequestTags against
     const mkey = randomKey("mkey:");
     const k1 = randomKey("nodekey:");
     const first = await startLogin(t, mkey, k1, undefined);
-    const node = await t.control.pendingAuths.register(first.id, alice.id);
+    const node = await t.control.authRequests.register(first.id, alice.id);
 
     const k2 = randomKey("nodekey:");
     const refused = await startLogin(t, mkey, k2, ["tag:db"], { OldNodeKey: k1 });
     await assert.rejects(
-      t.control.pendingAuths.approve(refused.id),
+      t.control.authRequests.approve(refused.id),
       /requested tags \[tag:db\] are invalid or not permitted.*"alice"/,
     );
     assert.equal(t.state.getNode(node.id)!.userId, alice.id);
-    await t.control.pendingAuths.reject(refused.id);
+    await t.control.authRequests.reject(refused.id);
 
     const k3 = randomKey("nodekey:");
     const ok = await startLogin(t, mkey, k3, ["tag:server"], { OldNodeKey: k1 });
-    const tagged = await t.control.pendingAuths.approve(ok.id);
+    const tagged = (await t.control.authRequests.approve(ok.id))!;
     assert.equal(tagged.id, node.id);
     assert.deepEqual(tagged.tags, ["tag:server"]);
     assert.equal(tagged.userId, null);
@@ -268,26 +268,26 @@ Deno.test("register tags: approving a tagged node's re-login keeps its tags and 
     const mkey = randomKey("mkey:");
     const k1 = randomKey("nodekey:");
     const first = await startLogin(t, mkey, k1, ["tag:server", "tag:web"]);
-    const node = await t.control.pendingAuths.register(first.id, alice.id);
+    const node = await t.control.authRequests.register(first.id, alice.id);
 
     // Asking for a tag the node does not hold: nobody to vouch for it.
     const k2 = randomKey("nodekey:");
     const more = await startLogin(t, mkey, k2, ["tag:server", "tag:db"], { OldNodeKey: k1 });
     await assert.rejects(
-      t.control.pendingAuths.approve(more.id),
+      t.control.authRequests.approve(more.id),
       /requested tags \[tag:db\] are invalid or not permitted: this tagged node .*auth register --user/,
     );
-    await t.control.pendingAuths.reject(more.id);
+    await t.control.authRequests.reject(more.id);
 
     // A subset of what it holds is fine.
     const k3 = randomKey("nodekey:");
     const fewer = await startLogin(t, mkey, k3, ["tag:web"], { OldNodeKey: k1 });
-    assert.deepEqual((await t.control.pendingAuths.approve(fewer.id)).tags, ["tag:web"]);
+    assert.deepEqual((await t.control.authRequests.approve(fewer.id))!.tags, ["tag:web"]);
 
     // No RequestTags: approval keeps the owner, i.e. the tags.
     const k4 = randomKey("nodekey:");
     const none = await startLogin(t, mkey, k4, undefined, { OldNodeKey: k3 });
-    const kept = await t.control.pendingAuths.approve(none.id);
+    const kept = (await t.control.authRequests.approve(none.id))!;
     assert.equal(kept.id, node.id);
     assert.deepEqual(kept.tags, ["tag:web"]);
     assert.equal(kept.userId, null);

@@ -330,7 +330,7 @@ Deno.test("register: interactive login waits for an admin's approval", async () 
     assert.match(authUrl, /^http:\/\/127\.0\.0\.1:8080\/register\/[A-Za-z0-9]{24}$/);
     const id = authUrl.split("/").pop()!;
 
-    const pending = t.control.pendingAuths.list();
+    const pending = t.control.authRequests.list();
     assert.equal(pending.length, 1);
     assert.equal(pending[0].id, id);
     assert.equal(pending[0].hostname, "laptop");
@@ -355,7 +355,7 @@ Deno.test("register: interactive login waits for an admin's approval", async () 
     );
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(settled, false);
-    const node = await t.control.pendingAuths.register(id, alice.id);
+    const node = await t.control.authRequests.register(id, alice.id);
     const done = await followup;
     assert.equal(done.status, 200);
     assert.equal(done.json!.MachineAuthorized, true);
@@ -364,7 +364,7 @@ Deno.test("register: interactive login waits for an admin's approval", async () 
     assert.equal(node.registerMethod, "cli");
     assert.equal(t.state.nodeByNodeKey(nkey)!.id, node.id);
 
-    await assert.rejects(t.control.pendingAuths.register(id, alice.id), /already decided/);
+    await assert.rejects(t.control.authRequests.register(id, alice.id), /already decided/);
   });
 });
 
@@ -376,7 +376,7 @@ Deno.test("register: a rejected login reaches the client as an error", async () 
     const id = first.json!.AuthURL.split("/").pop()!;
     const followup = register(t, mkey, registerBody(nkey, { Followup: first.json!.AuthURL }));
     await new Promise((r) => setTimeout(r, 20));
-    await t.control.pendingAuths.reject(id, "not on my watch");
+    await t.control.authRequests.reject(id, "not on my watch");
     const done = await followup;
     assert.equal(done.json!.Error, "not on my watch");
     assert.equal(t.state.nodeCount, 0);
@@ -441,7 +441,7 @@ Deno.test("register: approving a re-authentication keeps the machine's owner and
       mkey,
       registerBody(fresh, { OldNodeKey: old, Followup: first.json!.AuthURL }),
     );
-    const node = await t.control.pendingAuths.approve(id);
+    const node = (await t.control.authRequests.approve(id))!;
     assert.equal((await followup).json!.MachineAuthorized, true);
     assert.equal(node.id, before.id);
     assert.deepEqual(node.tags, ["tag:server"]);
@@ -450,7 +450,7 @@ Deno.test("register: approving a re-authentication keeps the machine's owner and
     // A machine that never registered must be registered for a user instead.
     const stranger = await register(t, randomKey("mkey:"), registerBody(randomKey("nodekey:")));
     const strangerId = stranger.json!.AuthURL.split("/").pop()!;
-    await assert.rejects(t.control.pendingAuths.approve(strangerId), /auth register --user/);
-    assert.equal(t.control.pendingAuths.list().find((p) => p.id === strangerId)!.status, "pending");
+    await assert.rejects(t.control.authRequests.approve(strangerId), /auth register --user/);
+    assert.equal(t.control.authRequests.list().find((p) => p.id === strangerId)!.status, "pending");
   });
 });

@@ -3,6 +3,7 @@
  * bindings) and the policy's answer to "which check period covers src → dst".
  */
 import assert from "node:assert/strict";
+import { AuthRequestRegistry } from "../lib/auth_requests/registry.ts";
 import { SshChecks } from "../lib/control/ssh_check.ts";
 import { HttpError } from "../lib/control/http_util.ts";
 import { NotFoundError } from "../lib/state/errors.ts";
@@ -17,14 +18,17 @@ const OTHER_KEY = "mkey:" + "e".repeat(64);
 function setup(periodMs: number | null = 60_000) {
   let now = 1_000_000;
   const period = { value: periodMs };
+  // Approve, reject and close go through the registry the checks wait in.
+  const requests = new AuthRequestRegistry({ now: () => now });
   const checks = new SshChecks({
+    requests,
     getNode: (id) => id === 2 ? { id: 2, machineKey: DST_KEY } as NodeRecord : undefined,
     checkPeriodMs: (src, dst) => src === 1 && dst === 2 ? period.value : null,
     serverUrl: "https://hs.example.com/",
     log: silentLogger(),
     now: () => now,
   });
-  return { checks, period, advance: (ms: number) => now += ms };
+  return { checks, requests, period, advance: (ms: number) => now += ms };
 }
 
 /** The auth id of a hold action, from its HoldAndDelegate URL. */
@@ -36,7 +40,7 @@ function authIdOf(action: { holdAndDelegate?: string }): string {
 }
 
 Deno.test("ssh check: a first connection is held with a link; approve lets it in", async () => {
-  const { checks } = setup();
+  const { checks, requests } = setup();
   const hold = await checks.action(1, 2, null, DST_KEY);
   assert.equal(hold.accept, undefined);
   const id = authIdOf(hold);
@@ -48,36 +52,36 @@ Deno.test("ssh check: a first connection is held with a link; approve lets it in
   assert.ok(checks.has(id));
 
   const followUp = checks.action(1, 2, id, DST_KEY);
-  checks.approve(id);
+  await requests.approve(id);
   const verdict = await followUp;
   assert.equal(verdict.accept, true);
   assert.equal(verdict.allowAgentForwarding, true);
   assert.ok(!checks.has(id), "decided checks are no longer pending");
-  assert.throws(() => checks.approve(id), NotFoundError);
+  await assert.rejects(requests.approve(id), NotFoundError);
 });
 
 Deno.test("ssh check: reject refuses the held connection", async () => {
-  const { checks } = setup();
+  const { checks, requests } = setup();
   const id = authIdOf(await checks.action(1, 2, null, DST_KEY));
   const followUp = checks.action(1, 2, id, DST_KEY);
-  checks.reject(id);
+  await requests.reject(id);
   assert.deepEqual((await followUp).reject, true);
   assert.equal((await followUp).accept, undefined);
 });
 
 Deno.test("ssh check: an approval made before the follow-up arrives is kept for it", async () => {
-  const { checks } = setup();
+  const { checks, requests } = setup();
   const id = authIdOf(await checks.action(1, 2, null, DST_KEY));
-  checks.approve(id);
+  await requests.approve(id);
   assert.equal((await checks.action(1, 2, id, DST_KEY)).accept, true);
   // Used once: asking again with the same id starts a new check.
   assert.ok((await checks.action(1, 2, id, DST_KEY)).holdAndDelegate);
 });
 
 Deno.test("ssh check: within the check period the pair is let in without asking", async () => {
-  const { checks, advance, period } = setup(60_000);
+  const { checks, requests, advance, period } = setup(60_000);
   const id = authIdOf(await checks.action(1, 2, null, DST_KEY));
-  checks.approve(id);
+  await requests.approve(id);
   await checks.action(1, 2, id, DST_KEY);
   assert.equal((await checks.action(1, 2, null, DST_KEY)).accept, true);
   advance(61_000);
@@ -86,15 +90,15 @@ Deno.test("ssh check: within the check period the pair is let in without asking"
   // checkPeriod "always" (0): every connection is checked.
   period.value = 0;
   const again = authIdOf(await checks.action(1, 2, null, DST_KEY));
-  checks.approve(again);
+  await requests.approve(again);
   await checks.action(1, 2, again, DST_KEY);
   assert.ok((await checks.action(1, 2, null, DST_KEY)).holdAndDelegate);
 });
 
 Deno.test("ssh check: a policy change forgets approvals", async () => {
-  const { checks } = setup(60_000);
+  const { checks, requests } = setup(60_000);
   const id = authIdOf(await checks.action(1, 2, null, DST_KEY));
-  checks.approve(id);
+  await requests.approve(id);
   await checks.action(1, 2, id, DST_KEY);
   checks.forgetApprovals();
   assert.ok((await checks.action(1, 2, null, DST_KEY)).holdAndDelegate);
@@ -134,11 +138,11 @@ Deno.test("ssh check: a follow-up whose client goes away, or whose check expires
   assert.ok(checks.has(id), "the check itself is still pending");
 
   const short = new SshChecks({
+    requests: new AuthRequestRegistry({ ttlMs: 30 }),
     getNode: () => ({ id: 2, machineKey: DST_KEY }) as NodeRecord,
     checkPeriodMs: () => 0,
     serverUrl: "http://127.0.0.1:8080",
     log: silentLogger(),
-    ttlMs: 30,
   });
   const expiring = authIdOf(await short.action(1, 2, null, DST_KEY));
   assert.equal((await short.action(1, 2, expiring, DST_KEY)).reject, true);
@@ -146,10 +150,10 @@ Deno.test("ssh check: a follow-up whose client goes away, or whose check expires
 });
 
 Deno.test("ssh check: close refuses every waiting check", async () => {
-  const { checks } = setup();
+  const { checks, requests } = setup();
   const id = authIdOf(await checks.action(1, 2, null, DST_KEY));
   const followUp = checks.action(1, 2, id, DST_KEY);
-  checks.close();
+  requests.close();
   assert.equal((await followUp).reject, true);
 });
 

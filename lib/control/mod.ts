@@ -9,10 +9,10 @@
  * // main listener: GET /register/<id> (the AuthURL of interactive logins), GET /auth/<id> (the
  * // page an SSH check's message names)
  * router.on("GET", "/register/", control.registerPage).on("GET", "/auth/", control.authPage);
- * // API / CLI (the object fits the API's PendingAuthApi as is):
+ * // API / CLI: the auth-request registry (../auth_requests), where logins and SSH checks wait:
  * await control.authRequests.register(id, userId); // auth register --auth-id <id> --user <name>
  * await control.authRequests.approve(id);   // an SSH check, or re-auth of a known machine
- * await control.authRequests.reject(id);    // auth reject (either kind)
+ * await control.authRequests.reject(id);    // auth reject (any kind)
  * control.policyChanged();                  // a new policy: SSH check approvals are forgotten
  * await control.close();
  * ```
@@ -22,7 +22,8 @@
  *   /machine/update-health (200), POST /machine/set-dns ({}), GET /machine/ssh/action/<src>/to/<dst>
  *   (SSH check mode, ssh_check.ts), other /machine/* → 501.
  *
- * Modules: register.ts (register semantics), pending_auths.ts (interactive logins),
+ * Modules: register.ts (register semantics), pending_auths.ts (interactive logins: the registry's
+ * "login" kind), ssh_check.ts (its "ssh-check" kind),
  * map_session.ts (map requests and streams), noise_server.ts (HTTP/2 routing).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -30,19 +31,19 @@ import type { Duplex } from "node:stream";
 import type { Config } from "../config/config.ts";
 import type { Logger } from "../log/log.ts";
 import type { State } from "../state/state.ts";
-import type { NodeRecord } from "../store/types.ts";
 import type { Mapper } from "../mapper/mapper.ts";
 import type { Notifier } from "../mapper/notifier.ts";
 import { MapResponseDump } from "../mapper/dump.ts";
 import type { EphemeralGc } from "../state/ephemeral_gc.ts";
 import { MapService } from "./map_session.ts";
 import { type BodyLimits, createControlHandler } from "./noise_server.ts";
+import { AuthRequestRegistry, type AuthRequests } from "../auth_requests/registry.ts";
 import { PendingAuths } from "./pending_auths.ts";
 import { createAuthPageHandler, createRegisterPageHandler } from "./register_page.ts";
 import { SshChecks } from "./ssh_check.ts";
 import { registerApproved, RegisterService } from "./register.ts";
 
-export type { AuthVerdict, PendingAuthInfo, PendingAuths } from "./pending_auths.ts";
+export type { AuthVerdict, PendingAuths } from "./pending_auths.ts";
 
 export interface ControlPlaneDeps {
   state: State;
@@ -56,6 +57,11 @@ export interface ControlPlaneDeps {
   ephemeral: EphemeralGc;
   /** Write every map response sent under this folder (HEADSCALE_DEBUG_DUMP_MAPRESPONSE_PATH). */
   debugDumpMapResponsePath?: string;
+  /**
+   * Where logins and SSH checks wait for an admin (shared with the API; its owner closes it).
+   * Without one, the control plane keeps a registry of its own (tuning.authTtlMs) and closes it.
+   */
+  authRequests?: AuthRequestRegistry;
   /** Knobs for tests; production uses the defaults. */
   tuning?: {
     keepAliveMs?: number;
@@ -67,19 +73,11 @@ export interface ControlPlaneDeps {
   };
 }
 
-/** What `auth register/approve/reject` act on: interactive logins and SSH checks. */
-export interface AuthRequests {
-  register(authId: string, userId: number): Promise<NodeRecord>;
-  approve(authId: string): Promise<unknown>;
-  reject(authId: string): Promise<void>;
-}
-
 export interface ControlPlane {
   handleNoiseConnection(conn: Duplex, machineKey: string, capVersion: number): void;
   registerPage(req: IncomingMessage, res: ServerResponse): void;
   authPage(req: IncomingMessage, res: ServerResponse): void;
-  pendingAuths: PendingAuths;
-  sshChecks: SshChecks;
+  /** The registry its logins and SSH checks wait in (`auth register/approve/reject/list`). */
   authRequests: AuthRequests;
   /** Map request totals since start (streams, full maps, lite updates), for metrics. */
   readonly mapStats: Readonly<MapService["stats"]>;
@@ -91,7 +89,10 @@ export interface ControlPlane {
 export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
   const { state, config, mapper, notifier, ephemeral, tuning = {} } = deps;
   const log = deps.log.child({ component: "control" });
+  const authRequests = deps.authRequests ??
+    new AuthRequestRegistry({ ttlMs: tuning.authTtlMs, log });
   const pendingAuths = new PendingAuths({
+    requests: authRequests,
     register: registerApproved({
       state,
       config,
@@ -99,7 +100,6 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
       mayOwnTag: (user, tag) => mapper.policy.mayOwnTag?.(user, tag) ?? false,
     }),
     log,
-    ttlMs: tuning.authTtlMs,
   });
   const register = new RegisterService({
     state,
@@ -121,19 +121,12 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
       : undefined,
   });
   const sshChecks = new SshChecks({
+    requests: authRequests,
     getNode: (id) => state.getNode(id),
     checkPeriodMs: (src, dst) => mapper.policy.sshCheckPeriodMs?.(src, dst) ?? null,
     serverUrl: config.serverUrl,
     log,
-    ttlMs: tuning.authTtlMs,
   });
-  const authRequests: AuthRequests = {
-    register: (id, userId) => pendingAuths.register(id, userId),
-    // deno-lint-ignore require-await
-    approve: async (id) => sshChecks.has(id) ? sshChecks.approve(id) : pendingAuths.approve(id),
-    // deno-lint-ignore require-await
-    reject: async (id) => sshChecks.has(id) ? sshChecks.reject(id) : pendingAuths.reject(id),
-  };
   const handler = createControlHandler({
     state,
     register,
@@ -149,14 +142,11 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
     handleNoiseConnection: handler,
     registerPage,
     authPage: createAuthPageHandler(sshChecks),
-    pendingAuths,
-    sshChecks,
     authRequests,
     mapStats: maps.stats,
     policyChanged: () => sshChecks.forgetApprovals(),
     async close() {
-      pendingAuths.close();
-      sshChecks.close();
+      if (!deps.authRequests) authRequests.close();
       await handler.close();
     },
   };

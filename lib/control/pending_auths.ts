@@ -1,21 +1,18 @@
 /**
- * Interactive logins waiting for an admin. A client without an auth key gets an AuthURL
- * `<server_url>/register/<id>`, then re-sends its RegisterRequest with Followup = that URL and
- * expects the request to block until the login is done. The admin runs
- * `headscale-deno auth register --auth-id <id> --user <name>` (→ register), `auth approve`
- * (a known machine re-authenticating keeps its owner) or `auth reject`. The method names and
- * shapes match the API's PendingAuthApi, so this object can be handed to it as is.
+ * Interactive logins: the "login" kind of the auth-request registry (../auth_requests). A client
+ * without an auth key gets an AuthURL `<server_url>/register/<id>`, then re-sends its
+ * RegisterRequest with Followup = that URL and expects the request to block until the login is
+ * done. The admin runs `headscale-deno auth register --auth-id <id> --user <name>` (the machine
+ * becomes a node of the user), `auth approve` (a known machine re-authenticating keeps its owner)
+ * or `auth reject`; the registry dispatches those to this kind's handler.
  *
- * Entries live for `ttlMs`; a decision is kept until then so a Followup that arrives after the
- * admin acted still gets it. The registry is bounded (oldest entries go first) because anyone
- * who completes a Noise handshake can create entries.
+ * A decision is kept until the login expires, so a Followup that arrives after the admin acted
+ * still gets it.
  */
 import type { Logger } from "../log/log.ts";
 import type { NodeRecord } from "../store/types.ts";
 import type { Hostinfo } from "../tailcfg/types.ts";
-import { NotFoundError } from "../state/errors.ts";
-import { ExpiringMap } from "../auth_requests/expiring_map.ts";
-import { newAuthId } from "../auth_requests/ids.ts";
+import type { AuthRequests, RequestKind } from "../auth_requests/registry.ts";
 
 /** What the client asked for, kept until an admin decides. */
 export interface RegistrationRequest {
@@ -35,58 +32,31 @@ export type AuthVerdict =
 /** "unknown": no such login (or it expired): start a new one. "timeout": ask again later. */
 export type WaitResult = AuthVerdict | "timeout" | "unknown";
 
-/** What `list()` shows (no secrets: keys are public). */
-export interface PendingAuthInfo {
-  id: string;
-  hostname: string;
-  machineKey: string;
-  nodeKey: string;
-  createdAt: Date;
-  expiresAt: Date;
-  status: "pending" | "approved" | "rejected";
-}
-
-interface Entry {
-  id: string;
-  request: RegistrationRequest;
-  createdAt: number;
-  verdict: AuthVerdict | null;
-  /** Approval in progress (the registration is being written). */
-  approving: boolean;
-  waiters: Set<(v: WaitResult) => void>;
-}
-
 export interface PendingAuthsDeps {
+  /** Where the logins wait, with SSH checks and debug nodes. */
+  requests: AuthRequests;
   /**
    * Performs the registration when an admin approves (State.registerNode with the user); a null
    * user keeps the owner of the machine's existing node.
    */
   register(request: RegistrationRequest, userId: number | null): Promise<NodeRecord>;
   log: Logger;
-  /** How long an AuthURL stays valid (headscale: 15 minutes). */
-  ttlMs?: number;
-  maxEntries?: number;
-  now?: () => Date;
 }
 
 export class PendingAuths {
-  private readonly entries: ExpiringMap<Entry>;
-  private readonly now: () => Date;
+  private readonly logins: RequestKind<RegistrationRequest>;
 
   constructor(private readonly deps: PendingAuthsDeps) {
-    this.now = deps.now ?? (() => new Date());
-    this.entries = new ExpiringMap({
-      ttlMs: deps.ttlMs ?? 15 * 60_000,
-      maxEntries: deps.maxEntries ?? 10_000,
-      now: () => this.now().getTime(),
-      // Expired, or pushed out by newer logins: a waiting client starts over.
-      onDrop: (_id, e) => this.wake(e, "unknown"),
+    this.logins = deps.requests.kind<RegistrationRequest>("login", {
+      noun: "login",
+      keepsDecision: true,
+      // `auth register --auth-id <id> --user <name>`: the waiting machine becomes the user's.
+      register: (login, userId) => deps.register(login.data, userId),
+      // A re-authentication (key rotation, expired key, --force-reauth) of a machine that
+      // already has a node: it keeps its owner (or tags). Refused for a machine never seen.
+      approve: (login) => deps.register(login.data, null),
+      describe: (r) => ({ hostname: r.hostname, machineKey: r.machineKey, nodeKey: r.nodeKey }),
     });
-  }
-
-  private wake(e: Entry, outcome: WaitResult): void {
-    for (const w of [...e.waiters]) w(outcome);
-    e.waiters.clear();
   }
 
   /**
@@ -94,24 +64,16 @@ export class PendingAuths {
    * key while its login is still pending gets the same id.
    */
   create(request: RegistrationRequest): string {
-    for (const e of this.entries.values()) {
+    for (const login of this.logins.all()) {
       if (
-        !e.verdict && !e.approving && e.request.machineKey === request.machineKey &&
-        e.request.nodeKey === request.nodeKey
+        login.status === "pending" && login.data.machineKey === request.machineKey &&
+        login.data.nodeKey === request.nodeKey
       ) {
-        e.request = request;
-        return e.id;
+        login.data = request;
+        return login.id;
       }
     }
-    const id = newAuthId();
-    this.entries.set(id, {
-      id,
-      request,
-      createdAt: this.now().getTime(),
-      verdict: null,
-      approving: false,
-      waiters: new Set(),
-    });
+    const { id } = this.logins.open(request);
     this.deps.log.info("interactive login started", {
       auth_id: id,
       hostname: request.hostname,
@@ -119,107 +81,28 @@ export class PendingAuths {
     return id;
   }
 
-  /** The pending request, if the id is known and not expired. */
+  /** The login's request, if the id is a known login that has not expired. */
   get(id: string): RegistrationRequest | undefined {
-    return this.entries.get(id)?.request;
+    return this.logins.get(id)?.data;
   }
 
   /**
    * Waits for the admin's decision. Resolves "unknown" for an unknown or expired id (or one
-   * that belongs to another machine), "timeout" after `timeoutMs` or when `signal` aborts.
+   * that belongs to another machine), "timeout" after `timeoutMs`, when `signal` aborts or at
+   * shutdown.
    */
-  wait(
+  async wait(
     id: string,
     machineKey: string,
     opts: { timeoutMs: number; signal?: AbortSignal },
   ): Promise<WaitResult> {
-    const e = this.entries.get(id);
-    if (!e || e.request.machineKey !== machineKey) return Promise.resolve("unknown");
-    if (e.verdict) return Promise.resolve(e.verdict);
-    if (opts.signal?.aborted) return Promise.resolve("timeout");
-    return new Promise((resolve) => {
-      const done = (v: WaitResult) => {
-        clearTimeout(timer);
-        opts.signal?.removeEventListener("abort", onAbort);
-        e.waiters.delete(waiter);
-        resolve(v);
-      };
-      const waiter = (v: WaitResult) => done(v);
-      const onAbort = () => done("timeout");
-      const timer = setTimeout(() => done("timeout"), opts.timeoutMs);
-      e.waiters.add(waiter);
-      opts.signal?.addEventListener("abort", onAbort, { once: true });
-    });
-  }
-
-  private decide(e: Entry, verdict: AuthVerdict): void {
-    e.verdict = verdict;
-    this.wake(e, verdict);
-  }
-
-  private pending(id: string): Entry {
-    const e = this.entries.get(id);
-    if (!e) throw new NotFoundError(`no pending login with auth id ${id} (it may have expired)`);
-    if (e.verdict || e.approving) {
-      throw new NotFoundError(`the login with auth id ${id} was already decided`);
-    }
-    return e;
-  }
-
-  /**
-   * `auth register --auth-id <id> --user <name>`: registers the waiting machine for the user;
-   * the blocked client then logs in.
-   */
-  register(id: string, userId: number): Promise<NodeRecord> {
-    return this.decideWith(id, userId);
-  }
-
-  /**
-   * Approves a re-authentication (key rotation, expired key, --force-reauth) of a machine that
-   * already has a node: it keeps its owner (or tags). Refused for a machine never seen before.
-   */
-  approve(id: string): Promise<NodeRecord> {
-    return this.decideWith(id, null);
-  }
-
-  private async decideWith(id: string, userId: number | null): Promise<NodeRecord> {
-    const e = this.pending(id);
-    e.approving = true;
-    let node: NodeRecord;
-    try {
-      node = await this.deps.register(e.request, userId);
-    } catch (err) {
-      e.approving = false;
-      throw err;
-    }
-    e.approving = false;
-    this.decide(e, { kind: "approved", node });
-    this.deps.log.info("interactive login approved", { auth_id: id, node: node.id });
-    return node;
-  }
-
-  // deno-lint-ignore require-await
-  async reject(id: string, reason = "the login was rejected by an administrator"): Promise<void> {
-    const e = this.pending(id);
-    this.decide(e, { kind: "rejected", reason });
-    this.deps.log.info("interactive login rejected", { auth_id: id });
-  }
-
-  list(): PendingAuthInfo[] {
-    return this.entries.values().map((e) => ({
-      id: e.id,
-      hostname: e.request.hostname,
-      machineKey: e.request.machineKey,
-      nodeKey: e.request.nodeKey,
-      createdAt: new Date(e.createdAt),
-      expiresAt: new Date(e.createdAt + this.entries.ttlMs),
-      status: e.verdict ? e.verdict.kind : "pending",
-    }));
-  }
-
-  /** Wakes every waiter (shutdown); they answer with a fresh attempt later. */
-  close(): void {
-    for (const e of this.entries.values()) this.wake(e, "timeout");
-    this.entries.clear();
+    const login = this.logins.get(id);
+    if (!login || login.data.machineKey !== machineKey) return "unknown";
+    const outcome = await this.logins.wait(login, opts);
+    if (outcome === "expired") return "unknown";
+    if (typeof outcome === "string") return "timeout";
+    if (outcome.kind === "rejected") return outcome;
+    // A login's approval always makes its node.
+    return { kind: "approved", node: outcome.node! };
   }
 }

@@ -11,37 +11,35 @@
  *   period) or `auth reject` (reject). A check that expires is a reject.
  *
  * The check period comes from our policy, never from the URL, and a policy change forgets every
- * approval. Checks are bounded in number and live `ttlMs`, since any node can start them.
+ * approval. Checks are the "ssh-check" kind of the auth-request registry (../auth_requests),
+ * which bounds their number and expires them, since any node can start them, and dispatches
+ * `auth approve` / `auth reject` to them.
  */
 import type { Logger } from "../log/log.ts";
 import type { SSHAction } from "../policy/types.ts";
 import type { NodeRecord } from "../store/types.ts";
 import { NotFoundError } from "../state/errors.ts";
-import { isAuthId, newAuthId } from "../auth_requests/ids.ts";
-import { ExpiringMap } from "../auth_requests/expiring_map.ts";
+import { isAuthId } from "../auth_requests/ids.ts";
+import type { AuthRequest, AuthRequests, RequestKind } from "../auth_requests/registry.ts";
 import { HttpError } from "./http_util.ts";
 
 export interface SshCheckDeps {
+  /** Where the checks wait, with logins and debug nodes. */
+  requests: AuthRequests;
   getNode(id: number): NodeRecord | undefined;
   /** The check period (ms, 0 = every session) for the pair, or null when no check rule covers it. */
   checkPeriodMs(src: number, dst: number): number | null;
   serverUrl: string;
   log: Logger;
-  /** How long a check waits for an admin (headscale: 15 minutes). */
-  ttlMs?: number;
-  maxEntries?: number;
   now?: () => number;
 }
 
 type Verdict = "approved" | "rejected";
 
-interface Check {
-  id: string;
+/** The pair a check is bound to: knowing its id must not let any other pair in. */
+interface Pair {
   src: number;
   dst: number;
-  createdAt: number;
-  verdict: Verdict | null;
-  waiters: Set<(v: Verdict) => void>;
 }
 
 /** Every action we send allows forwarding, as headscale's do. */
@@ -54,19 +52,27 @@ function baseAction(): SSHAction {
 }
 
 export class SshChecks {
-  private readonly checks: ExpiringMap<Check>;
+  private readonly checks: RequestKind<Pair>;
   /** "src:dst" → when the pair was last approved. */
   private readonly approvedAt = new Map<string, number>();
   private readonly now: () => number;
 
   constructor(private readonly deps: SshCheckDeps) {
     this.now = deps.now ?? Date.now;
-    this.checks = new ExpiringMap({
-      ttlMs: deps.ttlMs ?? 15 * 60_000,
-      maxEntries: deps.maxEntries ?? 10_000,
-      now: this.now,
-      // Expired or pushed out: a held connection is refused.
-      onDrop: (_id, check) => this.finish(check, "rejected"),
+    this.checks = deps.requests.kind<Pair>("ssh-check", {
+      noun: "SSH check",
+      keepsDecision: true,
+      register: (check) =>
+        Promise.reject(
+          new NotFoundError(
+            `no pending login with auth id ${check.id}: it is an SSH check (auth approve or ` +
+              "auth reject)",
+          ),
+        ),
+      // `auth approve --auth-id <id>`: the held SSH connection goes ahead (the follow-up reads
+      // the verdict and remembers the approval for the check period).
+      approve: () => Promise.resolve(null),
+      describe: ({ src, dst }) => ({ src, dst }),
     });
   }
 
@@ -98,15 +104,7 @@ export class SshChecks {
   }
 
   private hold(src: number, dst: number): SSHAction {
-    const id = newAuthId();
-    this.checks.set(id, {
-      id,
-      src,
-      dst,
-      createdAt: this.now(),
-      verdict: null,
-      waiters: new Set(),
-    });
+    const { id } = this.checks.open({ src, dst });
     const base = this.deps.serverUrl.replace(/\/+$/, "");
     this.deps.log.info("SSH check pending, waiting for approval", { auth_id: id, src, dst });
     return {
@@ -136,84 +134,30 @@ export class SshChecks {
       throw new HttpError(400, "invalid auth_id: no such SSH check");
     }
     // The id is bound to its pair: knowing it must not approve any other pair.
-    if (check.src !== src || check.dst !== dst) {
+    if (check.data.src !== src || check.data.dst !== dst) {
       throw new HttpError(401, "src/dst pair does not match the SSH check");
     }
-    const verdict = check.verdict ?? await this.waitFor(check, signal);
-    this.checks.delete(check.id); // A verdict is used once.
+    const verdict = await this.waitFor(check, signal);
+    this.checks.remove(check); // A verdict is used once.
     if (verdict === "rejected") return { ...baseAction(), reject: true };
     if (period !== null) this.approvedAt.set(`${src}:${dst}`, this.now());
     return { ...baseAction(), accept: true };
   }
 
-  private waitFor(check: Check, signal?: AbortSignal): Promise<Verdict> {
-    return new Promise((resolve, reject) => {
-      // Expiry without a sweep: nothing else may come along to run one.
-      const timer = setTimeout(
-        () => this.drop(check),
-        Math.max(0, check.createdAt + this.checks.ttlMs - this.now()),
-      );
-      const done = (v: Verdict) => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        resolve(v);
-      };
-      const onAbort = () => {
-        clearTimeout(timer);
-        check.waiters.delete(done);
-        reject(new HttpError(401, "SSH check follow-up cancelled"));
-      };
-      if (signal?.aborted) return onAbort();
-      check.waiters.add(done);
-      signal?.addEventListener("abort", onAbort, { once: true });
-    });
+  /** The decision; expiry, being pushed out and shutdown refuse the connection. */
+  private async waitFor(check: AuthRequest<Pair>, signal?: AbortSignal): Promise<Verdict> {
+    const outcome = await this.checks.wait(check, { signal });
+    if (outcome === "aborted") throw new HttpError(401, "SSH check follow-up cancelled");
+    return typeof outcome === "string" ? "rejected" : outcome.kind;
   }
 
-  /** Decides a check; it stays (until its follow-up reads it or it expires) if still listed. */
-  private finish(check: Check, verdict: Verdict): void {
-    check.verdict ??= verdict;
-    for (const w of [...check.waiters]) w(check.verdict);
-    check.waiters.clear();
-  }
-
-  private drop(check: Check): void {
-    this.finish(check, "rejected");
-    this.checks.delete(check.id);
-  }
-
-  /** True when `id` is an undecided SSH check (the API's auth approve/reject then mean it). */
+  /** True when `id` is an undecided SSH check (the page at /auth/<id> names it). */
   has(id: string): boolean {
-    return this.checks.get(id)?.verdict === null;
-  }
-
-  /** `auth approve --auth-id <id>`: the held SSH connection goes ahead. */
-  approve(id: string): void {
-    this.finish(this.pending(id), "approved");
-    this.deps.log.info("SSH check approved", { auth_id: id });
-  }
-
-  /** `auth reject --auth-id <id>`: the held SSH connection is refused. */
-  reject(id: string): void {
-    this.finish(this.pending(id), "rejected");
-    this.deps.log.info("SSH check rejected", { auth_id: id });
-  }
-
-  private pending(id: string): Check {
-    const check = this.checks.get(id);
-    if (!check || check.verdict !== null) {
-      throw new NotFoundError(`no pending SSH check with auth id ${id}`);
-    }
-    return check;
+    return this.checks.get(id)?.status === "pending";
   }
 
   /** The policy changed: earlier approvals no longer vouch for anything. */
   forgetApprovals(): void {
     this.approvedAt.clear();
-  }
-
-  /** Refuses every waiting check (shutdown). */
-  close(): void {
-    for (const check of this.checks.values()) this.finish(check, "rejected");
-    this.checks.clear();
   }
 }

@@ -32,6 +32,7 @@ import { MIN_CAP_VERSION } from "../tailcfg/capver.ts";
 import { PolicyManager } from "../policy_manager/manager.ts";
 import { ts2021UpgradeHandler } from "../noise/upgrade.ts";
 import { DebugRegistrations } from "../api/debug_registrations.ts";
+import { AuthRequestRegistry } from "../auth_requests/registry.ts";
 import { formatKey, publicKeyOf } from "../tailcfg/keys.ts";
 import { createDerp, type EmbeddedDerp } from "./derp.ts";
 import { listenOn, splitHostPort } from "./addr.ts";
@@ -102,10 +103,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     log: log.child({ component: "ephemeral" }),
   });
   ephemeral.start();
+  // Logins, SSH checks and debug nodes wait for an admin in one registry: control and API share it.
+  const authRequests = new AuthRequestRegistry({ log: log.child({ component: "auth" }) });
   const control = createControlPlane({
     state,
     config,
     log,
+    authRequests,
     mapper,
     notifier,
     ephemeral,
@@ -123,7 +127,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
 
   const ping = () => store.ping();
   const apiLog = log.child({ component: "api" });
-  const pendingAuths: PendingAuthApi = control.authRequests;
+  const pendingAuths: PendingAuthApi = authRequests;
 
   // One cache for both API handlers: a debug node created over TCP can be registered over the socket.
   const debugRegistrations = new DebugRegistrations();
@@ -221,7 +225,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     tailnetMetrics({
       state,
       sessions: () => notifier.sessionCount,
-      pendingLogins: () => control.pendingAuths.list().length,
+      pendingLogins: () => authRequests.list().filter((r) => r.kind === "login").length,
       maps: control.mapStats,
       notifier: notifier.stats,
       derp: () => derp.stats(),
@@ -250,6 +254,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       extraRecords?.close();
       ephemeral.close();
       notifier.close();
+      authRequests.close();
       await control.close();
       await derp.close();
       http.closeAllConnections();
