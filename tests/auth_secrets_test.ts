@@ -31,3 +31,19 @@ Deno.test("secrets: hashes are salted", async () => {
   assert.ok(await verifySecret("same", a) && await verifySecret("same", b));
   assert.equal(maskedKey("auth", "0123456789ab"), "hskey-auth-0123456789ab-***");
 });
+
+Deno.test("secrets: new keys are a salted HMAC; scrypt hashes stored before still verify", async () => {
+  const fresh = await generateKey("auth");
+  assert.match(fresh.hash, /^hmac-sha256\$[\w+/=]+\$[\w+/=]+$/);
+  const parsed = parseKey(fresh.full, "auth")!;
+  assert.ok(await verifySecret(parsed.secret, fresh.hash));
+  assert.equal(await verifySecret(parsed.secret.replace(/.$/, "x"), fresh.hash), false);
+  assert.equal(await verifySecret(parsed.secret, fresh.hash.replace(/.{4}$/, "AAA=")), false);
+  // Written by an earlier version: scrypt N=16384, r=8, p=1 of "old-secret".
+  const salt = "c2FsdHNhbHRzYWx0c2FsdA==";
+  const { scryptSync } = await import("node:crypto");
+  const key = scryptSync("old-secret", Buffer.from(salt, "base64"), 32, { N: 1 << 14, r: 8, p: 1 });
+  const old = `scrypt$16384$8$1$${salt}$${key.toString("base64")}`;
+  assert.ok(await verifySecret("old-secret", old));
+  assert.equal(await verifySecret("other", old), false);
+});

@@ -1,17 +1,20 @@
 /**
  * Pre-auth and API keys: `hskey-auth-<prefix>-<secret>` and `hskey-api-<prefix>-<secret>`, as
- * headscale writes them. The prefix (12 hex) finds the row; only a slow hash of the secret (64 hex)
+ * headscale writes them. The prefix (12 hex) finds the row; only a hash of the secret (64 hex)
  * is stored, and it is compared in constant time. The full key is shown once, at creation.
+ *
+ * The secret is 256 random bits, so a slow password hash buys nothing (nobody can guess it,
+ * however fast each guess) and cost every registration ~30 ms of CPU: new keys are stored as a
+ * salted HMAC-SHA256 (microseconds). Hashes stored before (scrypt) and keys imported from
+ * headscale (bcrypt) are still verified as they are.
  */
-import { randomBytes, scrypt, timingSafeEqual } from "node:crypto";
+import { createHmac, randomBytes, scrypt, timingSafeEqual } from "node:crypto";
 import bcrypt from "bcryptjs";
 
 export type KeyKind = "auth" | "api";
 
 const PREFIX_LEN = 12;
 const SECRET_LEN = 64;
-// scrypt cost: ~30 ms a hash on a small machine; a key is checked once per session or request.
-const SCRYPT = { N: 1 << 14, r: 8, p: 1, keylen: 32 };
 
 export interface NewSecret {
   /** The whole key, to show the user once. */
@@ -43,11 +46,15 @@ function scryptAsync(secret: string, salt: Buffer, N: number, r: number, p: numb
   );
 }
 
+function hmac(salt: Buffer, secret: string): Buffer {
+  return createHmac("sha256", salt).update(secret, "utf8").digest();
+}
+
+/** The stored form of a new secret: `hmac-sha256$<salt>$<mac>` (base64). */
+// deno-lint-ignore require-await
 export async function hashSecret(secret: string): Promise<string> {
   const salt = randomBytes(16);
-  const { N, r, p, keylen } = SCRYPT;
-  const key = await scryptAsync(secret, salt, N, r, p, keylen);
-  return `scrypt$${N}$${r}$${p}$${salt.toString("base64")}$${key.toString("base64")}`;
+  return `hmac-sha256$${salt.toString("base64")}$${hmac(salt, secret).toString("base64")}`;
 }
 
 /** True when `secret` matches the stored hash; constant-time in the secret. */
@@ -55,6 +62,12 @@ export async function verifySecret(secret: string, stored: string): Promise<bool
   // Keys imported from headscale keep the bcrypt hash it stored ($2a$…).
   if (/^\$2[aby]\$\d\d\$/.test(stored)) return await bcrypt.compare(secret, stored);
   const parts = stored.split("$");
+  if (parts.length === 3 && parts[0] === "hmac-sha256") {
+    const want = Buffer.from(parts[2], "base64");
+    const got = hmac(Buffer.from(parts[1], "base64"), secret);
+    return want.length === got.length && timingSafeEqual(got, want);
+  }
+  // Hashes written by earlier versions (scrypt).
   if (parts.length !== 6 || parts[0] !== "scrypt") return false;
   const [N, r, p] = parts.slice(1, 4).map(Number);
   const salt = Buffer.from(parts[4], "base64");
