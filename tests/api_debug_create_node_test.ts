@@ -4,18 +4,15 @@
  * through the API over HTTP, and through the CLI.
  */
 import assert from "node:assert/strict";
-import {
-  DebugRegistrations,
-  newDebugRegistration,
-  withDebugRegistrations,
-} from "../lib/api/debug_registrations.ts";
+import { debugNodeHandler, newDebugRegistration } from "../lib/api/debug_registrations.ts";
 import { registrationIdProblem } from "../lib/auth_requests/ids.ts";
+import { AuthRequestRegistry } from "../lib/auth_requests/registry.ts";
 import { parseInvocation } from "../lib/cli/args.ts";
 import type { CliIO } from "../lib/cli/command.ts";
 import { COMMANDS } from "../lib/cli/commands/mod.ts";
 import { UsageError } from "../lib/cli/errors.ts";
 import { runCli } from "../lib/cli/run.ts";
-import { InvalidArgumentError, NotFoundError } from "../lib/state/errors.ts";
+import { InvalidArgumentError } from "../lib/state/errors.ts";
 import type { Change } from "../lib/state/events.ts";
 import { State } from "../lib/state/state.ts";
 import { type Store } from "../lib/store/mod.ts";
@@ -34,31 +31,24 @@ interface Api {
   key: string;
   state: State;
   store: Store;
-  /** Ids the stand-in for the server's interactive logins was asked about. */
-  loginCalls: string[];
+  /** The registry the API parks debug nodes in (it holds no logins). */
+  requests: AuthRequestRegistry;
   call(method: string, path: string, body?: unknown): Promise<{ status: number; json: Json }>;
   close(): Promise<void>;
 }
 
-/** The API over HTTP; interactive logins are a stand-in that knows none. */
-async function startApi(opts: { debugRegistrations?: DebugRegistrations } = {}): Promise<Api> {
+/** The API over HTTP, with an auth-request registry of its own. */
+async function startApi(): Promise<Api> {
   const { store, state } = await openMemoryState();
-  const loginCalls: string[] = [];
-  const unknown = (id: string) => {
-    loginCalls.push(id);
-    return Promise.reject(new NotFoundError(`no pending login with auth id ${id}`));
-  };
-  const api = await startApiServer(state, store, {
-    pendingAuths: { register: unknown, approve: unknown, reject: unknown },
-    debugRegistrations: opts.debugRegistrations,
-  });
+  const requests = new AuthRequestRegistry();
+  const api = await startApiServer(state, store, { authRequests: requests });
   const { base, key } = api;
   return {
     base,
     key,
     state,
     store,
-    loginCalls,
+    requests,
     async call(method, path, body) {
       const res = await fetch(base + path, {
         method,
@@ -100,8 +90,11 @@ Deno.test("api debug create-node: parks a node that auth register turns into a r
     assert.match(echo.nodeKey, /^nodekey:[0-9a-f]{64}$/);
     assert.equal(api.state.nodeCount, 0);
     assert.deepEqual(changes, []);
+    assert.deepEqual(api.requests.list().map((r) => [r.id, r.kind, r.hostname]), [
+      [KEY, "debug-node", "debug-box"],
+    ]);
 
-    // auth register completes it, without asking the interactive logins.
+    // auth register completes it: the registry hands it to the debug-node kind.
     const registered = await api.call("POST", "/api/v1/auth/register", {
       user: "alice",
       authId: KEY,
@@ -117,17 +110,17 @@ Deno.test("api debug create-node: parks a node that auth register turns into a r
     assert.equal(node.registerMethod, "REGISTER_METHOD_CLI");
     assert.equal(node.ipAddresses.length, 2);
     assert.deepEqual(node.availableRoutes, ["10.0.0.0/24", "192.168.1.0/24"]);
-    assert.deepEqual(api.loginCalls, []);
+    assert.deepEqual(api.requests.list(), []);
     const stored = await api.store.listNodes();
     assert.equal(stored.length, 1);
     assert.equal(stored[0].userId, alice.id);
     assert.deepEqual(stored[0].hostinfo?.RoutableIPs, ["10.0.0.0/24", "192.168.1.0/24"]);
     assert.deepEqual(changes, [{ kind: "node-added", nodeId: 1 }]);
 
-    // The registration id is used up: the next attempt goes to the interactive logins.
+    // The registration id is used up: the next attempt finds no request under it.
     const twice = await api.call("POST", "/api/v1/auth/register", { user: "alice", authId: KEY });
     assert.equal(twice.status, 404);
-    assert.deepEqual(api.loginCalls, [KEY]);
+    assert.match(twice.json.message, new RegExp(`no pending login with auth id ${KEY}`));
     assert.equal(api.state.nodeCount, 1);
   } finally {
     await api.close();
@@ -167,8 +160,7 @@ Deno.test("api debug create-node: nodes register (RegisterNode) completes it too
 });
 
 Deno.test("api debug create-node: bad input is refused with a clear message, nothing parked", async () => {
-  const debug = new DebugRegistrations();
-  const api = await startApi({ debugRegistrations: debug });
+  const api = await startApi();
   try {
     await api.state.createUser({ name: "carol" });
     const cases: [Record<string, unknown>, number, RegExp][] = [
@@ -187,57 +179,63 @@ Deno.test("api debug create-node: bad input is refused with a clear message, not
       assert.equal(r.status, status, `${JSON.stringify(body)} → ${JSON.stringify(r.json)}`);
       assert.match(r.json.message, message, JSON.stringify(body));
     }
-    assert.equal(debug.size, 0);
+    assert.equal(api.requests.list().length, 0);
     // A user given by id works as well as by name.
     const byId = await api.call("POST", "/api/v1/debug/node", { user: "1", key: KEY, name: "x" });
     assert.equal(byId.status, 200);
-    assert.equal(debug.size, 1);
+    assert.equal(api.requests.list().length, 1);
   } finally {
     await api.close();
   }
 });
 
 Deno.test("api debug create-node: entries expire after 15 minutes and a failed registration keeps them", async () => {
+  const neverCalled = {
+    registerNode: () => Promise.reject(new Error("not expected")),
+  };
   let clock = new Date("2026-01-01T00:00:00Z");
-  const debug = new DebugRegistrations({ now: () => clock });
-  debug.add(KEY, newDebugRegistration({ key: KEY, name: "a", routes: [] }));
+  const registry = new AuthRequestRegistry({ now: () => clock.getTime() });
+  const debug = registry.kind("debug-node", debugNodeHandler(neverCalled));
+  debug.open(newDebugRegistration({ key: KEY, name: "a", routes: [] }), { id: KEY });
   clock = new Date(clock.getTime() + 14 * 60_000);
-  assert.ok(debug.has(KEY));
+  assert.ok(debug.get(KEY));
   clock = new Date(clock.getTime() + 2 * 60_000);
-  assert.ok(!debug.has(KEY));
+  assert.ok(!debug.get(KEY));
 
-  const bounded = new DebugRegistrations({ maxEntries: 2 });
+  const bounded = new AuthRequestRegistry({ maxEntries: 2 });
+  const boundedDebug = bounded.kind("debug-node", debugNodeHandler(neverCalled));
   for (const key of [KEY, OTHER_KEY, "hskey-authreq-111111111111111111111111"]) {
-    bounded.add(key, newDebugRegistration({ key, name: "a", routes: [] }));
+    boundedDebug.open(newDebugRegistration({ key, name: "a", routes: [] }), { id: key });
   }
-  assert.equal(bounded.size, 2);
-  assert.ok(!bounded.has(KEY), "the oldest entry went first");
+  assert.equal(bounded.list().length, 2);
+  assert.ok(!boundedDebug.get(KEY), "the oldest entry went first");
 
   // A registration that fails leaves the entry for a retry; one that succeeds uses it up.
-  const shared = new DebugRegistrations();
-  shared.add(KEY, newDebugRegistration({ key: KEY, name: "box", routes: [] }));
+  const shared = new AuthRequestRegistry();
   let fail = true;
   const registeredFor: number[] = [];
-  const pending = withDebugRegistrations(
-    {
-      register: () => Promise.reject(new NotFoundError("unknown login")),
-      approve: () => Promise.reject(new NotFoundError("unknown login")),
-      reject: () => Promise.reject(new NotFoundError("unknown login")),
-    },
-    shared,
-    (reg, userId) => {
-      if (fail) return Promise.reject(new InvalidArgumentError("database said no"));
-      registeredFor.push(userId);
-      return Promise.resolve({ id: 7, hostname: reg.hostname } as NodeRecord);
-    },
+  const sharedDebug = shared.kind(
+    "debug-node",
+    debugNodeHandler({
+      registerNode: (input) => {
+        if (fail) return Promise.reject(new InvalidArgumentError("database said no"));
+        registeredFor.push(input.userId!);
+        return Promise.resolve({ id: 7, hostname: input.hostname } as NodeRecord);
+      },
+    }),
   );
-  await assert.rejects(pending.register(KEY, 3), /database said no/);
-  assert.ok(shared.has(KEY), "the failed registration left the entry in place");
+  sharedDebug.open(newDebugRegistration({ key: KEY, name: "box", routes: [] }), { id: KEY });
+  await assert.rejects(shared.register(KEY, 3), /database said no/);
+  assert.equal(
+    sharedDebug.get(KEY)?.status,
+    "pending",
+    "the failed registration left the entry in place",
+  );
   fail = false;
-  assert.equal((await pending.register(KEY, 3)).id, 7);
+  assert.equal((await shared.register(KEY, 3)).id, 7);
   assert.deepEqual(registeredFor, [3]);
-  assert.ok(!shared.has(KEY));
-  await assert.rejects(pending.register(KEY, 3), /unknown login/);
+  assert.ok(!sharedDebug.get(KEY));
+  await assert.rejects(shared.register(KEY, 3), /no pending login with auth id/);
 });
 
 Deno.test("api debug create-node: registration ids follow headscale's format", () => {

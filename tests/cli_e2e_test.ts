@@ -8,7 +8,8 @@ import { createServer, type Server } from "node:http";
 import { createSecureServer, type Http2SecureServer } from "node:http2";
 import { fileURLToPath } from "node:url";
 import { createApiHandler } from "../lib/api/server.ts";
-import type { PendingAuthApi, PolicyApi } from "../lib/api/service.ts";
+import type { PolicyApi } from "../lib/api/service.ts";
+import { AuthRequestRegistry, type AuthRequests } from "../lib/auth_requests/registry.ts";
 import { silentLogger } from "../lib/log/log.ts";
 import { InvalidArgumentError, NotFoundError } from "../lib/state/errors.ts";
 import { State } from "../lib/state/state.ts";
@@ -31,10 +32,16 @@ interface TestServer {
   close(): Promise<void>;
 }
 
-/** Auth ids a test double knows: registering one creates a node for the user. */
-function pendingAuthDouble(state: State): PendingAuthApi {
+/**
+ * Auth ids a test double knows: registering one creates a node for the user. Kinds (the API plugs
+ * in debug nodes) go to an empty registry.
+ */
+function authRequestsDouble(state: State): AuthRequests {
   let next = 1;
+  const registry = new AuthRequestRegistry();
   return {
+    kind: (kind, handler) => registry.kind(kind, handler),
+    list: () => registry.list(),
     register(authId, userId) {
       if (authId !== "waiting-1") throw new NotFoundError(`no pending registration ${authId}`);
       const n = next++;
@@ -90,7 +97,7 @@ async function startServer(): Promise<TestServer> {
     state,
     log: silentLogger(),
     ping: () => store.ping(),
-    pendingAuths: pendingAuthDouble(state),
+    authRequests: authRequestsDouble(state),
     policy: policyDouble(),
   };
   const servers: (Server | Http2SecureServer)[] = [];
@@ -493,7 +500,7 @@ Deno.test({
         log: silentLogger(),
         requireApiKey: true,
         ping: () => store.ping(),
-        pendingAuths: pendingAuthDouble(s.state),
+        authRequests: authRequestsDouble(s.state),
         policy: policyDouble(),
       });
       tls = createSecureServer({

@@ -2,19 +2,20 @@
  * `debug create-node` (headscale's DebugCreateNode): parks a made-up machine under a
  * registration id the admin chose, so that a later `auth register --auth-id <id> --user <u>`
  * (or `nodes register --key <id>`) turns it into a real node, as if a client had been waiting.
- * Entries expire like interactive logins (15 minutes) and the cache is bounded.
+ * The machines wait in the auth-request registry as its "debug-node" kind (expiring like
+ * interactive logins, 15 minutes, within the registry's bound); this module is that kind's
+ * handler.
  */
 import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { type Timestamp, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Node, NodeSchema, RegisterMethod } from "../../gen/headscale/v1/node_pb.ts";
-import { ExpiringMap } from "../auth_requests/expiring_map.ts";
 import { registrationIdProblem } from "../auth_requests/ids.ts";
+import type { KindHandler } from "../auth_requests/registry.ts";
 import { InvalidArgumentError } from "../state/errors.ts";
-import { validateRoutes } from "../state/state.ts";
-import type { NodeRecord, UserRecord } from "../store/types.ts";
+import { type State, validateRoutes } from "../state/state.ts";
+import type { UserRecord } from "../store/types.ts";
 import { userToProto } from "./convert.ts";
-import type { PendingAuthApi } from "./service.ts";
 
 /** A made-up machine waiting to be registered. */
 export interface DebugRegistration {
@@ -79,90 +80,41 @@ export function debugNodeToProto(reg: DebugRegistration, user: UserRecord): Node
   });
 }
 
-export interface DebugRegistrationsOptions {
-  /** How long an entry waits (headscale's registration cache: 15 minutes). */
-  ttlMs?: number;
-  maxEntries?: number;
-  now?: () => Date;
-}
-
-export interface ParkedRegistration {
-  reg: DebugRegistration;
-  /** Epoch milliseconds. */
-  createdAt: number;
-}
-
-export class DebugRegistrations {
-  private readonly entries: ExpiringMap<ParkedRegistration>;
-  private readonly now: () => number;
-
-  constructor(opts: DebugRegistrationsOptions = {}) {
-    const now = opts.now ?? (() => new Date());
-    this.now = () => now().getTime();
-    this.entries = new ExpiringMap({
-      ttlMs: opts.ttlMs ?? 15 * 60_000,
-      maxEntries: opts.maxEntries ?? 1_000,
-      now: this.now,
-    });
-  }
-
-  /** Parks `reg` under `id`, replacing what was there (as headscale's cache does). */
-  add(id: string, reg: DebugRegistration): void {
-    this.entries.set(id, { reg, createdAt: this.now() });
-  }
-
-  has(id: string): boolean {
-    return this.entries.has(id);
-  }
-
-  /** Removes and returns the entry, so two concurrent registrations cannot both use it. */
-  take(id: string): ParkedRegistration | undefined {
-    const e = this.entries.get(id);
-    this.entries.delete(id);
-    return e;
-  }
-
-  /** Puts back an entry whose registration failed, keeping its age. */
-  restore(id: string, parked: ParkedRegistration): void {
-    if (!this.entries.has(id)) this.entries.set(id, parked);
-  }
-
-  get size(): number {
-    return this.entries.size;
-  }
-}
-
 /**
- * The pending-registration API the service uses: debug entries first, the server's interactive
- * logins otherwise. `register` turns a debug entry into a node of the given user.
+ * The "debug-node" kind: `auth register` (or `nodes register`) makes the parked machine a node
+ * of the user and uses the id up; a made-up machine has no node to re-authenticate, so
+ * `auth approve` is refused; `auth reject` drops it.
  */
-export function withDebugRegistrations(
-  logins: PendingAuthApi,
-  debug: DebugRegistrations,
-  register: (reg: DebugRegistration, userId: number) => Promise<NodeRecord>,
-): PendingAuthApi {
+export function debugNodeHandler(
+  state: Pick<State, "registerNode">,
+): KindHandler<DebugRegistration> {
   return {
-    async register(authId, userId) {
-      const parked = debug.take(authId);
-      if (!parked) return await logins.register(authId, userId);
-      try {
-        return await register(parked.reg, userId);
-      } catch (e) {
-        debug.restore(authId, parked);
-        throw e;
-      }
-    },
-    approve(authId) {
-      if (!debug.has(authId)) return logins.approve(authId);
-      return Promise.reject(
+    noun: "debug node",
+    // Nobody waits for the verdict: a decided machine is gone at once.
+    keepsDecision: false,
+    register: ({ data: reg }, userId) =>
+      state.registerNode({
+        machineKey: reg.machineKey,
+        nodeKey: reg.nodeKey,
+        hostname: reg.hostname,
+        hostinfo: reg.hostinfo,
+        userId,
+        tags: [],
+        authKeyId: null,
+        method: "cli",
+        ephemeral: false,
+        expiry: null,
+      }),
+    approve: () =>
+      Promise.reject(
         new InvalidArgumentError(
           "this machine has no node yet; register it for a user (auth register --user)",
         ),
-      );
-    },
-    reject(authId) {
-      if (debug.take(authId)) return Promise.resolve();
-      return logins.reject(authId);
-    },
+      ),
+    describe: (reg) => ({
+      hostname: reg.hostname,
+      machineKey: reg.machineKey,
+      nodeKey: reg.nodeKey,
+    }),
   };
 }

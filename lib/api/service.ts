@@ -18,22 +18,9 @@ import {
 import type { NodeRecord } from "../store/types.ts";
 import { PolicyInvalidError, PolicyModeError } from "../policy_manager/errors.ts";
 import { AddressExhaustedError } from "../state/ip_allocator.ts";
+import type { AuthRequests } from "../auth_requests/registry.ts";
 import { apiKeyToProto, nodeToProto, preAuthKeyToProto, userToProto } from "./convert.ts";
-import {
-  debugNodeToProto,
-  DebugRegistrations,
-  newDebugRegistration,
-  withDebugRegistrations,
-} from "./debug_registrations.ts";
-
-/** Interactive registrations waiting for an admin (`auth register/approve/reject`). */
-export interface PendingAuthApi {
-  /** Completes registration `authId` as a node of user `userId`. */
-  register(authId: string, userId: number): Promise<NodeRecord>;
-  /** Approves a pending re-authentication of a known node. */
-  approve(authId: string): Promise<unknown>;
-  reject(authId: string): Promise<void>;
-}
+import { debugNodeHandler, debugNodeToProto, newDebugRegistration } from "./debug_registrations.ts";
 
 /** The policy in force, as `policy get/set/check` see it. */
 export interface PolicyApi {
@@ -46,17 +33,16 @@ export interface PolicyApi {
 
 export interface ServiceDeps {
   state: State;
-  pendingAuths: PendingAuthApi;
+  /**
+   * What waits for an admin (`auth register/approve/reject`): logins, SSH checks, and the
+   * machines DebugCreateNode parks. Pass the server's one registry to every API handler, so a
+   * node parked over one listener can be registered over another.
+   */
+  authRequests: AuthRequests;
   policy: PolicyApi;
   /** Resolves while the database answers. */
   ping: () => Promise<void>;
   now?: () => Date;
-  /**
-   * Machines parked by DebugCreateNode. Pass one shared instance to every API handler of a
-   * server so a node parked over one listener can be registered over another; without it each
-   * service keeps its own.
-   */
-  debugRegistrations?: DebugRegistrations;
 }
 
 export function toConnectError(e: unknown): ConnectError {
@@ -100,25 +86,9 @@ export function createHeadscaleService(deps: ServiceDeps): ServiceImpl<typeof He
   const { state } = deps;
   const now = deps.now ?? (() => new Date());
   const nodeOut = (n: NodeRecord) => nodeToProto(n, state);
-  const debugRegistrations = deps.debugRegistrations ?? new DebugRegistrations({ now });
-  // Registration ids parked by DebugCreateNode complete here; all others are interactive logins.
-  const pendingAuths = withDebugRegistrations(
-    deps.pendingAuths,
-    debugRegistrations,
-    (reg, userId) =>
-      state.registerNode({
-        machineKey: reg.machineKey,
-        nodeKey: reg.nodeKey,
-        hostname: reg.hostname,
-        hostinfo: reg.hostinfo,
-        userId,
-        tags: [],
-        authKeyId: null,
-        method: "cli",
-        ephemeral: false,
-        expiry: null,
-      }),
-  );
+  const { authRequests } = deps;
+  // DebugCreateNode parks made-up machines among the requests; `auth register` completes them.
+  const debugNodes = authRequests.kind("debug-node", debugNodeHandler(state));
 
   const impl: ServiceImpl<typeof HeadscaleService> = {
     // ---- users
@@ -177,7 +147,7 @@ export function createHeadscaleService(deps: ServiceDeps): ServiceImpl<typeof He
       if (req.user === "") throw new InvalidArgumentError("user is required");
       const user = state.findUser(req.user);
       const reg = newDebugRegistration({ key: req.key, name: req.name, routes: req.routes });
-      debugRegistrations.add(req.key, reg);
+      debugNodes.open(reg, { id: req.key });
       return { node: debugNodeToProto(reg, user) };
     },
     getNode(req) {
@@ -193,7 +163,7 @@ export function createHeadscaleService(deps: ServiceDeps): ServiceImpl<typeof He
     async registerNode(req) {
       if (req.key === "") throw new InvalidArgumentError("key (the registration id) is required");
       const user = state.findUser(req.user);
-      return { node: nodeOut(await pendingAuths.register(req.key, user.id)) };
+      return { node: nodeOut(await authRequests.register(req.key, user.id)) };
     },
     async deleteNode(req) {
       await state.deleteNode(id(req.nodeId, "node_id"));
@@ -236,16 +206,16 @@ export function createHeadscaleService(deps: ServiceDeps): ServiceImpl<typeof He
     async authRegister(req) {
       if (req.authId === "") throw new InvalidArgumentError("auth_id is required");
       const user = state.findUser(req.user);
-      return { node: nodeOut(await pendingAuths.register(req.authId, user.id)) };
+      return { node: nodeOut(await authRequests.register(req.authId, user.id)) };
     },
     async authApprove(req) {
       if (req.authId === "") throw new InvalidArgumentError("auth_id is required");
-      await pendingAuths.approve(req.authId);
+      await authRequests.approve(req.authId);
       return {};
     },
     async authReject(req) {
       if (req.authId === "") throw new InvalidArgumentError("auth_id is required");
-      await pendingAuths.reject(req.authId);
+      await authRequests.reject(req.authId);
       return {};
     },
 

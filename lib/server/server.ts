@@ -14,7 +14,6 @@ import { State } from "../state/state.ts";
 import { Router, sendText } from "../http/router.ts";
 import { healthHandler, keyHandler } from "../http/basic_routes.ts";
 import { createApiHandler, REST_PREFIX, RPC_PREFIX } from "../api/server.ts";
-import type { PendingAuthApi } from "../api/service.ts";
 import {
   type ApiListener,
   serveCleartextTcp,
@@ -31,7 +30,6 @@ import { EphemeralGc } from "../state/ephemeral_gc.ts";
 import { MIN_CAP_VERSION } from "../tailcfg/capver.ts";
 import { PolicyManager } from "../policy_manager/manager.ts";
 import { ts2021UpgradeHandler } from "../noise/upgrade.ts";
-import { DebugRegistrations } from "../api/debug_registrations.ts";
 import { AuthRequestRegistry } from "../auth_requests/registry.ts";
 import { formatKey, publicKeyOf } from "../tailcfg/keys.ts";
 import { createDerp, type EmbeddedDerp } from "./derp.ts";
@@ -127,11 +125,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
 
   const ping = () => store.ping();
   const apiLog = log.child({ component: "api" });
-  const pendingAuths: PendingAuthApi = authRequests;
-
-  // One cache for both API handlers: a debug node created over TCP can be registered over the socket.
-  const debugRegistrations = new DebugRegistrations();
-  const apiDeps = { state, log: apiLog, ping, pendingAuths, policy, debugRegistrations };
+  // Both API handlers share the registry: a debug node created over TCP registers over the socket.
+  const apiDeps = { state, log: apiLog, ping, authRequests, policy };
   const remoteApi = createApiHandler({ ...apiDeps, requireApiKey: true });
   const localApi = createApiHandler({ ...apiDeps, requireApiKey: false });
 

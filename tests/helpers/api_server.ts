@@ -1,20 +1,21 @@
 /**
  * The management API (REST, Connect, gRPC) on a loopback port over a test's own State, with a
- * fresh API key; interactive logins and the policy are stand-ins unless the test passes its own.
+ * fresh API key; the auth requests are an empty registry of their own and the policy a stand-in
+ * unless the test passes its own.
  */
 import { createServer, type Server } from "node:http";
-import type { DebugRegistrations } from "../../lib/api/debug_registrations.ts";
 import { createApiHandler } from "../../lib/api/server.ts";
-import type { PendingAuthApi, PolicyApi } from "../../lib/api/service.ts";
+import type { PolicyApi } from "../../lib/api/service.ts";
+import { AuthRequestRegistry, type AuthRequests } from "../../lib/auth_requests/registry.ts";
 import { silentLogger } from "../../lib/log/log.ts";
-import { InvalidArgumentError, NotFoundError } from "../../lib/state/errors.ts";
+import { InvalidArgumentError } from "../../lib/state/errors.ts";
 import type { State } from "../../lib/state/state.ts";
 import type { Store } from "../../lib/store/mod.ts";
 
 export interface ApiServerOptions {
-  pendingAuths?: PendingAuthApi;
+  /** Default: an empty registry (no logins or SSH checks; debug nodes can be parked). */
+  authRequests?: AuthRequests;
   policy?: PolicyApi;
-  debugRegistrations?: DebugRegistrations;
   /** Serve on this unix socket with local trust (no API key), as the CLI's socket. */
   socket?: string;
 }
@@ -26,12 +27,6 @@ export interface ApiServer {
   key: string;
   /** Stops listening and drops open connections (the state and store stay open). */
   close(): Promise<void>;
-}
-
-/** Interactive logins that know no id. */
-export function noPendingAuths(): PendingAuthApi {
-  const unknown = (id: string) => Promise.reject(new NotFoundError(`no pending login ${id}`));
-  return { register: unknown, approve: unknown, reject: unknown };
 }
 
 /** A policy in file mode: nothing stored, `set` refused. */
@@ -53,9 +48,8 @@ export async function startApiServer(
     log: silentLogger(),
     requireApiKey: opts.socket === undefined,
     ping: () => store.ping(),
-    pendingAuths: opts.pendingAuths ?? noPendingAuths(),
+    authRequests: opts.authRequests ?? new AuthRequestRegistry(),
     policy: opts.policy ?? fileModePolicy(),
-    debugRegistrations: opts.debugRegistrations,
   });
   const server: Server = createServer(handler);
   const socket = opts.socket;
