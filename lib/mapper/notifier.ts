@@ -48,10 +48,20 @@ export interface NotifierDeps {
   };
   mapper: Mapper;
   log: Logger;
-  /** How long changes are collected before deltas go out. */
+  /** How long changes are collected before deltas go out (with `adaptive`: at most). */
   batchDelayMs: number;
+  /**
+   * Send at once when idle, coalesce only under load: after a flush the next one waits
+   * LOAD_FACTOR times as long as recent flushes took (so fan-out uses at most about a tenth of
+   * the CPU), and never longer than batchDelayMs. Without it every batch waits batchDelayMs
+   * (tests that flush by hand rely on that).
+   */
+  adaptive?: boolean;
   now?: () => Date;
 }
+
+/** With `adaptive`, the pause after a flush is this many times what flushes cost (≤ ~10 % CPU). */
+const LOAD_FACTOR = 9;
 
 export class Notifier {
   private readonly sessions = new Map<number, MapSink>();
@@ -62,6 +72,9 @@ export class Notifier {
   /** Totals since start (read by the metrics endpoint); a session gets a delta or a full map. */
   readonly stats = { batches: 0, deltasSent: 0, fullMapsSent: 0 };
   private closed = false;
+  /** When the last flush ended (performance.now()), and what recent flushes cost (ms, smoothed). */
+  private lastFlushEnd = -Infinity;
+  private flushCostMs = 0;
 
   constructor(private readonly deps: NotifierDeps) {
     this.policySync = new PolicySync(deps.mapper);
@@ -117,10 +130,16 @@ export class Notifier {
 
   private scheduleFlush(): void {
     if (this.timer !== undefined || this.closed) return;
+    let delay = this.deps.batchDelayMs;
+    if (this.deps.adaptive) {
+      const gap = Math.min(this.deps.batchDelayMs, this.flushCostMs * LOAD_FACTOR);
+      delay = Math.max(0, gap - (performance.now() - this.lastFlushEnd));
+    }
+    // Even at 0 the changes of the current task (one registration's events) go out together.
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.flush();
-    }, this.deps.batchDelayMs);
+    }, delay);
   }
 
   /** Sends what the current batch holds now (tests, shutdown). */
@@ -131,11 +150,14 @@ export class Notifier {
     }
     const b = this.batch;
     this.batch = emptyBatch();
+    const started = performance.now();
     try {
       this.sendDeltas(b);
     } catch (e) {
       this.deps.log.error("sending map updates failed", { error: e });
     }
+    this.lastFlushEnd = performance.now();
+    this.flushCostMs = (this.flushCostMs + (this.lastFlushEnd - started)) / 2;
   }
 
   /** A full map on a running stream (its policy outputs were already remembered). */

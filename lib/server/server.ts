@@ -87,6 +87,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     mapper,
     log: log.child({ component: "notifier" }),
     batchDelayMs: config.tuning.batchChangeDelayMs,
+    adaptive: true,
   });
   // Every change to the tailnet, in this order: the mapper drops what it cached about it, the
   // policy engine learns it and answers whose view it affects, the notifier sends those

@@ -1,0 +1,83 @@
+/**
+ * The server's notifier (adaptive window): a lone change at idle goes out at once, not after
+ * the batching window; changes made together still go out together.
+ */
+import assert from "node:assert/strict";
+import { parseConfigText } from "../lib/config/load.ts";
+import { silentLogger } from "../lib/log/log.ts";
+import { Mapper } from "../lib/mapper/mapper.ts";
+import { Notifier } from "../lib/mapper/notifier.ts";
+import { randomKey, TEST_DERP_MAP } from "./helpers/control.ts";
+import { RecordingSink } from "./helpers/map_fixtures.ts";
+import { openMemoryState } from "./helpers/memory_state.ts";
+
+async function until(what: string, done: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+Deno.test("notifier (adaptive): a lone change goes out without waiting for the window; a burst goes out as one", async () => {
+  const { config } = parseConfigText("", { env: {} });
+  const { store, state } = await openMemoryState({ config });
+  const user = await state.createUser({ name: "alice" });
+  const ids: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const node = await state.registerNode({
+      machineKey: randomKey("mkey:"),
+      nodeKey: randomKey("nodekey:"),
+      hostname: `n${i}`,
+      hostinfo: { Hostname: `n${i}` },
+      userId: user.id,
+      tags: [],
+      authKeyId: null,
+      method: "cli",
+      ephemeral: false,
+      expiry: null,
+    });
+    ids.push(node.id);
+  }
+  const mapper = new Mapper({ state, config, derpMap: () => TEST_DERP_MAP });
+  // A window no test would wait for: anything that arrives came without it.
+  const notifier = new Notifier({
+    state,
+    mapper,
+    log: silentLogger(),
+    batchDelayMs: 600_000,
+    adaptive: true,
+  });
+  state.subscribe((changes) => {
+    mapper.apply(changes);
+    notifier.apply(changes);
+  });
+  const sinks = ids.map((id) => new RecordingSink(id));
+  for (const s of sinks) notifier.register(s);
+  try {
+    const [a, b] = sinks;
+    state.applyReport(ids[0], { endpoints: ["192.0.2.1:41641"] });
+    await until("the lone change", () => b.got.length > 0 && sinks[2].got.length > 0);
+    for (const peer of [b, sinks[2]]) {
+      const [lone] = peer.take();
+      assert.deepEqual(lone.PeersChangedPatch?.map((p) => p.NodeID), [ids[0]]);
+    }
+    assert.equal(a.got.length, 0, "no patch about itself");
+
+    // Let the last flush's cost pass, then change every node in one go.
+    await new Promise((r) => setTimeout(r, 50));
+    for (const [i, id] of ids.entries()) {
+      state.applyReport(id, { endpoints: [`192.0.2.${i + 10}:41641`] });
+    }
+    await until("the burst", () => sinks.every((s) => s.got.length > 0));
+    for (const s of sinks) {
+      const msgs = s.take();
+      assert.equal(msgs.length, 1, "one message for changes made together");
+      assert.equal(msgs[0].PeersChangedPatch?.length, 2, "both peers' changes in it");
+    }
+  } finally {
+    notifier.close();
+    await state.close();
+    await store.close();
+  }
+});
