@@ -16,6 +16,7 @@
  * receivers are grouped by the exact set of fragments they get (fanout.ts), and each group's
  * message is assembled (delta.ts) and compressed once, its bytes shared by all its sessions.
  */
+import process from "node:process";
 import type { Logger } from "../log/log.ts";
 import type { NodeRecord } from "../store/types.ts";
 import type { Change } from "../state/events.ts";
@@ -51,17 +52,26 @@ export interface NotifierDeps {
   /** How long changes are collected before deltas go out (with `adaptive`: at most). */
   batchDelayMs: number;
   /**
-   * Send at once when idle, coalesce only under load: after a flush the next one waits
-   * LOAD_FACTOR times as long as recent flushes took (so fan-out uses at most about a tenth of
-   * the CPU), and never longer than batchDelayMs. Without it every batch waits batchDelayMs
-   * (tests that flush by hand rely on that).
+   * Send at once when idle, coalesce only under load: the pause between flushes grows with how
+   * busy the process has been (CPU share since the last flush: none below LOAD_LOW, the whole
+   * batchDelayMs from LOAD_HIGH on) and is at least LOAD_FACTOR times what recent flushes took.
+   * A lone change at idle goes out in the next task; a join storm or heavy churn is batched as
+   * before. Without it every batch waits batchDelayMs (tests that flush by hand rely on that).
    */
   adaptive?: boolean;
   now?: () => Date;
 }
 
-/** With `adaptive`, the pause after a flush is this many times what flushes cost (≤ ~10 % CPU). */
+/** With `adaptive`, the pause after a flush is at least this many times what flushes cost. */
 const LOAD_FACTOR = 9;
+/** With `adaptive`, CPU shares of one core between which the pause grows from 0 to the window. */
+const LOAD_LOW = 0.1;
+const LOAD_HIGH = 0.5;
+
+function cpuMicros(): number {
+  const { user, system } = process.cpuUsage();
+  return user + system;
+}
 
 export class Notifier {
   private readonly sessions = new Map<number, MapSink>();
@@ -75,6 +85,9 @@ export class Notifier {
   /** When the last flush ended (performance.now()), and what recent flushes cost (ms, smoothed). */
   private lastFlushEnd = -Infinity;
   private flushCostMs = 0;
+  /** The process's CPU time (µs) at the last flush's end, and its recent share of one core. */
+  private lastFlushCpu = 0;
+  private load = 0;
 
   constructor(private readonly deps: NotifierDeps) {
     this.policySync = new PolicySync(deps.mapper);
@@ -132,7 +145,11 @@ export class Notifier {
     if (this.timer !== undefined || this.closed) return;
     let delay = this.deps.batchDelayMs;
     if (this.deps.adaptive) {
-      const gap = Math.min(this.deps.batchDelayMs, this.flushCostMs * LOAD_FACTOR);
+      const busy = Math.min(1, Math.max(0, (this.load - LOAD_LOW) / (LOAD_HIGH - LOAD_LOW)));
+      const gap = Math.min(
+        this.deps.batchDelayMs,
+        Math.max(busy * this.deps.batchDelayMs, this.flushCostMs * LOAD_FACTOR),
+      );
       delay = Math.max(0, gap - (performance.now() - this.lastFlushEnd));
     }
     // Even at 0 the changes of the current task (one registration's events) go out together.
@@ -156,8 +173,17 @@ export class Notifier {
     } catch (e) {
       this.deps.log.error("sending map updates failed", { error: e });
     }
-    this.lastFlushEnd = performance.now();
-    this.flushCostMs = (this.flushCostMs + (this.lastFlushEnd - started)) / 2;
+    const ended = performance.now();
+    this.flushCostMs = (this.flushCostMs + (ended - started)) / 2;
+    if (this.deps.adaptive) {
+      // Everything the process did since the last flush: registrations, writes, other flushes.
+      const cpu = cpuMicros();
+      const wall = ended - this.lastFlushEnd;
+      const share = Number.isFinite(wall) && wall > 0 ? (cpu - this.lastFlushCpu) / 1000 / wall : 0;
+      this.load = (this.load + Math.min(1, share)) / 2;
+      this.lastFlushCpu = cpu;
+    }
+    this.lastFlushEnd = ended;
   }
 
   /** A full map on a running stream (its policy outputs were already remembered). */
