@@ -31,8 +31,8 @@ const hex = (n: number) => n.toString(16).padStart(64, "0");
 
 function registration(n: number, userId: number) {
   return {
-    machineKey: `mkey:${hex(n)}`,
-    nodeKey: `nodekey:${hex(n + 1000)}`,
+    machineKey: `mkey:${hex(n)}` as const,
+    nodeKey: `nodekey:${hex(n + 1000)}` as const,
     hostname: `host-${n}`,
     hostinfo: { Hostname: `host-${n}` },
     userId,

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import { connect as netConnect } from "node:net";
 import { ControlClient } from "./helpers/control_client.ts";
+import type { NodeKey } from "../lib/tailcfg/keys.ts";
 import { startTestControl, type TestControl } from "./helpers/control.ts";
 import { allowAllPolicy } from "../lib/mapper/policy_view.ts";
 import { noiseClientConnect, NoiseDialError } from "../lib/noise/client.ts";
@@ -80,7 +81,7 @@ async function withHarness(
   }
 }
 
-function nodeKey(): string {
+function nodeKey(): NodeKey {
   return formatKey(generateKeyPair().publicKey, "nodekey");
 }
 

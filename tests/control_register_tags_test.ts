@@ -4,6 +4,7 @@
  * an interactive login is registered for, re-checked on re-authentication.
  */
 import assert from "node:assert/strict";
+import type { MachineKey } from "../lib/tailcfg/keys.ts";
 import { randomKey, startTestControl, type TestControl } from "./helpers/control.ts";
 import { policyEngineView } from "../lib/mapper/policy_engine_view.ts";
 import { parsePolicy, PolicyEngine } from "../lib/policy/mod.ts";
@@ -35,7 +36,7 @@ function body(nodeKey: string, requestTags: string[] | undefined, extra = {}) {
   };
 }
 
-async function register(t: TestControl, machineKey: string, b: unknown) {
+async function register(t: TestControl, machineKey: MachineKey, b: unknown) {
   const reply = await t.connect(machineKey).register(b as Record<string, unknown>);
   return { status: reply.status, json: JSON.parse(reply.text) as RegisterResponse };
 }
@@ -76,7 +77,7 @@ async function withWorld(
 /** Starts an interactive login; returns its auth id and AuthURL. */
 async function startLogin(
   t: TestControl,
-  mkey: string,
+  mkey: MachineKey,
   nkey: string,
   tags: string[] | undefined,
   extra = {},

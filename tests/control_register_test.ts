@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import type { MachineKey } from "../lib/tailcfg/keys.ts";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { randomKey, startTestControl, type TestControl } from "./helpers/control.ts";
 import type { RegisterResponse } from "../lib/tailcfg/types.ts";
@@ -29,7 +30,7 @@ async function withControl(fn: (t: TestControl) => Promise<void>, opts = {}) {
 
 async function register(
   t: TestControl,
-  machineKey: string,
+  machineKey: MachineKey,
   body: unknown,
 ): Promise<{ status: number; json: RegisterResponse | null; text: string }> {
   const reply = await t.connect(machineKey).register(body as Record<string, unknown>);

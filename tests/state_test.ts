@@ -29,8 +29,8 @@ function registration(
   extra: Partial<Parameters<State["registerNode"]>[0]> = {},
 ) {
   return {
-    machineKey: `mkey:${hex(n)}`,
-    nodeKey: `nodekey:${hex(n)}`,
+    machineKey: `mkey:${hex(n)}` as const,
+    nodeKey: `nodekey:${hex(n)}` as const,
     hostname: `Host ${n}`,
     hostinfo: { Hostname: `Host ${n}` },
     userId,

@@ -16,11 +16,12 @@ import { InvalidArgumentError } from "../state/errors.ts";
 import { type State, validateRoutes } from "../state/state.ts";
 import type { UserRecord } from "../store/types.ts";
 import { userToProto } from "./convert.ts";
+import type { MachineKey, NodeKey } from "../tailcfg/keys.ts";
 
 /** A made-up machine waiting to be registered. */
 export interface DebugRegistration {
-  machineKey: string;
-  nodeKey: string;
+  machineKey: MachineKey;
+  nodeKey: NodeKey;
   hostname: string;
   /** What the node will announce: Hostname, OS "TestOS" and the routes (RoutableIPs). */
   hostinfo: { Hostname: string; OS: string; RoutableIPs: string[] };

@@ -19,6 +19,7 @@ import type { MapSink, Notifier } from "../mapper/notifier.ts";
 import type { EphemeralGc } from "../state/ephemeral_gc.ts";
 import { HttpError } from "./http_util.ts";
 import { sanitizeEndpoints, sanitizeHostinfo, usableKey } from "./sanitize.ts";
+import type { MachineKey } from "../tailcfg/keys.ts";
 
 export interface MapServiceDeps {
   state: State;
@@ -125,7 +126,7 @@ export class MapService {
   }
 
   /** Serves one map request from the Noise peer `machineKey`. Throws HttpError before replying. */
-  handle(req: MapRequest, machineKey: string, res: Http2ServerResponse): void {
+  handle(req: MapRequest, machineKey: MachineKey, res: Http2ServerResponse): void {
     const { state, mapper, notifier, ephemeral, log } = this.deps;
     const nodeKey = usableKey(req.NodeKey, "nodekey:");
     if (!nodeKey) throw new HttpError(400, "NodeKey is missing or not a valid nodekey");

@@ -42,6 +42,7 @@ import { PendingAuths } from "./pending_auths.ts";
 import { createAuthPageHandler, createRegisterPageHandler } from "./register_page.ts";
 import { SshChecks } from "./ssh_check.ts";
 import { registerApproved, RegisterService } from "./register.ts";
+import type { MachineKey } from "../tailcfg/keys.ts";
 
 export type { AuthVerdict, PendingAuths } from "./pending_auths.ts";
 
@@ -74,7 +75,7 @@ export interface ControlPlaneDeps {
 }
 
 export interface ControlPlane {
-  handleNoiseConnection(conn: Duplex, machineKey: string, capVersion: number): void;
+  handleNoiseConnection(conn: Duplex, machineKey: MachineKey, capVersion: number): void;
   registerPage(req: IncomingMessage, res: ServerResponse): void;
   authPage(req: IncomingMessage, res: ServerResponse): void;
   /** The registry its logins and SSH checks wait in (`auth register/approve/reject/list`). */

@@ -16,6 +16,7 @@ import type { RegisterService } from "./register.ts";
 import type { SshChecks } from "./ssh_check.ts";
 import { usableKey } from "./sanitize.ts";
 import { MIN_CAP_VERSION } from "../tailcfg/capver.ts";
+import type { MachineKey } from "../tailcfg/keys.ts";
 
 /** Far above any real capability version (145 in 2026), far below anything unsafe. */
 const MAX_CAP_VERSION = 100_000;
@@ -45,12 +46,14 @@ export interface ControlHandlerDeps {
   maxConcurrentStreams?: number;
 }
 
-export type ControlHandler = ((conn: Duplex, machineKey: string, capVersion: number) => void) & {
-  /** Open Noise connections being served. */
-  readonly connectionCount: number;
-  /** Sends GOAWAY on every connection and waits (bounded) for them to close. */
-  close(): Promise<void>;
-};
+export type ControlHandler =
+  & ((conn: Duplex, machineKey: MachineKey, capVersion: number) => void)
+  & {
+    /** Open Noise connections being served. */
+    readonly connectionCount: number;
+    /** Sends GOAWAY on every connection and waits (bounded) for them to close. */
+    close(): Promise<void>;
+  };
 
 /** `/machine/ssh/action/<src node id>/to/<dst node id>` (ids are tailcfg.NodeID). */
 const SSH_ACTION_PATH = /^\/machine\/ssh\/action\/(\d{1,15})\/to\/(\d{1,15})$/;
@@ -85,7 +88,7 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
   };
 
   /** For endpoints that name a NodeKey: it must belong to this machine. */
-  const checkNodeKeyBinding = (body: Record<string, unknown>, machineKey: string): void => {
+  const checkNodeKeyBinding = (body: Record<string, unknown>, machineKey: MachineKey): void => {
     const nodeKey = usableKey(body.NodeKey, "nodekey:");
     if (!nodeKey) throw new HttpError(400, "NodeKey is missing or not a valid nodekey");
     const node = deps.state.nodeByNodeKey(nodeKey);
@@ -95,7 +98,7 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
   async function route(
     req: Http2ServerRequest,
     res: Http2ServerResponse,
-    machineKey: string,
+    machineKey: MachineKey,
     log: Logger,
   ): Promise<void> {
     const path = (req.url ?? "/").split("?")[0];
@@ -152,7 +155,7 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
     throw new HttpError(404, "not found");
   }
 
-  const handle = (conn: Duplex, machineKey: string, capVersion: number): void => {
+  const handle = (conn: Duplex, machineKey: MachineKey, capVersion: number): void => {
     const log = deps.log.child({ machine: machineKey.slice(0, 13) });
     if (closing) {
       conn.destroy();

@@ -13,11 +13,12 @@ import type { Logger } from "../log/log.ts";
 import type { NodeRecord } from "../store/types.ts";
 import type { Hostinfo } from "../tailcfg/types.ts";
 import type { AuthRequests, RequestKind } from "../auth_requests/registry.ts";
+import type { MachineKey, NodeKey } from "../tailcfg/keys.ts";
 
 /** What the client asked for, kept until an admin decides. */
 export interface RegistrationRequest {
-  machineKey: string;
-  nodeKey: string;
+  machineKey: MachineKey;
+  nodeKey: NodeKey;
   hostname: string;
   hostinfo: Hostinfo | null;
   ephemeral: boolean;
@@ -93,7 +94,7 @@ export class PendingAuths {
    */
   async wait(
     id: string,
-    machineKey: string,
+    machineKey: MachineKey,
     opts: { timeoutMs: number; signal?: AbortSignal },
   ): Promise<WaitResult> {
     const login = this.logins.get(id);

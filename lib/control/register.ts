@@ -33,6 +33,7 @@ import { isAuthId } from "../auth_requests/ids.ts";
 import type { PendingAuths, RegistrationRequest } from "./pending_auths.ts";
 import { HttpError } from "./http_util.ts";
 import { sanitizeHostinfo, usableKey } from "./sanitize.ts";
+import type { MachineKey, NodeKey } from "../tailcfg/keys.ts";
 
 /** Whether the policy's tagOwners give `tag` to `user` (PolicyView.mayOwnTag). */
 export type TagOwnerCheck = (
@@ -212,7 +213,7 @@ export class RegisterService {
    */
   async handle(
     req: RegisterRequest,
-    machineKey: string,
+    machineKey: MachineKey,
     signal?: AbortSignal,
   ): Promise<RegisterResponse> {
     const { state } = this.deps;
@@ -276,8 +277,8 @@ export class RegisterService {
   private async followup(
     req: RegisterRequest,
     url: string,
-    nodeKey: string,
-    machineKey: string,
+    nodeKey: NodeKey,
+    machineKey: MachineKey,
     expiry: Date | null,
     signal?: AbortSignal,
   ): Promise<RegisterResponse> {
@@ -302,8 +303,8 @@ export class RegisterService {
 
   private interactive(
     req: RegisterRequest,
-    nodeKey: string,
-    machineKey: string,
+    nodeKey: NodeKey,
+    machineKey: MachineKey,
     expiry: Date | null,
   ): RegisterResponse {
     const hostinfo = sanitizeHostinfo(req.Hostinfo);
@@ -323,7 +324,7 @@ export class RegisterService {
    * Checks the key; a single-use key that is already used is still accepted from the very
    * machine it registered (a client that logs in again with the same key keeps working).
    */
-  private async acceptKey(authKey: string, machineKey: string): Promise<PreAuthKeyRecord> {
+  private async acceptKey(authKey: string, machineKey: MachineKey): Promise<PreAuthKeyRecord> {
     const { state } = this.deps;
     try {
       return await state.checkPreAuthKey(authKey);
@@ -348,8 +349,8 @@ export class RegisterService {
   private async withAuthKey(
     req: RegisterRequest,
     authKey: string,
-    nodeKey: string,
-    machineKey: string,
+    nodeKey: NodeKey,
+    machineKey: MachineKey,
     expiry: Date | null,
   ): Promise<RegisterResponse> {
     const { state, log } = this.deps;

@@ -22,8 +22,8 @@ export function isZeroKey(text: string): boolean {
 }
 
 /** A usable (valid, non-zero) key of the given kind, or null. */
-export function usableKey(text: unknown, prefix: string): string | null {
-  return isKeyText(text, prefix) && !isZeroKey(text) ? text : null;
+export function usableKey<P extends string>(text: unknown, prefix: P): `${P}${string}` | null {
+  return isKeyText(text, prefix) && !isZeroKey(text) ? text as `${P}${string}` : null;
 }
 
 export const MAX_ENDPOINTS = 64;

@@ -25,6 +25,7 @@ import {
   type StunServerStats,
 } from "../derp/mod.ts";
 import { splitHostPort } from "./addr.ts";
+import { hasKeyKind } from "../tailcfg/keys.ts";
 
 export interface EmbeddedDerp {
   /** The merged DERP map (at least the embedded region when it is enabled). */
@@ -46,7 +47,8 @@ export async function createDerp(config: Config, state: State, log: Logger): Pro
   const server = config.derp.server;
   const listeners = new Set<() => void>();
   // Only nodes of this tailnet may relay through us (derp.server.verify_clients).
-  const verify = (nodeKey: string) => state.nodeByNodeKey(nodeKey) !== undefined;
+  const verify = (nodeKey: string) =>
+    hasKeyKind(nodeKey, "nodekey") && state.nodeByNodeKey(nodeKey) !== undefined;
 
   let relay: DerpServer | undefined;
   let stun: StunServer | undefined;

@@ -32,6 +32,7 @@ import {
 } from "./errors.ts";
 import { type Addresses, IpAllocator } from "./ip_allocator.ts";
 import { dnsSafeName, uniqueName, validGivenName } from "./names.ts";
+import type { MachineKey, NodeKey } from "../tailcfg/keys.ts";
 
 export interface StateDeps {
   store: Store;
@@ -56,8 +57,8 @@ export interface CreatePreAuthKeyInput {
 }
 
 export interface RegisterInput {
-  machineKey: string;
-  nodeKey: string;
+  machineKey: MachineKey;
+  nodeKey: NodeKey;
   hostname: string;
   hostinfo: Record<string, unknown> | null;
   userId: number | null;
@@ -502,12 +503,12 @@ export class State {
     return node;
   }
 
-  nodeByNodeKey(nodeKey: string): NodeRecord | undefined {
+  nodeByNodeKey(nodeKey: NodeKey): NodeRecord | undefined {
     const id = this.nodeIdByNodeKey.get(nodeKey);
     return id === undefined ? undefined : this.nodes.get(id);
   }
 
-  nodeByMachineKey(machineKey: string): NodeRecord | undefined {
+  nodeByMachineKey(machineKey: MachineKey): NodeRecord | undefined {
     const id = this.nodeIdByMachineKey.get(machineKey);
     return id === undefined ? undefined : this.nodes.get(id);
   }
@@ -697,7 +698,7 @@ export class State {
   }
 
   /** Rotates the node key (the client sent OldNodeKey = current key). */
-  async rotateNodeKey(id: number, nodeKey: string, expiry: Date | null): Promise<NodeRecord> {
+  async rotateNodeKey(id: number, nodeKey: NodeKey, expiry: Date | null): Promise<NodeRecord> {
     this.findNode(id);
     const other = this.nodeByNodeKey(nodeKey);
     if (other && other.id !== id) throw new ConflictError("node key belongs to another machine");

@@ -14,6 +14,19 @@ import {
 /** The key kinds, named by their text prefix (without the colon). */
 export type KeyKind = "mkey" | "nodekey" | "discokey" | "nlpub" | "chalpub" | "privkey";
 
+/**
+ * A key in its text form (`mkey:…`, `nodekey:…`): the compiler then refuses a node key where a
+ * machine key is asked for. Checked text comes from formatKey or a validator (usableKey).
+ */
+export type KeyText<K extends KeyKind> = `${K}:${string}`;
+export type MachineKey = KeyText<"mkey">;
+export type NodeKey = KeyText<"nodekey">;
+
+/** True when `text` has the `kind:` prefix (the rest is checked where the key is parsed). */
+export function hasKeyKind<K extends KeyKind>(text: string, kind: K): text is KeyText<K> {
+  return text.startsWith(`${kind}:`);
+}
+
 export const KEY_LENGTH = 32;
 
 const KINDS: ReadonlySet<string> = new Set<KeyKind>([
@@ -86,12 +99,12 @@ function hexValue(c: number): number {
 }
 
 /** Formats 32 raw bytes as `<kind>:<64 lowercase hex>`. */
-export function formatKey(bytes: Uint8Array, kind: KeyKind): string {
+export function formatKey<K extends KeyKind>(bytes: Uint8Array, kind: K): KeyText<K> {
   if (!KINDS.has(kind)) throw new KeyParseError(`unknown key kind ${JSON.stringify(kind)}`);
   if (!(bytes instanceof Uint8Array) || bytes.length !== KEY_LENGTH) {
     throw new KeyParseError(`${kind} key: expected ${KEY_LENGTH} bytes`);
   }
-  return `${kind}:${toHex(bytes)}`;
+  return `${kind}:${toHex(bytes)}` as KeyText<K>;
 }
 
 /** `<kind>:` followed by 64 zeros: how Go writes an absent key. */

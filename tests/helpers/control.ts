@@ -14,6 +14,7 @@ import { State } from "../../lib/state/state.ts";
 import { openStore } from "../../lib/store/mod.ts";
 import type { Store, UserRecord } from "../../lib/store/types.ts";
 import type { DERPMap } from "../../lib/tailcfg/types.ts";
+import type { MachineKey } from "../../lib/tailcfg/keys.ts";
 import { ControlClient, duplexPair } from "./control_client.ts";
 import {
   type ControlPlane,
@@ -21,8 +22,10 @@ import {
   createControlPlane,
 } from "../../lib/control/mod.ts";
 
-export function randomKey(prefix: "mkey:" | "nodekey:" | "discokey:"): string {
-  return prefix + randomBytes(32).toString("hex");
+export function randomKey<P extends "mkey:" | "nodekey:" | "discokey:">(
+  prefix: P,
+): `${P}${string}` {
+  return `${prefix}${randomBytes(32).toString("hex")}`;
 }
 
 export const TEST_DERP_MAP: DERPMap = {
@@ -54,7 +57,7 @@ export interface TestControl {
     expiration?: Date | null;
   }): Promise<string>;
   /** A client connection as if Noise had authenticated `machineKey`. */
-  connect(machineKey: string, capVersion?: number): ControlClient;
+  connect(machineKey: MachineKey, capVersion?: number): ControlClient;
   close(): Promise<void>;
 }
 
