@@ -7,7 +7,7 @@ import { type PreAuthKey, PreAuthKeySchema } from "../../gen/headscale/v1/preaut
 import { type User, UserSchema } from "../../gen/headscale/v1/user_pb.ts";
 import { maskedKey } from "../auth/secrets.ts";
 import type { State } from "../state/state.ts";
-import { advertisedRoutes } from "../state/routes.ts";
+import { advertisedRoutes, isExitRoute, servedRoutes } from "../state/routes.ts";
 import type {
   ApiKeyRecord,
   NodeRecord,
@@ -63,8 +63,7 @@ const METHODS: Record<StoreRegisterMethod, RegisterMethod> = {
   unspecified: RegisterMethod.UNSPECIFIED,
 };
 
-/** Routes the node advertises (Hostinfo.RoutableIPs). */
-
+/** A node as the API shows it: routes announced (available), approved and served (subnet). */
 export function nodeToProto(n: NodeRecord, state: State): Node {
   const user = n.userId === null ? undefined : state.getUser(n.userId);
   const authKey = n.authKeyId === null
@@ -88,7 +87,9 @@ export function nodeToProto(n: NodeRecord, state: State): Node {
     online: state.isOnline(n.id),
     approvedRoutes: n.approvedRoutes,
     availableRoutes: available,
-    subnetRoutes: n.approvedRoutes.filter((r) => available.includes(r)),
+    // As headscale: what the node serves now, its primary subnet routes (an HA standby or an
+    // offline router serves none) and its approved exit routes.
+    subnetRoutes: [...state.primaryRoutesOf(n.id), ...servedRoutes(n).filter(isExitRoute)],
     tags: n.tags,
   });
 }
