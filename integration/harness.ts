@@ -28,6 +28,7 @@ import {
 import {
   listHarnessInterfaces,
   type Namespace,
+  type NetworkBehind,
   TEST_SUBNET,
   TestNetwork,
 } from "./harness/network.ts";
@@ -55,6 +56,7 @@ export {
 export {
   listHarnessInterfaces,
   type Namespace,
+  type NetworkBehind,
   sweepStaleRuns,
   TEST_SUBNET,
   TestNetwork,
@@ -117,6 +119,7 @@ export class Harness {
   readonly #clientNames = new Set<string>();
   readonly #servers: ServerProcess[] = [];
   readonly #binaries = new Map<string, Promise<TailscaleBinaries>>();
+  readonly #cleanups: (() => Promise<unknown>)[] = [];
   #closed = false;
 
   private constructor(
@@ -197,6 +200,26 @@ export class Harness {
   addNamespace(): Promise<Namespace> {
     this.#assertOpen();
     return this.network.addNamespace();
+  }
+
+  /**
+   * A namespace reachable only through `gateway`'s (a "LAN" behind a subnet router, an "internet"
+   * behind an exit node, with `beyond`): `<prefix>.1` on the gateway, `<prefix>.10` behind it.
+   * See {@link TestNetwork.addNetworkBehind}.
+   */
+  addNetworkBehind(
+    gateway: TailscaleClient | Namespace,
+    prefix: string,
+    options: { beyond?: string } = {},
+  ): Promise<NetworkBehind> {
+    this.#assertOpen();
+    const ns = gateway instanceof TailscaleClient ? gateway.namespace : gateway;
+    return this.network.addNetworkBehind(ns, prefix, options);
+  }
+
+  /** Runs `cleanup` when the harness closes, before daemons and namespaces go (latest first). */
+  onClose(cleanup: () => Promise<unknown>): void {
+    this.#cleanups.push(cleanup);
   }
 
   /** Runs `argv` inside namespace `ns`. */
@@ -304,6 +327,7 @@ export class Harness {
     if (options.failed) await this.collectArtifacts(options.error).catch(() => {});
     // Before the daemons stop, so their shutdown lines do not crowd out the interesting ones.
     const digest = options.failed ? await this.failureDigest() : undefined;
+    for (const cleanup of this.#cleanups.reverse()) await cleanup().catch(() => {});
     await Promise.all(this.#clients.map((c) => c.stopDaemon().catch(() => {})));
     await Promise.all(this.#servers.map((s) => s.stop().catch(() => {})));
     const problems = await this.network.destroy();

@@ -10,6 +10,11 @@
  * arrives from the bridge, so namespaces reach the bridge address and each other (switched, not
  * routed) but never anything beyond this machine, whatever the host's ip_forward setting.
  *
+ * Networks behind a node ({@link TestNetwork.addNetworkBehind}): a namespace joined by a veth pair
+ * to one client's namespace only (a "LAN" behind a subnet router, an "internet" behind an exit
+ * node). Its /24 is routed nowhere else: other namespaces send it to the bridge, where the rule
+ * above refuses it. Those addresses exist only inside the two namespaces, never on the host.
+ *
  * Crash safety: the bridge's alias records the owning process (pid and start time); a later run
  * sweeps every `hsd…` bridge, namespace, veth and rule whose owner is gone.
  */
@@ -36,7 +41,7 @@ export interface Namespace {
   address: string;
   /** Interface name inside the namespace. */
   device: "eth0";
-  /** Host-side veth name, e.g. `hsdv137c0`. */
+  /** Host-side veth name, e.g. `hsdv137c0`; empty for a namespace behind a client's. */
   hostVeth: string;
 }
 
@@ -46,8 +51,21 @@ interface Owner {
   startTime: string;
 }
 
+/** A namespace reachable only through one client's namespace (see {@link TestNetwork.addNetworkBehind}). */
+export interface NetworkBehind {
+  /** The namespace behind the gateway; `address` is where its servers listen. */
+  namespace: Namespace;
+  /** The /24 a route to it names, e.g. `10.77.1.0/24`. */
+  subnet: string;
+  /** The gateway namespace's address on the link, `<prefix>.1`. */
+  gatewayAddress: string;
+  /** The gateway namespace's interface on the link, e.g. `lan0`. */
+  gatewayDevice: string;
+}
+
 export class TestNetwork {
   readonly #namespaces: Namespace[] = [];
+  readonly #behind: Namespace[] = [];
   #destroyed = false;
 
   private constructor(
@@ -155,6 +173,72 @@ export class TestNetwork {
     return ns;
   }
 
+  /**
+   * A namespace behind `gateway` (a client's namespace), joined to it alone by a veth pair:
+   * `<prefix>.1/24` on the gateway's `lan<k>`, `<prefix>.10/24` on the new namespace's `eth0`
+   * (default route via the gateway). `prefix` is the first three octets, e.g. `10.77.1`. Only the
+   * gateway (and whatever tailscaled there forwards) reaches it. Several gateways may each have
+   * a network with the same prefix (HA subnet routers), as they are separate namespaces.
+   *
+   * With `beyond` (three octets too), the namespace also holds `<beyond>.10` on its loopback and
+   * the gateway routes `<beyond>.0/24` through it: a network one hop past the gateway, on none of
+   * its interfaces. An exit node needs that: tailscaled leaves the gateway's directly connected
+   * LANs out of the exit route ("guest Wi-Fi": they must be advertised as subnets of their own),
+   * so a server on its own link would be refused by its filter.
+   */
+  async addNetworkBehind(
+    gateway: Namespace,
+    prefix: string,
+    options: { beyond?: string } = {},
+  ): Promise<NetworkBehind> {
+    if (this.#destroyed) throw new Error("test network already destroyed");
+    for (const p of [prefix, options.beyond ?? prefix]) {
+      if (!/^\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(p)) {
+        throw new Error(`prefixes are three octets, e.g. 10.77.1, got ${JSON.stringify(p)}`);
+      }
+      if (`${p}.0/24` === this.subnet) throw new Error(`${p}.0/24 is the bridge's subnet`);
+    }
+    const k = this.#behind.length;
+    const routed = options.beyond ?? prefix;
+    const ns: Namespace = {
+      name: `${NAMESPACE_PREFIX}${this.index}-l${k}`,
+      address: `${routed}.10`,
+      device: "eth0",
+      hostVeth: "",
+    };
+    this.#behind.push(ns);
+    const gatewayDevice = `lan${k}`;
+    const gatewayAddress = `${prefix}.1`;
+    const ip = (...args: string[]) => runChecked(["ip", ...args]);
+    await ip("netns", "add", ns.name);
+    await writeNamespaceEtc(ns.name);
+    await ip(
+      "-n",
+      gateway.name,
+      "link",
+      "add",
+      gatewayDevice,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      ns.device,
+      "netns",
+      ns.name,
+    );
+    await ip("-n", gateway.name, "addr", "add", `${gatewayAddress}/24`, "dev", gatewayDevice);
+    await ip("-n", gateway.name, "link", "set", gatewayDevice, "up");
+    await ip("-n", ns.name, "link", "set", "lo", "up");
+    await ip("-n", ns.name, "addr", "add", `${prefix}.10/24`, "dev", ns.device);
+    await ip("-n", ns.name, "link", "set", ns.device, "up");
+    await ip("-n", ns.name, "route", "add", "default", "via", gatewayAddress);
+    if (options.beyond) {
+      await ip("-n", ns.name, "addr", "add", `${ns.address}/32`, "dev", "lo");
+      await ip("-n", gateway.name, "route", "add", `${routed}.0/24`, "via", `${prefix}.10`);
+    }
+    return { namespace: ns, subnet: `${routed}.0/24`, gatewayAddress, gatewayDevice };
+  }
+
   /** `argv` prefixed so that it runs inside namespace `ns`. */
   execArgv(ns: Namespace | string, argv: readonly string[]): string[] {
     return ["ip", "netns", "exec", typeof ns === "string" ? ns : ns.name, ...argv];
@@ -167,8 +251,8 @@ export class TestNetwork {
   async destroy(): Promise<string[]> {
     this.#destroyed = true;
     const problems: string[] = [];
-    await Promise.all(this.#namespaces.map(async (ns) => {
-      problems.push(...await removeNamespace(ns.name, ns.hostVeth));
+    await Promise.all([...this.#namespaces, ...this.#behind].map(async (ns) => {
+      problems.push(...await removeNamespace(ns.name, ns.hostVeth || undefined));
     }));
     problems.push(...await removeBridge(this.index));
     return problems;

@@ -44,6 +44,11 @@ export interface ApiNode {
   /** The DNS label in the tailnet. */
   givenName: string;
   user?: { id: string; name: string };
+  /** Routes the node announces (Hostinfo.RoutableIPs). */
+  availableRoutes?: string[];
+  approvedRoutes?: string[];
+  /** Routes it serves now: its primary subnet routes and approved exit routes. */
+  subnetRoutes?: string[];
   expiry?: string;
   online: boolean;
   tags: string[];
@@ -315,6 +320,30 @@ export class ControlServer {
 
   async authReject(authId: string): Promise<void> {
     await this.cli(["auth", "reject", "--auth-id", authId]);
+  }
+
+  /** Replaces the approved routes of node `id` (`nodes approve-routes`; [] clears them). */
+  async approveRoutes(id: string, routes: readonly string[]): Promise<ApiNode> {
+    return await this.cli<ApiNode>([
+      "nodes",
+      "approve-routes",
+      "--identifier",
+      id,
+      "--routes",
+      routes.join(","),
+    ]);
+  }
+
+  /** `nodes list-routes`: the nodes that announce, have approved or serve a route. */
+  async listRoutes(): Promise<ApiNode[]> {
+    return await this.cli<ApiNode[]>(["nodes", "list-routes"]);
+  }
+
+  /** Sets the policy (`policy set -f`, database mode). */
+  async setPolicy(text: string): Promise<void> {
+    const path = `${this.dir}/policy-${crypto.randomUUID()}.hujson`;
+    await Deno.writeTextFile(path, text);
+    await this.cli(["policy", "set", "-f", path]);
   }
 
   /** The fully qualified MagicDNS name a client shows for a node, e.g. `a.tailnet.internal.`. */

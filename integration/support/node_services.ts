@@ -16,7 +16,13 @@
  *
  * Where a connection died: {@link aclDrops} counts the packets the target's filter dropped.
  */
-import { type Harness, type TailscaleClient, waitFor } from "../harness.ts";
+import {
+  type Harness,
+  type NetworkBehind,
+  runCommand,
+  type TailscaleClient,
+  waitFor,
+} from "../harness.ts";
 import { ManagedProcess, tailOfFile } from "../harness/command.ts";
 
 /** HTTP servers on a node's loopback, one process for all its ports. */
@@ -87,6 +93,45 @@ export async function serveHttp(
       await process.stop();
     },
   };
+}
+
+/**
+ * An HTTP server on `<net's host>:<port>` in a namespace behind a node (a LAN behind a subnet
+ * router, an "internet" behind an exit node) answering every request with `body`; resolves once
+ * it answers there. Stopped when the harness closes. Output: `<artifacts>/<namespace>.http.log`.
+ */
+export async function serveHttpBehind(
+  harness: Harness,
+  net: NetworkBehind,
+  port: number,
+  body: string,
+): Promise<void> {
+  const ns = net.namespace;
+  const script = [
+    `Deno.serve({ hostname: ${JSON.stringify(ns.address)}, port: ${port}, onListen() {} },`,
+    `  () => new Response(${JSON.stringify(body + "\n")}));`,
+  ].join("\n");
+  const logPath = `${harness.artifactsDir}/${ns.name}.http.log`;
+  const process = await ManagedProcess.spawn(
+    ["ip", "netns", "exec", ns.name, Deno.execPath(), "eval", script],
+    { logPath, dieWithParent: harness.dieWithParent },
+  );
+  harness.onClose(() => process.stop());
+  const url = `http://${ns.address}:${port}/`;
+  await waitFor(
+    async () => {
+      if (!process.running) {
+        throw new Error(`the HTTP server exited:\n${await tailOfFile(logPath)}`);
+      }
+      const local = await runCommand(
+        ["ip", "netns", "exec", ns.name, "curl", "-sS", "--max-time", "2", url],
+        { timeoutMs: 5_000 },
+      );
+      return local.success && local.stdout.trim() === body;
+    },
+    15_000,
+    { description: `HTTP server on ${url} in ${ns.name}`, intervalMs: 100 },
+  );
 }
 
 /**

@@ -1,0 +1,292 @@
+/**
+ * Subnet routers and exit nodes with real clients. A router's namespace has a "LAN" behind it (a
+ * namespace joined to the router's alone, see TestNetwork.addNetworkBehind) with an HTTP server;
+ * an exit node has an "internet" (198.51.100.0/24) one hop behind it the same way. Other namespaces have
+ * no route there: they reach those servers through the router or exit node or not at all.
+ * Connections leave through each client's SOCKS5 proxy (userspace tailscaled), so what the
+ * client's netmap routes is what the test observes.
+ */
+import assert from "node:assert/strict";
+import {
+  integrationSkipReason,
+  type NetworkBehind,
+  type TailscaleClient,
+  type TailscaleStatus,
+  waitFor,
+  withHarness,
+} from "./harness.ts";
+import { type ApiNode, startControlServer } from "./support/control_server.ts";
+import { serveHttpBehind } from "./support/node_services.ts";
+import { assertNoHttp, waitForHttp, waitForNoHttp } from "./support/reach.ts";
+import { peerByHostName, waitForStatus } from "./support/tailnet.ts";
+
+const skipReason = await integrationSkipReason();
+if (skipReason) console.log(`route tests skipped: ${skipReason}`);
+const ignore = skipReason !== undefined;
+
+/** How long an approval or a policy change may take to reach the clients. */
+const CHANGE_TIMEOUT_MS = 20_000;
+
+const LAN1 = "10.77.1";
+const LAN2 = "10.77.2";
+/**
+ * The "internet" is one hop past the exit node (TEST-NET-1 between them): an exit node does not
+ * carry traffic to its own directly connected networks (see TestNetwork.addNetworkBehind).
+ */
+const UPLINK = "192.0.2";
+const INTERNET = "198.51.100";
+
+/** The route columns of one node in `nodes list-routes`. */
+function routesOf(listed: ApiNode[], name: string) {
+  const node = listed.find((n) => n.name === name);
+  return {
+    available: [...node?.availableRoutes ?? []].sort(),
+    approved: [...node?.approvedRoutes ?? []].sort(),
+    serving: [...node?.subnetRoutes ?? []].sort(),
+  };
+}
+
+/** Waits until `viewer` shows `hostname` with exactly `routes` as PrimaryRoutes. */
+function waitForPrimaryRoutes(
+  viewer: TailscaleClient,
+  hostname: string,
+  routes: readonly string[],
+): Promise<TailscaleStatus> {
+  const want = [...routes].sort();
+  return waitForStatus(
+    viewer,
+    (status) => {
+      const peer = peerByHostName(status, hostname);
+      if (!peer) throw new Error(`no peer ${hostname}`);
+      const got = [...peer.PrimaryRoutes ?? []].sort();
+      assert.deepEqual(got, want, `${hostname}'s PrimaryRoutes`);
+    },
+    `${hostname} with PrimaryRoutes [${want.join(", ")}]`,
+    CHANGE_TIMEOUT_MS,
+  );
+}
+
+async function lanBehind(
+  h: Parameters<Parameters<typeof withHarness>[1]>[0],
+  gateway: TailscaleClient,
+  prefix: string,
+  body: string,
+  options: { beyond?: string } = {},
+): Promise<NetworkBehind> {
+  const net = await h.addNetworkBehind(gateway, prefix, options);
+  await serveHttpBehind(h, net, 80, body);
+  return net;
+}
+
+function routerPolicy(extra = ""): string {
+  return `{
+  "tagOwners": { "tag:router": ["admin@"] },
+  "acls": [
+    // alice may reach both LANs; bob may reach the router itself, nothing behind it
+    { "action": "accept", "src": ["alice@"], "dst": ["${LAN1}.0/24:*", "${LAN2}.0/24:*"] },
+    { "action": "accept", "src": ["bob@"], "dst": ["tag:router:*"] },
+  ],
+  ${extra}
+}`;
+}
+
+Deno.test({
+  name:
+    "routes: a subnet router's LAN is reached after approve-routes or autoApprovers, by the users the policy allows",
+  ignore,
+  fn: () =>
+    withHarness({ name: "routes-subnet" }, async (h) => {
+      // https, so the embedded DERP relay works: a tunnel's first WireGuard handshake goes through
+      // it at once instead of waiting out a lost one (5 s).
+      const server = await startControlServer(h, {
+        extraConfig: "policy:\n  mode: database",
+        tls: true,
+      });
+      for (const user of ["admin", "alice", "bob"]) await server.createUser(user);
+      await server.setPolicy(routerPolicy());
+      const [router, alice, bob] = await h.addClients(["router", "alice", "bob"], {
+        env: server.clientEnv,
+      });
+      const lan1 = await lanBehind(h, router, LAN1, "lan-1");
+      const lan2 = await lanBehind(h, router, LAN2, "lan-2");
+      const routerKey = await server.createTaggedAuthKey("tag:router");
+      await Promise.all([
+        router.up({
+          loginServer: server.url,
+          authKey: routerKey,
+          extraArgs: [`--advertise-routes=${lan1.subnet}`],
+        }),
+        ...[[alice, "alice"], [bob, "bob"]].map(async ([c, user]) =>
+          (c as TailscaleClient).up({
+            loginServer: server.url,
+            authKey: await server.createAuthKey(user as string),
+            extraArgs: ["--accept-routes"],
+          })
+        ),
+      ]);
+      const lanHost = lan1.namespace.address;
+
+      // --- Announced, not approved: listed as available only; nobody reaches the LAN.
+      await waitFor(
+        async () => {
+          const r = routesOf(await server.listRoutes(), router.name);
+          assert.deepEqual(r, { available: [lan1.subnet], approved: [], serving: [] });
+          return true;
+        },
+        CHANGE_TIMEOUT_MS,
+        { description: "the announced route in nodes list-routes" },
+      );
+      // bob may reach the router itself: a peer without routes. alice may reach only what is
+      // behind it, which it does not serve yet: the router is not even her peer.
+      await waitForPrimaryRoutes(bob, router.name, []);
+      assert.equal(peerByHostName(await alice.status(), router.name), undefined);
+      await Promise.all([assertNoHttp(alice, lanHost, 80), assertNoHttp(bob, lanHost, 80)]);
+
+      // --- Approved with the CLI: alice reaches the LAN through the router; bob's packets are
+      // dropped by the router's filter (he may reach the router, not what is behind it).
+      const routerNode = await server.nodeByHostname(router.name);
+      const approved = await server.approveRoutes(routerNode.id, [lan1.subnet]);
+      assert.deepEqual(approved.approvedRoutes, [lan1.subnet]);
+      assert.deepEqual(
+        routesOf(await server.listRoutes(), router.name),
+        { available: [lan1.subnet], approved: [lan1.subnet], serving: [lan1.subnet] },
+      );
+      await waitForPrimaryRoutes(alice, router.name, [lan1.subnet]);
+      await waitForHttp(alice, lanHost, 80, "lan-1");
+      await assertNoHttp(bob, lanHost, 80, router);
+
+      // --- autoApprovers: the router announces a second LAN; the policy approves it on sight.
+      await server.setPolicy(routerPolicy(
+        `"autoApprovers": { "routes": { "${LAN2}.0/24": ["tag:router"] } },`,
+      ));
+      await router.cliChecked(["set", `--advertise-routes=${lan1.subnet},${lan2.subnet}`]);
+      await waitForPrimaryRoutes(alice, router.name, [lan1.subnet, lan2.subnet]);
+      assert.deepEqual(routesOf(await server.listRoutes(), router.name), {
+        available: [lan1.subnet, lan2.subnet],
+        approved: [lan1.subnet, lan2.subnet],
+        serving: [lan1.subnet, lan2.subnet],
+      });
+      await waitForHttp(alice, lan2.namespace.address, 80, "lan-2");
+      await assertNoHttp(bob, lan2.namespace.address, 80, router);
+
+      // --- The approval withdrawn: the route is gone from alice's netmap and the LAN with it.
+      await server.approveRoutes(routerNode.id, [lan2.subnet]);
+      await waitForPrimaryRoutes(alice, router.name, [lan2.subnet]);
+      await waitForNoHttp(alice, lanHost, 80, CHANGE_TIMEOUT_MS);
+      await waitForHttp(alice, lan2.namespace.address, 80, "lan-2");
+    }),
+});
+
+function exitPolicy(extra = ""): string {
+  return `{
+  "tagOwners": { "tag:exit": ["admin@"] },
+  "acls": [
+    // alice may use exit nodes; bob may reach the exit node itself, not the internet through it
+    { "action": "accept", "src": ["alice@"], "dst": ["autogroup:internet:*"] },
+    { "action": "accept", "src": ["bob@"], "dst": ["tag:exit:*"] },
+  ],
+  ${extra}
+}`;
+}
+
+/**
+ * Waits until `viewer` may pick `hostname` as its exit node (`offered`), or may not: the peer
+ * lists ExitNodeOption false, or is no peer at all (alice sees exit nodes only).
+ */
+function waitForExitNodeOption(
+  viewer: TailscaleClient,
+  hostname: string,
+  offered: boolean,
+): Promise<TailscaleStatus> {
+  return waitForStatus(
+    viewer,
+    (status) => {
+      const peer = peerByHostName(status, hostname);
+      if (!peer && offered) throw new Error(`no peer ${hostname}`);
+      return (peer?.ExitNodeOption ?? false) === offered;
+    },
+    `${hostname} ${offered ? "offered" : "not offered"} as an exit node`,
+    CHANGE_TIMEOUT_MS,
+  );
+}
+
+Deno.test({
+  name:
+    "routes: an exit node approved with the CLI or autoApprovers.exitNode carries the internet for the users autogroup:internet allows",
+  ignore,
+  fn: () =>
+    withHarness({ name: "routes-exit" }, async (h) => {
+      const server = await startControlServer(h, {
+        extraConfig: "policy:\n  mode: database",
+        tls: true,
+      });
+      for (const user of ["admin", "alice", "bob"]) await server.createUser(user);
+      await server.setPolicy(exitPolicy());
+      const [exit, alice, bob] = await h.addClients(["exit", "alice", "bob"], {
+        env: server.clientEnv,
+      });
+      const internet = await lanBehind(h, exit, UPLINK, "internet", { beyond: INTERNET });
+      const site = internet.namespace.address;
+      await Promise.all([
+        exit.up({
+          loginServer: server.url,
+          authKey: await server.createTaggedAuthKey("tag:exit"),
+          extraArgs: ["--advertise-exit-node"],
+        }),
+        alice.up({ loginServer: server.url, authKey: await server.createAuthKey("alice") }),
+        bob.up({ loginServer: server.url, authKey: await server.createAuthKey("bob") }),
+      ]);
+      const exitRoutes = ["0.0.0.0/0", "::/0"];
+
+      // --- Announced, not approved: not an exit node for anyone, the internet out of reach.
+      await waitFor(
+        async () => {
+          const r = routesOf(await server.listRoutes(), exit.name);
+          assert.deepEqual(r, { available: exitRoutes, approved: [], serving: [] });
+          return true;
+        },
+        CHANGE_TIMEOUT_MS,
+        { description: "the announced exit routes in nodes list-routes" },
+      );
+      await waitForExitNodeOption(bob, exit.name, false);
+      const refused = await bob.cli(["set", `--exit-node=${exit.name}`]);
+      assert.equal(refused.success, false, "bob could pick an unapproved exit node");
+      assert.match(refused.stderr, /is not advertising an exit node/);
+      assert.equal((await alice.cli(["set", `--exit-node=${exit.name}`])).success, false);
+      await Promise.all([assertNoHttp(alice, site, 80), assertNoHttp(bob, site, 80)]);
+
+      // --- Approved with the CLI: alice's traffic to the internet goes through the exit node.
+      const exitNode = await server.nodeByHostname(exit.name);
+      await server.approveRoutes(exitNode.id, exitRoutes);
+      assert.deepEqual(routesOf(await server.listRoutes(), exit.name), {
+        available: exitRoutes,
+        approved: exitRoutes,
+        serving: exitRoutes,
+      });
+      await waitForExitNodeOption(alice, exit.name, true);
+      await assertNoHttp(alice, site, 80); // not chosen yet: no route to it
+      await alice.cliChecked(["set", `--exit-node=${exit.name}`]);
+      const using = await alice.status();
+      assert.equal(peerByHostName(using, exit.name)?.ExitNode, true, "alice's ExitNode");
+      await waitForHttp(alice, site, 80, "internet");
+
+      // bob may pick it (he sees it, and it offers exit routes), but autogroup:internet does
+      // not include him: the exit node's filter drops his packets.
+      await waitForExitNodeOption(bob, exit.name, true);
+      await bob.cliChecked(["set", `--exit-node=${exit.name}`]);
+      await assertNoHttp(bob, site, 80, exit);
+
+      // Without the exit node, alice is back to no route.
+      await alice.cliChecked(["set", "--exit-node="]);
+      await waitForNoHttp(alice, site, 80, CHANGE_TIMEOUT_MS);
+
+      // --- autoApprovers.exitNode: approval withdrawn, then given back by the policy alone.
+      await server.approveRoutes(exitNode.id, []);
+      await waitForExitNodeOption(alice, exit.name, false);
+      await server.setPolicy(exitPolicy(`"autoApprovers": { "exitNode": ["tag:exit"] },`));
+      await waitForExitNodeOption(alice, exit.name, true);
+      assert.deepEqual(routesOf(await server.listRoutes(), exit.name).approved, exitRoutes);
+      await alice.cliChecked(["set", `--exit-node=${exit.name}`]);
+      await waitForHttp(alice, site, 80, "internet");
+    }),
+});
