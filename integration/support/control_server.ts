@@ -56,6 +56,11 @@ export interface ApiNode {
 }
 
 export interface ControlServerOptions {
+  /**
+   * Tells servers of one harness apart: its directory `<workDir>/<name>`, log `<name>.log`, map
+   * responses `mapresponses-<name>/`. Default `server` (map responses in `mapresponses/`).
+   */
+  name?: string;
   /** Extra YAML appended to the generated config (top-level keys only). */
   extraConfig?: string;
   /** Batch delay for change fan-out. Default 50ms, so tests see changes quickly. */
@@ -64,6 +69,8 @@ export interface ControlServerOptions {
   ephemeralInactivityTimeout?: string;
   /** `dns.base_domain`. Default `tailnet.internal`. */
   baseDomain?: string;
+  /** More keys of the `dns` section, as YAML lines relative to it, e.g. `["override_local_dns: true"]`. */
+  dns?: string[];
   /**
    * Serve https with a throwaway CA (clients must trust `server.caCertPath` via SSL_CERT_FILE), as
    * real deployments do. Old clients need it: v1.80 forces an HTTPS dial after a recent failed
@@ -75,6 +82,7 @@ export interface ControlServerOptions {
 /** One headscale-deno server process in a harness, with its config and admin CLI. */
 export class ControlServer {
   #process: ServerProcess | undefined;
+  #name = "server";
 
   private constructor(
     readonly harness: Harness,
@@ -87,16 +95,18 @@ export class ControlServer {
     private readonly caCertPem?: string,
   ) {}
 
-  /** Writes the config into `<workDir>/server` and starts the server (waits for /health). */
+  /** Writes the config into `<workDir>/<name>` and starts the server (waits for /health). */
   static async start(harness: Harness, options: ControlServerOptions = {}): Promise<ControlServer> {
     const listen = harness.listenAddress();
-    const dir = `${harness.workDir}/server`;
+    const name = options.name ?? "server";
+    if (!/^[a-z0-9-]{1,30}$/.test(name)) throw new Error(`bad server name ${JSON.stringify(name)}`);
+    const dir = `${harness.workDir}/${name}`;
     await Deno.mkdir(dir, { recursive: true });
     const stunPort = await freeUdpPort(listen.host);
     const baseDomain = options.baseDomain ?? "tailnet.internal";
     const tls = options.tls
       ? await (async () => {
-        const ca = await createTestCa(`${harness.workDir}/tls`);
+        const ca = await createTestCa(`${dir}/tls`);
         const cert = await issueServerCertificate(ca, { ipAddresses: [listen.host] });
         return { ca, cert };
       })()
@@ -115,6 +125,7 @@ export class ControlServer {
         `dns:`,
         `  magic_dns: true`,
         `  base_domain: ${baseDomain}`,
+        ...(options.dns ?? []).map((line) => `  ${line}`),
         `tuning:`,
         `  batch_change_delay: ${options.batchChangeDelay ?? "50ms"}`,
         options.extraConfig ?? "",
@@ -132,6 +143,7 @@ export class ControlServer {
       tls?.ca.certPath,
       tls?.ca.certPem,
     );
+    server.#name = name;
     await server.#spawn();
     return server;
   }
@@ -180,7 +192,7 @@ export class ControlServer {
 
   /** Where the server's output goes (appended across restarts). */
   get logPath(): string {
-    return `${this.harness.artifactsDir}/server.log`;
+    return `${this.harness.artifactsDir}/${this.#name}.log`;
   }
 
   /** How the current server process ended, or undefined while it runs. */
@@ -189,7 +201,9 @@ export class ControlServer {
   }
 
   async #spawn(): Promise<void> {
+    const dumps = this.#name === "server" ? "mapresponses" : `mapresponses-${this.#name}`;
     const process = await this.harness.startServer({
+      name: this.#name,
       command: [
         Deno.execPath(),
         "run",
@@ -203,7 +217,7 @@ export class ControlServer {
       caCertPem: this.caCertPem,
       // Every map response sent, per node: kept with the other artifacts when a test fails.
       env: {
-        HEADSCALE_DEBUG_DUMP_MAPRESPONSE_PATH: `${this.harness.artifactsDir}/mapresponses`,
+        HEADSCALE_DEBUG_DUMP_MAPRESPONSE_PATH: `${this.harness.artifactsDir}/${dumps}`,
       },
     });
     this.#process = process;
