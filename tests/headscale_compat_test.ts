@@ -38,17 +38,6 @@ Deno.test("config: grpc with TLS or grpc_allow_insecure keeps the listener", () 
   assert.ok(!insecure.warnings.some((w) => w.includes("grpc")));
 });
 
-Deno.test("config: oidc with an issuer is refused, other oidc keys warn", () => {
-  assert.throws(
-    () => parseConfigText("oidc:\n  issuer: https://id.example.com\n  client_id: x"),
-    (e) =>
-      e instanceof ConfigError &&
-      /^oidc\.issuer: OIDC login is not supported yet; .*pre-auth keys/.test(e.message),
-  );
-  const { warnings } = parseConfigText("oidc:\n  scope: [openid]");
-  assert.ok(warnings.some((w) => /^oidc\.scope has no effect/.test(w)), warnings.join("\n"));
-});
-
 Deno.test("config: logtail.enabled and auto_update.enabled are read", () => {
   const { config } = parseConfigText("logtail:\n  enabled: true\nauto_update:\n  enabled: true");
   assert.deepEqual(config.logtailEnabled, true);

@@ -6,6 +6,28 @@ export interface DnsExtraRecord {
   value: string;
 }
 
+/** `oidc.*` once `oidc.issuer` is set (headscale turns OIDC on by the issuer alone). */
+export interface OidcConfig {
+  issuer: string;
+  clientId: string;
+  /** `oidc.client_secret`, "" when it comes from a file. */
+  clientSecret: string;
+  /**
+   * `oidc.client_secret_path` with `$VAR`/`${VAR}` expanded (systemd's `$CREDENTIALS_DIRECTORY`);
+   * read by the server at start, so the CLI never needs to read it.
+   */
+  clientSecretPath: string;
+  scope: string[];
+  extraParams: Record<string, string>;
+  allowedDomains: string[];
+  allowedUsers: string[];
+  allowedGroups: string[];
+  emailVerifiedRequired: boolean;
+  pkce: { enabled: boolean; method: "S256" | "plain" };
+  useExpiryFromToken: boolean;
+  onlyStartIfOidcIsAvailable: boolean;
+}
+
 export interface Config {
   serverUrl: string;
   listenAddr: string;
@@ -73,6 +95,8 @@ export interface Config {
   logtailEnabled: boolean;
   /** auto_update.enabled: the tailnet-wide default for client auto-updates. */
   autoUpdateEnabled: boolean;
+  /** Null unless `oidc.issuer` is set. */
+  oidc: OidcConfig | null;
   cli: { address: string; apiKey: string; timeoutMs: number; insecure: boolean };
   tuning: {
     batchChangeDelayMs: number;

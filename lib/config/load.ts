@@ -3,7 +3,7 @@
  * variables (`database.sqlite.path` → HEADSCALE_DATABASE_SQLITE_PATH), then validation.
  */
 import { parse as parseYaml, YAMLParseError } from "yaml";
-import type { Config, DnsExtraRecord } from "./config.ts";
+import type { Config, DnsExtraRecord, OidcConfig } from "./config.ts";
 import { parseDuration } from "./duration.ts";
 import { type KeySpec, REMOVED_KEYS, RENAMED_KEYS, SCHEMA } from "./schema.ts";
 import { parseIP, parsePrefix, prefixWithin } from "../net/ip.ts";
@@ -110,10 +110,11 @@ export function parseConfigText(
       errors.push(`${source}: ${(e as Error).message}`);
     }
   }
-  checkOidc(raw, values, errors, warnings);
+  const oidc = readOidc(values, env, errors);
   if (errors.length) throw new ConfigError(errors.join("\n"));
 
   const config = build(values);
+  config.oidc = oidc;
   validate(config, values, errors, warnings);
   if (errors.length) throw new ConfigError(errors.join("\n"));
   return { config, path, warnings };
@@ -291,6 +292,7 @@ function build(v: Map<string, unknown>): Config {
     taildropEnabled: b("taildrop.enabled"),
     logtailEnabled: b("logtail.enabled"),
     autoUpdateEnabled: b("auto_update.enabled"),
+    oidc: null,
     cli: {
       address: s("cli.address"),
       apiKey: s("cli.api_key"),
@@ -438,23 +440,74 @@ function validate(c: Config, v: Map<string, unknown>, errors: string[], warnings
   }
 }
 
-/** OIDC is not implemented yet: a configured issuer is refused, other oidc keys warn. */
-function checkOidc(
-  raw: Map<string, unknown>,
+/** Expands `$VAR` and `${VAR}` as Go's os.ExpandEnv does (an unset variable is ""). */
+export function expandEnv(text: string, env: Record<string, string | undefined>): string {
+  return text.replace(
+    /\$(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))/g,
+    (_m, braced: string | undefined, bare: string | undefined) => env[braced ?? bare!] ?? "",
+  );
+}
+
+/**
+ * `oidc.*` as headscale reads them: OIDC is on when `oidc.issuer` is set, which then needs an
+ * http(s) issuer URL, a client id, and exactly one of `client_secret` and `client_secret_path`.
+ * The other keys have no effect without an issuer (headscale ignores them too).
+ */
+function readOidc(
   values: Map<string, unknown>,
+  env: Record<string, string | undefined>,
   errors: string[],
-  warnings: string[],
-) {
-  const set = [...raw.keys()].filter((k) => k.startsWith("oidc."));
-  if (set.length === 0) return;
-  if (values.get("oidc.issuer") !== "") {
-    errors.push(
-      "oidc.issuer: OIDC login is not supported yet; remove the oidc section and enroll nodes " +
-        "with pre-auth keys (preauthkeys create) or interactive logins (auth register)",
-    );
-    return;
+): OidcConfig | null {
+  const s = (k: string) => values.get(k) as string;
+  const issuer = s("oidc.issuer");
+  if (issuer === undefined || issuer === "") return null;
+  const err = (key: string, msg: string) => errors.push(`${key}: ${msg}`);
+  try {
+    const u = new URL(issuer);
+    if ((u.protocol !== "https:" && u.protocol !== "http:") || u.host === "") throw new Error();
+  } catch {
+    err("oidc.issuer", `must be an http:// or https:// URL, got "${issuer}"`);
   }
-  for (const k of set) warnings.push(`${k} has no effect: OIDC login is not supported yet`);
+  if (s("oidc.client_id") === "") err("oidc.client_id", "is required when oidc.issuer is set");
+  const secret = s("oidc.client_secret");
+  const secretPath = s("oidc.client_secret_path");
+  if (secret !== "" && secretPath !== "") {
+    err(
+      "oidc.client_secret",
+      "oidc.client_secret and oidc.client_secret_path are mutually exclusive",
+    );
+  } else if (secret === "" && secretPath === "") {
+    err("oidc.client_secret", "oidc.client_secret or oidc.client_secret_path is required");
+  }
+  const method = s("oidc.pkce.method");
+  if (method !== "S256" && method !== "plain") {
+    err("oidc.pkce.method", `must be S256 or plain, got "${method}"`);
+  }
+  const scope = values.get("oidc.scope") as string[];
+  if (!scope.includes("openid")) err("oidc.scope", 'must include "openid"');
+  const extraParams: Record<string, string> = {};
+  for (const [k, v] of Object.entries(values.get("oidc.extra_params") as Record<string, unknown>)) {
+    if (v !== null && typeof v === "object") {
+      err(`oidc.extra_params.${k}`, "must be a string");
+    } else extraParams[k] = String(v ?? "");
+  }
+  const l = (k: string) => values.get(k) as string[];
+  const b = (k: string) => values.get(k) as boolean;
+  return {
+    issuer,
+    clientId: s("oidc.client_id"),
+    clientSecret: secret,
+    clientSecretPath: secretPath === "" ? "" : expandEnv(secretPath, env),
+    scope,
+    extraParams,
+    allowedDomains: l("oidc.allowed_domains"),
+    allowedUsers: l("oidc.allowed_users"),
+    allowedGroups: l("oidc.allowed_groups"),
+    emailVerifiedRequired: b("oidc.email_verified_required"),
+    pkce: { enabled: b("oidc.pkce.enabled"), method: method === "plain" ? "plain" : "S256" },
+    useExpiryFromToken: b("oidc.use_expiry_from_token"),
+    onlyStartIfOidcIsAvailable: b("oidc.only_start_if_oidc_is_available"),
+  };
 }
 
 function isWithin(prefix: string, outer: string): boolean {

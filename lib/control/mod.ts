@@ -43,6 +43,9 @@ import { createAuthPageHandler, createRegisterPageHandler } from "./register_pag
 import { SshChecks } from "./ssh_check.ts";
 import { registerApproved, RegisterService } from "./register.ts";
 import type { MachineKey } from "../tailcfg/keys.ts";
+import type { OidcClient } from "../oidc/client.ts";
+import { OidcWeb } from "../oidc/web.ts";
+import { providerIdentifier, trustedEmail } from "../oidc/claims.ts";
 
 export type { AuthVerdict, PendingAuths } from "./pending_auths.ts";
 
@@ -63,6 +66,8 @@ export interface ControlPlaneDeps {
    * Without one, the control plane keeps a registry of its own (tuning.authTtlMs) and closes it.
    */
   authRequests?: AuthRequestRegistry;
+  /** With `oidc.issuer`: logins and SSH checks go through the OpenID provider. */
+  oidc?: OidcClient | null;
   /** Knobs for tests; production uses the defaults. */
   tuning?: {
     keepAliveMs?: number;
@@ -78,6 +83,8 @@ export interface ControlPlane {
   handleNoiseConnection(conn: Duplex, machineKey: MachineKey, capVersion: number): void;
   registerPage(req: IncomingMessage, res: ServerResponse): void;
   authPage(req: IncomingMessage, res: ServerResponse): void;
+  /** `GET /oidc/callback` (answers 404 without OIDC). */
+  oidcCallback(req: IncomingMessage, res: ServerResponse): void;
   /** The registry its logins and SSH checks wait in (`auth register/approve/reject/list`). */
   authRequests: AuthRequests;
   /** Map request totals since start (streams, full maps, lite updates), for metrics. */
@@ -137,12 +144,38 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
     minCapVersion: tuning.minCapVersion,
     limits: tuning.bodyLimits,
   });
-  const registerPage = createRegisterPageHandler(pendingAuths);
+  const oidc = deps.oidc && config.oidc
+    ? new OidcWeb({
+      client: deps.oidc,
+      config: config.oidc,
+      serverUrl: config.serverUrl,
+      log: deps.log.child({ component: "oidc" }),
+      upsertUser: (c) =>
+        state.upsertOidcUser({
+          providerId: providerIdentifier(c.iss, c.sub),
+          names: [c.preferredUsername, trustedEmail(c, config.oidc!.emailVerifiedRequired)],
+          displayName: c.name,
+          email: trustedEmail(c, config.oidc!.emailVerifiedRequired),
+          profilePicUrl: c.picture,
+        }),
+      isPending: (purpose, id) =>
+        purpose === "register" ? pendingAuths.isPending(id) : sshChecks.has(id),
+      register: (id, userId, expiry) => pendingAuths.registerWithOidc(id, userId, expiry),
+      sshCheckSource: (id) => sshChecks.sourceOf(id),
+      getNode: (id) => state.getNode(id),
+      approveSshCheck: async (id) => void await authRequests.approve(id),
+    })
+    : null;
+  const registerPage = createRegisterPageHandler(pendingAuths, oidc);
 
   return {
     handleNoiseConnection: handler,
     registerPage,
-    authPage: createAuthPageHandler(sshChecks),
+    authPage: createAuthPageHandler(sshChecks, oidc),
+    oidcCallback: (req, res) => {
+      if (oidc) oidc.callback(req, res);
+      else res.writeHead(404, { "content-type": "text/plain" }).end("OIDC is not configured\n");
+    },
     authRequests,
     mapStats: maps.stats,
     policyChanged: () => sshChecks.forgetApprovals(),

@@ -24,6 +24,11 @@ export interface RegistrationRequest {
   ephemeral: boolean;
   /** Requested key expiry, null for the server default. */
   expiry: Date | null;
+  /**
+   * Set when the user logged in with the OpenID provider: the node is registered with method
+   * "oidc", and with `oidc.use_expiry_from_token` its key expires with the ID token.
+   */
+  oidc?: { tokenExpiry: Date | null };
 }
 
 export type AuthVerdict =
@@ -80,6 +85,21 @@ export class PendingAuths {
       hostname: request.hostname,
     });
     return id;
+  }
+
+  /**
+   * The user logged in with the OpenID provider for login `id`: the machine becomes that user's
+   * node (a known machine re-authenticates), through the registry like `auth register`.
+   */
+  registerWithOidc(id: string, userId: number, tokenExpiry: Date | null): Promise<NodeRecord> {
+    const login = this.logins.get(id);
+    if (login?.status === "pending") login.data = { ...login.data, oidc: { tokenExpiry } };
+    return this.deps.requests.register(id, userId);
+  }
+
+  /** True while login `id` waits for a decision. */
+  isPending(id: string): boolean {
+    return this.logins.get(id)?.status === "pending";
   }
 
   /** The login's request, if the id is a known login that has not expired. */

@@ -177,9 +177,10 @@ export function registerApproved(
       userId: owner.userId,
       tags: owner.tags,
       authKeyId: null,
-      method: "cli",
+      method: request.oidc ? "oidc" : "cli",
       ephemeral: request.ephemeral,
-      expiry: allowedExpiry(request.expiry, now(), deps.config.node.expiryMs),
+      expiry: request.oidc?.tokenExpiry ??
+        allowedExpiry(request.expiry, now(), deps.config.node.expiryMs),
     });
   };
 }

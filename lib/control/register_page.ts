@@ -7,14 +7,15 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { isAuthId } from "../auth_requests/ids.ts";
 import type { PendingAuths } from "./pending_auths.ts";
 import type { SshChecks } from "./ssh_check.ts";
+import type { OidcWeb } from "../oidc/web.ts";
 
 const CLI = "headscale-deno";
 
-function escapeHtml(text: string): string {
+export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-function page(title: string, body: string): string {
+export function page(title: string, body: string): string {
   return `<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -65,20 +66,32 @@ function pageRequest(req: IncomingMessage, res: ServerResponse, prefix: string) 
   return { id, send };
 }
 
-export function sshCheckPageHtml(id: string): string {
+export function sshCheckPageHtml(id: string, oidc = false): string {
+  const signIn = oidc
+    ? `<p><a href="/auth/${escapeHtml(id)}/oidc">Sign in with your identity provider</a> to approve
+it yourself (as the owner of the machine the connection comes from).</p>
+<p>Or ask an administrator to run:</p>`
+    : "<p>An SSH connection is waiting for an administrator's approval. Ask one to run:</p>";
   return page(
     "SSH check",
     `<h1>SSH check</h1>
-<p>An SSH connection is waiting for an administrator's approval. Ask one to run:</p>
+${signIn}
 <pre><code>${escapeHtml(`${CLI} auth approve --auth-id ${id}`)}</code></pre>
 <p>To refuse it: <code>${escapeHtml(`${CLI} auth reject --auth-id ${id}`)}</code></p>`,
   );
 }
 
 /** A node:http handler for `GET /auth/<id>` (SSH checks). */
-export function createAuthPageHandler(sshChecks: SshChecks): PageHandler {
+export function createAuthPageHandler(
+  sshChecks: SshChecks,
+  oidc: OidcWeb | null = null,
+): PageHandler {
   return (req, res) => {
-    const { id, send } = pageRequest(req, res, "/auth/");
+    const request = pageRequest(req, res, "/auth/");
+    const { send } = request;
+    // `/auth/<id>/oidc`: approve by signing in with the provider.
+    const viaOidc = oidc !== null && request.id.endsWith("/oidc");
+    const id = viaOidc ? request.id.slice(0, -"/oidc".length) : request.id;
     if (!isAuthId(id) || !sshChecks.has(id)) {
       send(
         404,
@@ -90,12 +103,16 @@ export function createAuthPageHandler(sshChecks: SshChecks): PageHandler {
       );
       return;
     }
-    send(200, sshCheckPageHtml(id));
+    if (viaOidc) void oidc!.start(req, res, "ssh-check", id);
+    else send(200, sshCheckPageHtml(id, oidc !== null));
   };
 }
 
 /** A node:http handler for `GET /register/<id>`. */
-export function createRegisterPageHandler(pendingAuths: PendingAuths): PageHandler {
+export function createRegisterPageHandler(
+  pendingAuths: PendingAuths,
+  oidc: OidcWeb | null = null,
+): PageHandler {
   return (req, res) => {
     const { id, send } = pageRequest(req, res, "/register/");
     const request = isAuthId(id) ? pendingAuths.get(id) : undefined;
@@ -110,6 +127,8 @@ export function createRegisterPageHandler(pendingAuths: PendingAuths): PageHandl
       );
       return;
     }
-    send(200, registerPageHtml(id, request.hostname));
+    // With OIDC the login goes to the provider (the admin's `auth register` still works).
+    if (oidc && pendingAuths.isPending(id)) void oidc.start(req, res, "register", id);
+    else send(200, registerPageHtml(id, request.hostname));
   };
 }

@@ -151,6 +151,12 @@ export class SshChecks {
     return typeof outcome === "string" ? "rejected" : outcome.kind;
   }
 
+  /** The source node of the undecided SSH check `id` (who may vouch for it with OIDC). */
+  sourceOf(id: string): number | undefined {
+    const check = this.checks.get(id);
+    return check?.status === "pending" ? check.data.src : undefined;
+  }
+
   /** True when `id` is an undecided SSH check (the page at /auth/<id> names it). */
   has(id: string): boolean {
     return this.checks.get(id)?.status === "pending";

@@ -40,6 +40,7 @@ import { applyHttpLimits, type HttpLimits, httpServerOptions } from "../http/lim
 import { checkStartupFiles } from "./startup_files.ts";
 import { trustedProxyHook } from "../net/client_addr.ts";
 import { versionHandler } from "../version.ts";
+import { startOidc } from "../oidc/setup.ts";
 
 export interface RunningServer {
   store: Store;
@@ -54,6 +55,8 @@ export interface RunningServer {
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   // Missing files stop the start before anything is opened, naming the key and the file.
   const files = await checkStartupFiles(config);
+  // OIDC: the secret and the provider's discovery (which may refuse the start).
+  const oidc = await startOidc(config, log.child({ component: "oidc" }));
   const store = await openStore(config.database);
   await store.migrate();
   const state = await State.open({ store, log: log.child({ component: "state" }), config });
@@ -112,6 +115,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     mapper,
     notifier,
     ephemeral,
+    oidc,
     // headscale's debug knob, an environment variable only (never in a config file).
     debugDumpMapResponsePath: Deno.env.get("HEADSCALE_DEBUG_DUMP_MAPRESPONSE_PATH") || undefined,
   });
@@ -139,6 +143,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     .on("POST", RPC_PREFIX, remoteApi)
     .on("GET", "/register/", control.registerPage)
     .on("GET", "/auth/", control.authPage)
+    .on("GET", "/oidc/callback", control.oidcCallback)
     .on("*", "/ts2021", (_req, res) => sendText(res, 400, "missing next protocol\n"))
     .upgrade(
       "/ts2021",

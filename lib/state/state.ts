@@ -315,6 +315,74 @@ export class State {
     return user;
   }
 
+  /** The user an OpenID provider vouches for (issuer + subject), if one logged in before. */
+  getUserByProviderId(providerId: string): UserRecord | undefined {
+    if (providerId === "") return undefined;
+    for (const u of this.users.values()) {
+      if (u.provider === "oidc" && u.providerId === providerId) return u;
+    }
+    return undefined;
+  }
+
+  /**
+   * An OIDC login: the user with this provider identifier (issuer + subject) gets the claims'
+   * display name, e-mail and picture (`user-updated` when one changed); without one a user is
+   * created. Never matched by name or e-mail: a user made with `users create`, or another
+   * account with the same e-mail, is never taken over. A new user's name is the first of
+   * `names` that is valid and free, else the first valid one with `-2`, `-3`, … appended.
+   */
+  async upsertOidcUser(input: {
+    providerId: string;
+    names: string[];
+    displayName: string;
+    email: string;
+    profilePicUrl: string;
+  }): Promise<UserRecord> {
+    if (input.providerId === "") throw new InvalidArgumentError("an OIDC user needs an identifier");
+    const email = /^[^@\s]+@[^@\s]+$/.test(input.email) ? input.email : "";
+    const existing = this.getUserByProviderId(input.providerId);
+    if (existing) {
+      const next = {
+        ...existing,
+        displayName: input.displayName,
+        email,
+        profilePicUrl: input.profilePicUrl,
+      };
+      if (
+        next.displayName === existing.displayName && next.email === existing.email &&
+        next.profilePicUrl === existing.profilePicUrl
+      ) return existing;
+      await this.write(() => this.store.updateUser(next));
+      this.users.set(next.id, next);
+      this.emit({ kind: "user-updated", userId: next.id });
+      return next;
+    }
+    const user = await this.write(() =>
+      this.store.insertUser({
+        name: this.freeUserName(input.names),
+        displayName: input.displayName,
+        email,
+        providerId: input.providerId,
+        provider: "oidc",
+        profilePicUrl: input.profilePicUrl,
+        createdAt: this.now(),
+      })
+    );
+    this.users.set(user.id, user);
+    return user;
+  }
+
+  private freeUserName(candidates: string[]): string {
+    const valid = candidates.filter((n) => USER_NAME.test(n) && n.split("@").length <= 2);
+    const free = valid.find((n) => !this.getUserByName(n));
+    if (free) return free;
+    const base = (valid[0] ?? "oidc-user").slice(0, 56);
+    for (let i = 2;; i++) {
+      const name = `${base}-${i}`;
+      if (!this.getUserByName(name)) return name;
+    }
+  }
+
   async renameUser(id: number, newName: string): Promise<UserRecord> {
     const user = this.findUser(id);
     if (user.name === newName) return user;

@@ -70,6 +70,8 @@ export async function startTestControl(opts: {
   tuning?: ControlPlaneDeps["tuning"] & { batchDelayMs?: number };
   policy?: PolicyView;
   debugDumpMapResponsePath?: string;
+  /** With `oidc.*` in the config: the OIDC client its logins use. */
+  oidc?: ControlPlaneDeps["oidc"];
 } = {}): Promise<TestControl> {
   const { config } = parseConfigText(opts.configYaml ?? "", { env: {} });
   opts.configure?.(config);
@@ -106,6 +108,7 @@ export async function startTestControl(opts: {
     ephemeral,
     debugDumpMapResponsePath: opts.debugDumpMapResponsePath,
     tuning: opts.tuning,
+    oidc: opts.oidc,
   });
   const clients: ControlClient[] = [];
   return {
