@@ -113,3 +113,33 @@ Deno.test("a lone node gets an empty peer list, and PeersRemoved on resync", () 
   const plain = JSON.parse(mapper.fullMapMessage(5, { resync: true })!.json);
   assert.equal(plain.PeersRemoved, undefined, "nobody to remove");
 });
+
+Deno.test("a node's own capabilities are headscale's baseline: admin, SSH, Taildrop when enabled, the auto-update default either way", () => {
+  const { nodes } = tailnet([1]);
+  const state = {
+    getNode: (id: number) => nodes.get(id),
+    getUser: () => undefined,
+    listNodes: () => [...nodes.values()],
+    isOnline: () => true,
+    primaryRoutesOf: () => [],
+    capVersionOf: () => undefined,
+  };
+  const capMap = (text: string) =>
+    new Mapper({
+      state,
+      config: parseConfigText(text, { env: {} }).config,
+      derpMap: () => TEST_DERP_MAP,
+    })
+      .selfCapMap(1);
+  assert.deepEqual(capMap(""), {
+    "https://tailscale.com/cap/is-admin": [],
+    "https://tailscale.com/cap/ssh": [],
+    "https://tailscale.com/cap/file-sharing": [],
+    "default-auto-update": [false],
+  });
+  assert.deepEqual(capMap("taildrop:\n  enabled: false\nauto_update:\n  enabled: true\n"), {
+    "https://tailscale.com/cap/is-admin": [],
+    "https://tailscale.com/cap/ssh": [],
+    "default-auto-update": [true],
+  });
+});

@@ -46,7 +46,9 @@ Deno.test("policy engine view: peers, filters, SSH and node attributes reach the
   const m1 = map(1);
   assert.deepEqual(m1.Peers!.map((p) => p.ID), [2]);
   assert.deepEqual(m1.PacketFilter, [], "nothing may reach t1");
-  assert.equal(m1.Node!.CapMap?.["https://tailscale.com/cap/ssh"], undefined);
+  // Every node may run Tailscale SSH (as with headscale); t1 simply has no SSH policy.
+  assert.ok("https://tailscale.com/cap/ssh" in m1.Node!.CapMap!);
+  assert.deepEqual(m1.SSHPolicy?.rules ?? [], [], "no rule lets anyone in");
 
   const m2 = map(2);
   assert.deepEqual(m2.Peers!.map((p) => p.ID), [1]);

@@ -51,6 +51,8 @@ export const CAP_FILE_SHARING = "https://tailscale.com/cap/file-sharing";
 /** tailcfg.NodeAttrDefaultAutoUpdate: the value is the tailnet's auto-update default. */
 export const CAP_DEFAULT_AUTO_UPDATE = "default-auto-update";
 export const CAP_SSH = "https://tailscale.com/cap/ssh";
+/** tailcfg.CapabilityAdmin: clients word some health messages for admins with it. */
+export const CAP_ADMIN = "https://tailscale.com/cap/is-admin";
 /** An SSHPolicy that replaces an earlier one with nothing. */
 export const NO_SSH_POLICY = '{"rules":[]}' as Json<SSHPolicy>;
 
@@ -232,14 +234,16 @@ export class Mapper {
     }));
   }
 
-  /** The node's own capabilities: Taildrop, SSH where the policy has rules, nodeAttrs. */
+  /**
+   * The node's own capabilities, headscale v0.29's baseline: admin and Tailscale SSH for every
+   * node (the SSH policy decides who gets in; without the capability `tailscale set --ssh` is
+   * refused, "not enabled on Tailnet"), Taildrop when enabled, the tailnet's auto-update default
+   * (true or false), then the policy's nodeAttrs over them.
+   */
   selfCapMap(nodeId: number): CapMap {
-    const capMap: CapMap = {};
+    const capMap: CapMap = { [CAP_ADMIN]: [], [CAP_SSH]: [] };
     if (this.deps.config.taildropEnabled) capMap[CAP_FILE_SHARING] = [];
-    // auto_update.enabled: the tailnet's default for clients that did not choose for themselves.
-    if (this.deps.config.autoUpdateEnabled) capMap[CAP_DEFAULT_AUTO_UPDATE] = [true];
-    // Tailscale SSH only where the policy has rules for this node (headscale grants it always).
-    if ((this.policyView.sshPolicyFor(nodeId)?.rules.length ?? 0) > 0) capMap[CAP_SSH] = [];
+    capMap[CAP_DEFAULT_AUTO_UPDATE] = [this.deps.config.autoUpdateEnabled ?? false];
     Object.assign(capMap, this.policyView.nodeCapMap?.(nodeId) ?? {});
     return capMap;
   }
