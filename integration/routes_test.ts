@@ -10,14 +10,15 @@ import assert from "node:assert/strict";
 import {
   integrationSkipReason,
   type NetworkBehind,
+  peersOf,
   type TailscaleClient,
   type TailscaleStatus,
   waitFor,
   withHarness,
 } from "./harness.ts";
 import { type ApiNode, startControlServer } from "./support/control_server.ts";
-import { serveHttpBehind } from "./support/node_services.ts";
-import { assertNoHttp, waitForHttp, waitForNoHttp } from "./support/reach.ts";
+import { probeHttp, serveHttpBehind } from "./support/node_services.ts";
+import { assertNoHttp, waitForHttp, waitForNoHttp, waitForTunnel } from "./support/reach.ts";
 import { peerByHostName, waitForStatus } from "./support/tailnet.ts";
 
 const skipReason = await integrationSkipReason();
@@ -26,6 +27,12 @@ const ignore = skipReason !== undefined;
 
 /** How long an approval or a policy change may take to reach the clients. */
 const CHANGE_TIMEOUT_MS = 20_000;
+/**
+ * How long after a primary router's tailscaled is killed its peers may still fail to reach the
+ * LAN: the kernel closes its connections, the server sees the map stream end and elects the
+ * other router at once, peers get the new PrimaryRoutes in the next batch.
+ */
+const FAILOVER_BOUND_MS = 5_000;
 
 const LAN1 = "10.77.1";
 const LAN2 = "10.77.2";
@@ -288,5 +295,118 @@ Deno.test({
       assert.deepEqual(routesOf(await server.listRoutes(), exit.name).approved, exitRoutes);
       await alice.cliChecked(["set", `--exit-node=${exit.name}`]);
       await waitForHttp(alice, site, 80, "internet");
+    }),
+});
+
+const HA_LAN = "10.77.9";
+
+function haPolicy(): string {
+  return `{
+  "tagOwners": { "tag:router": ["admin@"] },
+  "acls": [{ "action": "accept", "src": ["alice@"], "dst": ["${HA_LAN}.0/24:*"] }],
+  "autoApprovers": { "routes": { "${HA_LAN}.0/24": ["tag:router"] } },
+}`;
+}
+
+/** Which router carries the prefix for `viewer` now: the peer listing it in PrimaryRoutes. */
+async function primaryFor(viewer: TailscaleClient, prefix: string): Promise<string[]> {
+  const status = await viewer.status();
+  return peersOf(status)
+    .filter((p) => (p.PrimaryRoutes ?? []).includes(prefix))
+    .map((p) => p.HostName);
+}
+
+Deno.test({
+  name:
+    "routes: HA subnet routers — the primary's tailscaled killed, peers reach the LAN through the other within seconds; it comes back without taking the route back",
+  ignore,
+  fn: () =>
+    withHarness({ name: "routes-ha" }, async (h) => {
+      const server = await startControlServer(h, {
+        extraConfig: "policy:\n  mode: database",
+        tls: true,
+      });
+      for (const user of ["admin", "alice"]) await server.createUser(user);
+      await server.setPolicy(haPolicy());
+      const [r1, r2, alice] = await h.addClients(["router-1", "router-2", "alice"], {
+        env: server.clientEnv,
+      });
+      // The same LAN behind each router, its server saying which way the request came.
+      const [lan1, lan2] = await Promise.all([
+        lanBehind(h, r1, HA_LAN, "via-router-1"),
+        lanBehind(h, r2, HA_LAN, "via-router-2"),
+      ]);
+      const prefix = lan1.subnet;
+      const host = lan1.namespace.address;
+      assert.equal(lan2.namespace.address, host);
+      const upRouter = async (r: TailscaleClient) =>
+        r.up({
+          loginServer: server.url,
+          authKey: await server.createTaggedAuthKey("tag:router"),
+          extraArgs: [`--advertise-routes=${prefix}`],
+        });
+      await upRouter(r1); // first: the lower node id, elected primary
+      await Promise.all([
+        upRouter(r2),
+        alice.up({
+          loginServer: server.url,
+          authKey: await server.createAuthKey("alice"),
+          extraArgs: ["--accept-routes"],
+        }),
+      ]);
+
+      // --- Both approved (autoApprovers), router-1 primary: it alone serves the prefix.
+      await waitForStatus(
+        alice,
+        (s) => peersOf(s).filter((p) => p.Online).length === 2,
+        "both routers online",
+        CHANGE_TIMEOUT_MS,
+      );
+      await waitFor(
+        async () => {
+          assert.deepEqual(await primaryFor(alice, prefix), [r1.name]);
+          return true;
+        },
+        CHANGE_TIMEOUT_MS,
+        { description: `alice: ${r1.name} primary for ${prefix}` },
+      );
+      const listed = await server.listRoutes();
+      assert.deepEqual(routesOf(listed, r1.name), {
+        available: [prefix],
+        approved: [prefix],
+        serving: [prefix],
+      });
+      assert.deepEqual(routesOf(listed, r2.name), {
+        available: [prefix],
+        approved: [prefix],
+        serving: [],
+      });
+      await waitForHttp(alice, host, 80, "via-router-1");
+      await waitForTunnel(alice, r2); // so the switch does not wait on a first handshake
+
+      // --- router-1's tailscaled dies: alice reaches the LAN through router-2.
+      const killed = Date.now();
+      await r1.killDaemon();
+      await waitForHttp(alice, host, 80, "via-router-2", FAILOVER_BOUND_MS);
+      const failoverMs = Date.now() - killed;
+      assert.deepEqual(await primaryFor(alice, prefix), [r2.name]);
+      assert.deepEqual(routesOf(await server.listRoutes(), r2.name).serving, [prefix]);
+      assert.deepEqual(routesOf(await server.listRoutes(), r1.name).serving, []);
+
+      // --- router-1 returns: it is online again, and router-2 keeps the route (no flapping).
+      await r1.startDaemon();
+      await waitForStatus(
+        alice,
+        (s) => peerByHostName(s, r1.name)?.Online === true,
+        `${r1.name} online again`,
+        CHANGE_TIMEOUT_MS,
+      );
+      for (let i = 0; i < 5; i++) {
+        assert.deepEqual(await primaryFor(alice, prefix), [r2.name], `check ${i}: primary`);
+        const probe = await probeHttp(alice, host, 80);
+        assert.equal(probe.body, "via-router-2", `check ${i}: ${JSON.stringify(probe)}`);
+      }
+      assert.deepEqual(routesOf(await server.listRoutes(), r1.name).serving, []);
+      console.log(`failover after ${failoverMs} ms`);
     }),
 });

@@ -212,6 +212,28 @@ export class TailscaleClient {
     if (daemon) await daemon.stop(graceMs);
   }
 
+  /**
+   * Kills tailscaled with SIGKILL (a crash: no logout, no goodbye to the server; the kernel
+   * closes its connections) and waits for it to exit. State stays on disk.
+   */
+  async killDaemon(): Promise<void> {
+    const daemon = this.#daemon;
+    this.#daemon = undefined;
+    if (!daemon) return;
+    daemon.kill("SIGKILL");
+    await daemon.stop();
+  }
+
+  /**
+   * Sends `signal` to tailscaled (`ip netns exec` and `setpriv` exec it, so the pid is its own):
+   * SIGSTOP freezes it with its connections open (a hung router whose map stream looks alive),
+   * SIGCONT resumes it.
+   */
+  signalDaemon(signal: "SIGSTOP" | "SIGCONT"): void {
+    if (!this.#daemon?.running) throw new Error(`${this.name}: tailscaled is not running`);
+    this.#daemon.kill(signal);
+  }
+
   /** Stops and starts tailscaled with the same state directory. */
   async restartDaemon(): Promise<void> {
     await this.stopDaemon();
