@@ -23,9 +23,12 @@ Deno.test("headscale v0.29.2 config-example.yaml loads unchanged", () => {
   assert.deepEqual(grpc.length, 1, warnings.join("\n"));
   assert.match(grpc[0], /not listening on 127\.0\.0\.1:50443/);
   // Keys it sets that change nothing here say so.
-  for (const key of ["node.routes.ha.probe_interval", "database.sqlite.wal_autocheckpoint"]) {
+  for (const key of ["database.sqlite.wal_autocheckpoint"]) {
     assert.ok(warnings.some((w) => w.startsWith(key)), `no warning for ${key}`);
   }
+  // HA router probing is implemented: its keys are read, not warned about.
+  assert.ok(!warnings.some((w) => w.startsWith("node.routes.ha")), warnings.join("\n"));
+  assert.deepEqual(config.node.routes.ha, { probeIntervalMs: 10_000, probeTimeoutMs: 5_000 });
   assert.deepEqual(config.database.type, "sqlite");
   assert.deepEqual(config.noisePrivateKeyPath, "/var/lib/headscale/noise_private.key");
   assert.deepEqual(config.logtailEnabled, false);
@@ -36,6 +39,22 @@ Deno.test("config: grpc with TLS or grpc_allow_insecure keeps the listener", () 
   const insecure = parseConfigText("grpc_listen_addr: 127.0.0.1:50443\ngrpc_allow_insecure: true");
   assert.deepEqual(insecure.config.grpcListenAddr, "127.0.0.1:50443");
   assert.ok(!insecure.warnings.some((w) => w.includes("grpc")));
+});
+
+Deno.test("config: node.routes.ha probing is off at 0, else every 2 s or more, 1 s ≤ timeout < interval", () => {
+  const ha = (text: string) =>
+    parseConfigText(`node:\n  routes:\n    ha:\n${text}`).config.node.routes.ha;
+  assert.deepEqual(ha("      probe_interval: 0s\n      probe_timeout: 0s"), {
+    probeIntervalMs: 0,
+    probeTimeoutMs: 0,
+  });
+  assert.deepEqual(ha("      probe_interval: 2s\n      probe_timeout: 1s"), {
+    probeIntervalMs: 2_000,
+    probeTimeoutMs: 1_000,
+  });
+  refused(() => ha("      probe_interval: 1s\n      probe_timeout: 500ms"), "must be >= 2s");
+  refused(() => ha("      probe_interval: 5s\n      probe_timeout: 500ms"), "must be >= 1s");
+  refused(() => ha("      probe_interval: 5s\n      probe_timeout: 5s"), "less than");
 });
 
 Deno.test("config: logtail.enabled and auto_update.enabled are read", () => {

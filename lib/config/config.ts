@@ -59,6 +59,11 @@ export interface Config {
   node: {
     expiryMs: number;
     ephemeralInactivityTimeoutMs: number;
+    /**
+     * HA subnet routers (2+ online routers for one prefix) are pinged every `probeIntervalMs`
+     * (0: never); one that does not answer within `probeTimeoutMs` loses its primary routes.
+     */
+    routes: { ha: { probeIntervalMs: number; probeTimeoutMs: number } };
   };
   database:
     | { type: "sqlite"; debug: boolean; sqlite: { path: string; writeAheadLog: boolean } }

@@ -249,6 +249,12 @@ function build(v: Map<string, unknown>): Config {
     node: {
       expiryMs: n("node.expiry"),
       ephemeralInactivityTimeoutMs: n("node.ephemeral.inactivity_timeout"),
+      routes: {
+        ha: {
+          probeIntervalMs: n("node.routes.ha.probe_interval"),
+          probeTimeoutMs: n("node.routes.ha.probe_timeout"),
+        },
+      },
     },
     database: dbType === "postgres"
       ? {
@@ -380,6 +386,17 @@ function validate(c: Config, v: Map<string, unknown>, errors: string[], warnings
 
   if (c.node.ephemeralInactivityTimeoutMs <= 65_000) {
     err("node.ephemeral.inactivity_timeout", "must be more than 65s (the client keepalive)");
+  }
+  // As headscale: probing is off at 0, else at least every 2 s, with 1 s ≤ timeout < interval.
+  const ha = c.node.routes.ha;
+  if (ha.probeIntervalMs > 0) {
+    if (ha.probeIntervalMs < 2_000) {
+      err("node.routes.ha.probe_interval", "must be >= 2s (0 turns probing off)");
+    }
+    if (ha.probeTimeoutMs < 1_000) err("node.routes.ha.probe_timeout", "must be >= 1s");
+    if (ha.probeTimeoutMs >= ha.probeIntervalMs) {
+      err("node.routes.ha.probe_timeout", "must be less than node.routes.ha.probe_interval");
+    }
   }
 
   const base = c.dns.baseDomain.toLowerCase();

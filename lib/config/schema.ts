@@ -17,7 +17,6 @@ export interface KeySpec {
   note?: string;
 }
 
-const HA = "HA subnet routers fail over when the primary disconnects; there is no active probing";
 const POOL = "the pool keeps up to database.postgres.max_open_conns connections open";
 
 export const SCHEMA: Record<string, KeySpec> = {
@@ -51,8 +50,8 @@ export const SCHEMA: Record<string, KeySpec> = {
 
   "node.expiry": { kind: "duration", default: "0" },
   "node.ephemeral.inactivity_timeout": { kind: "duration", default: "120s" },
-  "node.routes.ha.probe_interval": { kind: "duration", default: "10s", ignored: true, note: HA },
-  "node.routes.ha.probe_timeout": { kind: "duration", default: "5s", ignored: true, note: HA },
+  "node.routes.ha.probe_interval": { kind: "duration", default: "10s" },
+  "node.routes.ha.probe_timeout": { kind: "duration", default: "5s" },
   "preauth_keys.revoked_retention": { kind: "duration", default: "168h" },
 
   "database.type": { kind: "string", default: "sqlite" },

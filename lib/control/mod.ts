@@ -9,6 +9,8 @@
  * // main listener: GET /register/<id> (the AuthURL of interactive logins), GET /auth/<id> (the
  * // page an SSH check's message names)
  * router.on("GET", "/register/", control.registerPage).on("GET", "/auth/", control.authPage);
+ * // HEAD /machine/ping-response?id=…: a client answering a PingRequest (HA router probes)
+ * router.on("HEAD", "/machine/ping-response", control.pingResponse);
  * // API / CLI: the auth-request registry (../auth_requests), where logins and SSH checks wait:
  * await control.authRequests.register(id, userId); // auth register --auth-id <id> --user <name>
  * await control.authRequests.approve(id);   // an SSH check, or re-auth of a known machine
@@ -23,7 +25,7 @@
  *   (SSH check mode, ssh_check.ts), other /machine/* → 501.
  *
  * Modules: register.ts (register semantics), pending_auths.ts (interactive logins: the registry's
- * "login" kind), ssh_check.ts (its "ssh-check" kind),
+ * "login" kind), ssh_check.ts (its "ssh-check" kind), ha_prober.ts (HA subnet router probes),
  * map_session.ts (map requests and streams), noise_server.ts (HTTP/2 routing).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -41,6 +43,7 @@ import { AuthRequestRegistry, type AuthRequests } from "../auth_requests/registr
 import { PendingAuths } from "./pending_auths.ts";
 import { createAuthPageHandler, createRegisterPageHandler } from "./register_page.ts";
 import { SshChecks } from "./ssh_check.ts";
+import { HaProber } from "./ha_prober.ts";
 import { registerApproved, RegisterService } from "./register.ts";
 import type { MachineKey } from "../tailcfg/keys.ts";
 import type { OidcClient } from "../oidc/client.ts";
@@ -89,6 +92,11 @@ export interface ControlPlane {
   authRequests: AuthRequests;
   /** Map request totals since start (streams, full maps, lite updates), for metrics. */
   readonly mapStats: Readonly<MapService["stats"]>;
+  /**
+   * `HEAD /machine/ping-response?id=<id>` on the main listener: a client answering a PingRequest
+   * (the HA prober's, ha_prober.ts).
+   */
+  pingResponse(req: IncomingMessage, res: ServerResponse): void;
   /** A new policy is in force: approvals of SSH checks are forgotten. */
   policyChanged(): void;
   close(): Promise<void>;
@@ -167,6 +175,17 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
     })
     : null;
   const registerPage = createRegisterPageHandler(pendingAuths, oidc);
+  // node.routes.ha: routers sharing a prefix are pinged; one that does not answer loses primary.
+  const ha = config.node.routes.ha;
+  const prober = new HaProber({
+    state,
+    send: (nodeId, msg) => notifier.sendTo(nodeId, msg),
+    serverUrl: config.serverUrl.replace(/\/+$/, ""),
+    intervalMs: ha.probeIntervalMs,
+    timeoutMs: ha.probeTimeoutMs,
+    log: deps.log.child({ component: "ha" }),
+  });
+  prober.start();
 
   return {
     handleNoiseConnection: handler,
@@ -178,8 +197,10 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
     },
     authRequests,
     mapStats: maps.stats,
+    pingResponse: prober.pingResponse,
     policyChanged: () => sshChecks.forgetApprovals(),
     async close() {
+      prober.close();
       if (!deps.authRequests) authRequests.close();
       await handler.close();
     },

@@ -112,6 +112,17 @@ export class Notifier {
     if (previous && previous !== sink) previous.close("replaced by a newer map stream");
   }
 
+  /**
+   * Queues a message for one node's current stream outside the change fan-out (a PingRequest).
+   * False when the node has no stream.
+   */
+  sendTo(nodeId: number, msg: SharedMessage): boolean {
+    const sink = this.sessions.get(nodeId);
+    if (!sink || this.closed) return false;
+    sink.send(msg);
+    return true;
+  }
+
   /** Removes a stream if it is still the node's current one. */
   unregister(sink: MapSink): void {
     if (this.sessions.get(sink.nodeId) === sink) {

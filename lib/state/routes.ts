@@ -1,9 +1,13 @@
 /**
  * Subnet routes: a node serves a route when an admin approved it and the node announces it
  * (Hostinfo.RoutableIPs). When several online nodes serve the same prefix, one is primary and
- * only it carries the prefix in AllowedIPs; the primary stays until it goes offline or stops
- * serving (no flapping), then the lowest online node id takes over. Exit routes (0.0.0.0/0,
- * ::/0) have no primary: every exit node carries them.
+ * only it carries the prefix in AllowedIPs; the primary stays until it goes offline, stops
+ * serving or is found unhealthy (no flapping), then the lowest healthy online node id takes over.
+ * Health comes from the HA prober (../control/ha_prober.ts): a router that does not answer a
+ * ping is unhealthy until it answers or reconnects; a recovered router does not take its routes
+ * back. When every candidate is unhealthy the primary stays if it is still online, else the
+ * prefix has none (as headscale v0.29: better unmapped than pointed at a dead router). Exit
+ * routes (0.0.0.0/0, ::/0) have no primary: every exit node carries them.
  */
 import type { NodeRecord } from "../store/types.ts";
 import { formatPrefix, parsePrefix } from "../net/ip.ts";
@@ -45,6 +49,8 @@ export interface RouteSource {
 export class PrimaryRoutes {
   /** Nodes that serve at least one non-exit route, online or not. */
   private readonly routers = new Map<number, string[]>();
+  /** Routers the HA prober found not answering (cleared when they answer or reconnect). */
+  private readonly unhealthy = new Set<number>();
   private primaryOf = new Map<string, number>();
   private byNode = new Map<number, string[]>();
 
@@ -68,13 +74,50 @@ export class PrimaryRoutes {
         this.routers.set(id, routes);
         touched = true;
       } else if (this.routers.delete(id)) {
+        this.unhealthy.delete(id);
         touched = true;
       }
     }
     return touched ? this.elect() : [];
   }
 
-  private elect(): number[] {
+  /** Online routers that share a prefix with another online router, ascending: the HA set. */
+  haRouters(): number[] {
+    const out = new Set<number>();
+    for (const ids of this.candidates().values()) {
+      if (ids.length >= 2) { for (const id of ids) out.add(id); }
+    }
+    return [...out].sort((a, b) => a - b);
+  }
+
+  isHealthy(id: number): boolean {
+    return !this.unhealthy.has(id);
+  }
+
+  /**
+   * Applies probe results (true: answered) and re-elects once for all of them. An unhealthy
+   * mark sticks only on an online router. Returns the nodes whose primary routes changed.
+   */
+  setHealth(results: ReadonlyMap<number, boolean>): number[] {
+    let touched = false;
+    for (const [id, healthy] of results) {
+      if (healthy) {
+        touched = this.unhealthy.delete(id) || touched;
+      } else if (this.routers.has(id) && this.source.isOnline(id) && !this.unhealthy.has(id)) {
+        this.unhealthy.add(id);
+        touched = true;
+      }
+    }
+    return touched ? this.elect() : [];
+  }
+
+  /** Forgets a node's health mark (it reconnected, went offline or stopped routing). */
+  clearHealth(id: number): void {
+    this.unhealthy.delete(id);
+  }
+
+  /** Online routers per prefix, ascending ids. */
+  private candidates(): Map<string, number[]> {
     const candidates = new Map<string, number[]>();
     for (const [id, routes] of this.routers) {
       if (!this.source.isOnline(id)) continue;
@@ -84,13 +127,19 @@ export class PrimaryRoutes {
         else candidates.set(r, [id]);
       }
     }
+    for (const ids of candidates.values()) ids.sort((a, b) => a - b);
+    return candidates;
+  }
+
+  private elect(): number[] {
     const primaryOf = new Map<string, number>();
-    for (const [route, ids] of candidates) {
+    for (const [route, ids] of this.candidates()) {
       const current = this.primaryOf.get(route);
-      primaryOf.set(
-        route,
-        current !== undefined && ids.includes(current) ? current : Math.min(...ids),
-      );
+      const stays = current !== undefined && ids.includes(current);
+      const healthy = ids.find((id) => !this.unhealthy.has(id));
+      if (stays && !this.unhealthy.has(current)) primaryOf.set(route, current);
+      else if (healthy !== undefined) primaryOf.set(route, healthy);
+      else if (stays) primaryOf.set(route, current);
     }
     const byNode = new Map<number, string[]>();
     for (const [route, id] of primaryOf) {

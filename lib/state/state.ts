@@ -153,6 +153,8 @@ export class State {
   private readonly apiKeys = new Map<number, ApiKeyRecord>();
   /** Open map streams per node: a node is online while it has one. */
   private readonly streams = new Map<number, number>();
+  /** Counts each node's map streams ever opened: a probe outlived by a reconnect is void. */
+  private readonly sessionEpochs = new Map<number, number>();
   /** Capability version of each node's last map request (memory only, as in headscale). */
   private readonly capVersions = new Map<number, number>();
   /** Which online router is primary for each subnet route. */
@@ -590,6 +592,33 @@ export class State {
     return this.routes.primaryRoutesOf(id);
   }
 
+  /** Online routers sharing a prefix with another online router: what the HA prober pings. */
+  haRouters(): number[] {
+    return this.routes.haRouters();
+  }
+
+  /** Whether the HA prober last found the router answering (true when never probed). */
+  isRouterHealthy(id: number): boolean {
+    return this.routes.isHealthy(id);
+  }
+
+  /** How many map streams the node has opened (a new one each reconnect). */
+  sessionEpoch(id: number): number {
+    return this.sessionEpochs.get(id) ?? 0;
+  }
+
+  /**
+   * Applies one HA probe cycle's results (true: the router answered) at once; a router that did
+   * not answer loses its primary routes, one that answers again does not take them back.
+   * Returns whether any primary changed (peers then get the routers' new AllowedIPs).
+   */
+  setRouterHealth(results: ReadonlyMap<number, boolean>): boolean {
+    const changed = this.routes.setHealth(results);
+    if (changed.length === 0) return false;
+    this.emit(...changed.map((nodeId): Change => ({ kind: "primary-routes-changed", nodeId })));
+    return true;
+  }
+
   /** The capability version of the node's last map request, if any. */
   capVersionOf(id: number): number | undefined {
     return this.capVersions.get(id);
@@ -934,6 +963,8 @@ export class State {
       this.unindexNode(node);
       this.dirty.delete(id);
       this.streams.delete(id);
+      this.sessionEpochs.delete(id);
+      this.routes.clearHealth(id);
       this.capVersions.delete(id);
       this.emit({ kind: "node-removed", nodeId: id, node });
       return node;
@@ -977,6 +1008,9 @@ export class State {
   streamOpened(id: number): void {
     const n = (this.streams.get(id) ?? 0) + 1;
     this.streams.set(id, n);
+    this.sessionEpochs.set(id, this.sessionEpoch(id) + 1);
+    // A reconnect proves the node is alive: an HA probe's unhealthy mark goes (as headscale).
+    this.routes.clearHealth(id);
     if (n === 1) this.emit({ kind: "node-patched", nodeId: id, patch: { online: true } });
   }
 
@@ -987,6 +1021,7 @@ export class State {
       return;
     }
     this.streams.delete(id);
+    this.routes.clearHealth(id);
     const node = this.nodes.get(id);
     if (!node) return;
     node.lastSeen = this.now();

@@ -203,6 +203,18 @@ export interface MapResponse {
   Health?: string[];
   ControlTime?: string;
   Debug?: { DisableLogTail?: boolean };
+  PingRequest?: PingRequest;
+}
+
+/**
+ * tailcfg.PingRequest: the client answers with an HTTP HEAD to URL (Types "": a plain ping, sent
+ * with its ordinary HTTP client unless URLIsNoise).
+ */
+export interface PingRequest {
+  URL: string;
+  URLIsNoise?: boolean;
+  Log?: boolean;
+  Types?: string;
 }
 
 /** The zero time Go writes for an unset time.Time. */
