@@ -410,3 +410,98 @@ Deno.test({
       console.log(`failover after ${failoverMs} ms`);
     }),
 });
+
+/** node.routes.ha for the probing test: the smallest values the server accepts. */
+const PROBE_INTERVAL_MS = 2_000;
+const PROBE_TIMEOUT_MS = 1_000;
+
+Deno.test({
+  name:
+    "routes: HA probing — a primary router that stops answering pings loses the route while its map stream stays open, and does not take it back when it answers again",
+  ignore,
+  fn: () =>
+    withHarness({ name: "routes-ha-probe" }, async (h) => {
+      const server = await startControlServer(h, {
+        extraConfig: "policy:\n  mode: database",
+        node: [
+          "routes:",
+          "  ha:",
+          `    probe_interval: ${PROBE_INTERVAL_MS / 1000}s`,
+          `    probe_timeout: ${PROBE_TIMEOUT_MS / 1000}s`,
+        ],
+        tls: true, // the clients answer pings with a HEAD to server_url, over TLS here
+      });
+      for (const user of ["admin", "alice"]) await server.createUser(user);
+      await server.setPolicy(haPolicy());
+      const [r1, r2, alice] = await h.addClients(["router-1", "router-2", "alice"], {
+        env: server.clientEnv,
+      });
+      const [lan1] = await Promise.all([
+        lanBehind(h, r1, HA_LAN, "via-router-1"),
+        lanBehind(h, r2, HA_LAN, "via-router-2"),
+      ]);
+      const prefix = lan1.subnet;
+      const host = lan1.namespace.address;
+      const upRouter = async (r: TailscaleClient) =>
+        r.up({
+          loginServer: server.url,
+          authKey: await server.createTaggedAuthKey("tag:router"),
+          extraArgs: [`--advertise-routes=${prefix}`],
+        });
+      await upRouter(r1);
+      await Promise.all([
+        upRouter(r2),
+        alice.up({
+          loginServer: server.url,
+          authKey: await server.createAuthKey("alice"),
+          extraArgs: ["--accept-routes"],
+        }),
+      ]);
+      await waitFor(
+        async () => {
+          assert.deepEqual(await primaryFor(alice, prefix), [r1.name]);
+          return true;
+        },
+        CHANGE_TIMEOUT_MS,
+        { description: `alice: ${r1.name} primary for ${prefix}` },
+      );
+      await waitForHttp(alice, host, 80, "via-router-1");
+      await waitForTunnel(alice, r2);
+      // --- router-1 hangs (SIGSTOP): its connections stay open, it answers nothing. Detection
+      // takes at most a probe interval plus the timeout once its session is a cycle old (a
+      // younger one's silence is not held against it yet): the test allows four intervals.
+      r1.signalDaemon("SIGSTOP");
+      const hung = Date.now();
+      try {
+        await waitForHttp(alice, host, 80, "via-router-2", 4 * PROBE_INTERVAL_MS);
+        const failoverMs = Date.now() - hung;
+        // The server still has router-1's map stream: only the probe took the route away.
+        const r1Node = await server.nodeByHostname(r1.name);
+        assert.equal(r1Node.online, true, "router-1's map stream looks alive");
+        assert.deepEqual(routesOf(await server.listRoutes(), r1.name).serving, []);
+        assert.deepEqual(routesOf(await server.listRoutes(), r2.name).serving, [prefix]);
+        assert.match(
+          await Deno.readTextFile(server.logPath),
+          /HA probe: router did not answer/,
+        );
+        console.log(`failover of a hung router after ${failoverMs} ms`);
+      } finally {
+        r1.signalDaemon("SIGCONT");
+      }
+
+      // --- router-1 answers again: healthy, but router-2 keeps the route through two cycles.
+      await waitForStatus(
+        alice,
+        (s) => peerByHostName(s, r1.name)?.Online === true,
+        `${r1.name} online`,
+        CHANGE_TIMEOUT_MS,
+      );
+      const until = Date.now() + 2 * PROBE_INTERVAL_MS + PROBE_TIMEOUT_MS;
+      while (Date.now() < until) {
+        assert.deepEqual(await primaryFor(alice, prefix), [r2.name], "no flapping back");
+        const probe = await probeHttp(alice, host, 80);
+        assert.equal(probe.body, "via-router-2", JSON.stringify(probe));
+      }
+      assert.deepEqual(routesOf(await server.listRoutes(), r2.name).serving, [prefix]);
+    }),
+});

@@ -69,6 +69,8 @@ export interface ControlServerOptions {
   ephemeralInactivityTimeout?: string;
   /** `dns.base_domain`. Default `tailnet.internal`. */
   baseDomain?: string;
+  /** More keys of the `node` section, as YAML lines relative to it, e.g. `["routes:", "  ha: …"]`. */
+  node?: string[];
   /** More keys of the `dns` section, as YAML lines relative to it, e.g. `["override_local_dns: true"]`. */
   dns?: string[];
   /**
@@ -122,6 +124,7 @@ export class ControlServer {
         `node:`,
         `  ephemeral:`,
         `    inactivity_timeout: ${options.ephemeralInactivityTimeout ?? "66s"}`,
+        ...(options.node ?? []).map((line) => `  ${line}`),
         `dns:`,
         `  magic_dns: true`,
         `  base_domain: ${baseDomain}`,
