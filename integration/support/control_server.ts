@@ -21,7 +21,7 @@ import {
   type ServerProcess,
 } from "../harness.ts";
 import { createTestCa, issueServerCertificate } from "./tls.ts";
-import { freeUdpPort, serverConfigYaml } from "./server_config.ts";
+import { freeUdpPort, type PostgresSettings, serverConfigYaml } from "./server_config.ts";
 
 const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const DENO_FLAGS = [
@@ -69,6 +69,8 @@ export interface ControlServerOptions {
   ephemeralInactivityTimeout?: string;
   /** `dns.base_domain`. Default `tailnet.internal`. */
   baseDomain?: string;
+  /** PostgreSQL instead of SQLite (support/postgres.ts starts one per test). */
+  postgres?: PostgresSettings;
   /** More keys of the `node` section, as YAML lines relative to it, e.g. `["routes:", "  ha: …"]`. */
   node?: string[];
   /** More keys of the `dns` section, as YAML lines relative to it, e.g. `["override_local_dns: true"]`. */
@@ -119,6 +121,7 @@ export class ControlServer {
       serverUrl: `${scheme}://${listen.hostPort}`,
       listenAddr: listen.hostPort,
       tls: tls && { certPath: tls.cert.certPath, keyPath: tls.cert.keyPath },
+      postgres: options.postgres,
       derp: { stunListenAddr: `${listen.host}:${stunPort}` },
       extra: [
         `node:`,

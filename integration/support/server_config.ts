@@ -4,6 +4,15 @@
  */
 import { createSocket } from "node:dgram";
 
+/** A PostgreSQL database for the server (see support/postgres.ts). */
+export interface PostgresSettings {
+  host: string;
+  port: number;
+  name: string;
+  user: string;
+  pass: string;
+}
+
 export interface ServerConfigOptions {
   /** Directory for keys, the database and the unix socket. */
   dir: string;
@@ -12,6 +21,8 @@ export interface ServerConfigOptions {
   /** listen_addr, `host:port`. */
   listenAddr: string;
   tls?: { certPath: string; keyPath: string };
+  /** PostgreSQL instead of the default SQLite file in `dir`. */
+  postgres?: PostgresSettings;
   derp?: {
     enabled?: boolean;
     verifyClients?: boolean;
@@ -36,9 +47,17 @@ export function serverConfigYaml(o: ServerConfigOptions): string {
     `noise:`,
     `  private_key_path: ${o.dir}/noise_private.key`,
     `database:`,
-    `  type: sqlite`,
-    `  sqlite:`,
-    `    path: ${o.dir}/db.sqlite`,
+    ...(o.postgres
+      ? [
+        `  type: postgres`,
+        `  postgres:`,
+        `    host: ${o.postgres.host}`,
+        `    port: ${o.postgres.port}`,
+        `    name: ${o.postgres.name}`,
+        `    user: ${o.postgres.user}`,
+        `    pass: ${o.postgres.pass}`,
+      ]
+      : [`  type: sqlite`, `  sqlite:`, `    path: ${o.dir}/db.sqlite`]),
     `unix_socket: ${o.dir}/headscale.sock`,
     `derp:`,
     `  server:`,
