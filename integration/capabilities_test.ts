@@ -2,11 +2,13 @@
  * Capabilities with real clients: Taildrop (same user; refused across users, which grants cannot
  * change: the file-sharing capabilities are not user-grantable, as in headscale and the hosted
  * service), grants' app capabilities as the receiving client reports them (`tailscale whois`), forced tags (`nodes tag`) reaching the client and the policy, Tailscale
- * SSH switched on before the policy has any ssh rule, and the tailnet's auto-update default.
+ * SSH switched on before the policy has any ssh rule, the tailnet's auto-update default, and
+ * log uploads following logtail.enabled.
  */
 import assert from "node:assert/strict";
 import { integrationSkipReason, type TailscaleClient, waitFor, withHarness } from "./harness.ts";
 import { startControlServer } from "./support/control_server.ts";
+import { startLogCatcher } from "./support/log_catcher.ts";
 import { serveHttp } from "./support/node_services.ts";
 import { assertNoHttp, waitForHttp, waitForNoHttp } from "./support/reach.ts";
 import { ipv4Of, waitForStatus } from "./support/tailnet.ts";
@@ -202,5 +204,53 @@ Deno.test({
       } finally {
         await Promise.all([web.stop(), home.stop()]);
       }
+    }),
+});
+
+Deno.test({
+  name:
+    "capabilities: logtail.enabled — a client of a server without it stops uploading logs once it has its netmap; with it, it keeps uploading",
+  ignore,
+  fn: () =>
+    withHarness({ name: "caps-logtail" }, async (h) => {
+      // Two servers, one each way (headscale's default is off: Debug.DisableLogTail).
+      const [off, on] = await Promise.all([
+        startControlServer(h, { name: "logtail-off", tls: true }),
+        startControlServer(h, {
+          name: "logtail-on",
+          tls: true,
+          extraConfig: "logtail:\n  enabled: true",
+        }),
+      ]);
+      const [offLogs, onLogs] = [startLogCatcher(h), startLogCatcher(h)];
+      const [quiet, chatty] = await Promise.all([
+        h.addClient("logs-off", { env: off.clientEnv, logTarget: offLogs.url }),
+        h.addClient("logs-on", { env: on.clientEnv, logTarget: onLogs.url }),
+      ]);
+      await Promise.all([[off, quiet], [on, chatty]].map(async ([s, c]) => {
+        const server = s as typeof off;
+        await server.createUser("alice");
+        await (c as TailscaleClient).up({
+          loginServer: server.url,
+          authKey: await server.createAuthKey("alice"),
+        });
+      }));
+      // Both uploaded their start-up logs before they had a netmap.
+      assert.ok(offLogs.uploads.length > 0 && onLogs.uploads.length > 0, "no uploads at all");
+
+      // A pref change logs a line naming the new hostname on each client.
+      const marker = (name: string) => `${name}-marked`;
+      await quiet.cliChecked(["set", `--hostname=${marker(quiet.name)}`]);
+      await chatty.cliChecked(["set", `--hostname=${marker(chatty.name)}`]);
+      await waitFor(
+        () => onLogs.uploads.some((u) => u.includes(marker(chatty.name))),
+        CHANGE_TIMEOUT_MS,
+        { description: "logs-on's upload of the line after its netmap" },
+      );
+      // The other client's line was written at the same moment, and is never uploaded.
+      await assert.rejects(
+        waitFor(() => offLogs.uploads.some((u) => u.includes(marker(quiet.name))), 2_000),
+        "logs-off uploaded a line after its netmap said DisableLogTail",
+      );
     }),
 });

@@ -38,6 +38,11 @@ export interface DaemonOptions {
   httpProxyPort?: number;
   /** How long to wait for the daemon's socket to answer. Default 30 s. */
   readyTimeoutMs?: number;
+  /**
+   * Upload logs to this logtail URL (`TS_LOG_TARGET`, flushed at once) instead of running with
+   * `--no-logs-no-support`: for tests of what the control server says about log uploads.
+   */
+  logTarget?: string;
 }
 
 export interface UpOptions {
@@ -153,7 +158,7 @@ export class TailscaleClient {
       `--statedir=${this.stateDir}`,
       `--socket=${this.socketPath}`,
       "--port=0",
-      "--no-logs-no-support",
+      ...(options.logTarget ? [] : ["--no-logs-no-support"]),
       `--socks5-server=${this.socks5Address}`,
       `--outbound-http-proxy-listen=${this.httpProxyAddress}`,
       ...(options.verbose ? [`--verbose=${options.verbose}`] : []),
@@ -161,7 +166,9 @@ export class TailscaleClient {
     ];
     const env: Record<string, string> = {
       // The knobs Tailscale's own integration harness sets (tstest/integration).
-      TS_NO_LOGS_NO_SUPPORT: "true",
+      ...(options.logTarget
+        ? { TS_LOG_TARGET: options.logTarget, TS_DEBUG_LOGTAIL_FLUSHDELAY: "0s" }
+        : { TS_NO_LOGS_NO_SUPPORT: "true" }),
       TS_DISABLE_PORTMAPPER: "1",
       TS_ASSUME_NETWORK_UP_FOR_TEST: "1",
       TS_PANIC_IF_HIT_MAIN_CONTROL: "1",
