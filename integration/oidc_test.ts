@@ -22,14 +22,30 @@ function oidcYaml(idp: OidcProvider, extra = ""): string {
     extra;
 }
 
-/** The browser: AuthURL → provider login form as `username` → callback; the final page. */
+/**
+ * The browser: AuthURL → provider login form as `username` → callback → the confirmation page's
+ * button (POST /oidc/confirm with its one-time token and cookie); the final page.
+ */
 async function browserLogin(idp: OidcProvider, authUrl: string, username: string) {
   const start = await fetch(authUrl, { redirect: "manual" });
   await start.body?.cancel();
   assert.equal(start.status, 302, `${authUrl} should redirect to the provider`);
   const cookie = (start.headers.get("set-cookie") ?? "").split(";")[0];
   const back = await idp.login(start.headers.get("location")!, username);
-  const done = await fetch(back, { headers: { cookie } });
+  const page = await fetch(back, { headers: { cookie } });
+  const html = await page.text();
+  const token = /name="token" value="([0-9a-f]+)"/.exec(html)?.[1];
+  if (page.status !== 200 || !token) return { status: page.status, html };
+  const confirmCookie = page.headers.getSetCookie().map((c) => c.split(";")[0])
+    .find((c) => c.startsWith("headscale_oidc_confirm=") && !c.endsWith("="));
+  const done = await fetch(new URL("/oidc/confirm", back), {
+    method: "POST",
+    headers: {
+      "content-type": "application/x-www-form-urlencoded",
+      ...(confirmCookie ? { cookie: confirmCookie } : {}),
+    },
+    body: new URLSearchParams({ token }).toString(),
+  });
   return { status: done.status, html: await done.text() };
 }
 

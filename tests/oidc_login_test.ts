@@ -59,6 +59,7 @@ async function withWorld(
     if (path.startsWith("/register/")) t.control.registerPage(req, res);
     else if (path.startsWith("/auth/")) t.control.authPage(req, res);
     else if (path === "/oidc/callback") t.control.oidcCallback(req, res);
+    else if (path === "/oidc/confirm") t.control.oidcConfirm(req, res);
     else res.writeHead(404).end();
   };
   try {
@@ -115,14 +116,33 @@ async function openLoginLink(url: string) {
 
 async function callback(url: URL | string, cookie: string) {
   const r = await fetch(url, { headers: cookie ? { cookie } : {} });
+  const html = await r.text();
+  // The confirmation page's one-time token and its cookie (SameSite=Strict, /oidc/confirm only).
+  const token = /name="token" value="([0-9a-f]+)"/.exec(html)?.[1];
+  const confirmCookie = r.headers.getSetCookie().map((c) => c.split(";")[0])
+    .find((c) => c.startsWith("headscale_oidc_confirm=") && !c.endsWith("="));
+  return { status: r.status, html, token, confirmCookie };
+}
+
+async function confirm(w: World, token: string, cookie: string | undefined) {
+  const r = await fetch(`${w.web}/oidc/confirm`, {
+    method: "POST",
+    headers: {
+      "content-type": "application/x-www-form-urlencoded",
+      ...(cookie ? { cookie } : {}),
+    },
+    body: new URLSearchParams({ token }).toString(),
+  });
   return { status: r.status, html: await r.text() };
 }
 
-/** The whole browser journey as `username`. */
+/** The whole browser journey as `username`, confirming the registration when asked. */
 async function browserLogin(w: World, authUrl: string, username = "alice") {
   const { provider, cookie } = await openLoginLink(authUrl);
   const back = await w.idp.login(provider, username);
-  return await callback(back, cookie);
+  const page = await callback(back, cookie);
+  if (page.status !== 200 || !page.token) return page;
+  return await confirm(w, page.token, page.confirmCookie);
 }
 
 Deno.test("oidc login: an allowed user's login registers the waiting machine to them", async () => {
@@ -312,4 +332,33 @@ Deno.test("oidc login: client_secret_path is read (trimmed) at start", async () 
     await idp.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("oidc login: nothing is registered until the browser that logged in confirms it", async () => {
+  await withWorld("", async (w) => {
+    const { t } = w;
+    const login = await startLogin(t);
+    const { provider, cookie } = await openLoginLink(login.authUrl);
+    const page = await callback(await w.idp.login(provider, "alice"), cookie);
+    assert.equal(page.status, 200, page.html);
+    assert.match(page.html, /Register <b>laptop<\/b> to <b>Alice Example<\/b>\?/);
+    assert.ok(page.token && page.confirmCookie, "a one-time token and its cookie");
+    assert.equal(t.state.nodeByMachineKey(login.mkey), undefined, "not before the confirmation");
+
+    // Another browser (a forged cross-site POST carries no SameSite=Strict cookie) is refused,
+    // and the token is spent by it.
+    const forged = await confirm(w, page.token!, undefined);
+    assert.equal(forged.status, 403);
+    assert.match(forged.html, /not sent from the browser that logged in/);
+    const replay = await confirm(w, page.token!, page.confirmCookie);
+    assert.equal(replay.status, 400);
+    assert.equal(t.state.nodeByMachineKey(login.mkey), undefined);
+    assert.ok(w.logs.some((l) => /OIDC confirmation without the browser's cookie/.test(l)));
+
+    // Logging in again and confirming from the same browser registers the machine.
+    const done = await browserLogin(w, login.authUrl);
+    assert.equal(done.status, 200, done.html);
+    assert.match(done.html, /Machine registered/);
+    assert.equal((await login.followup).MachineAuthorized, true);
+  });
 });

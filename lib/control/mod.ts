@@ -88,6 +88,8 @@ export interface ControlPlane {
   authPage(req: IncomingMessage, res: ServerResponse): void;
   /** `GET /oidc/callback` (answers 404 without OIDC). */
   oidcCallback(req: IncomingMessage, res: ServerResponse): void;
+  /** `POST /oidc/confirm`: the browser confirms the registration its OIDC login asked for. */
+  oidcConfirm(req: IncomingMessage, res: ServerResponse): void;
   /** The registry its logins and SSH checks wait in (`auth register/approve/reject/list`). */
   authRequests: AuthRequests;
   /** Map request totals since start (streams, full maps, lite updates), for metrics. */
@@ -172,6 +174,7 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
       sshCheckSource: (id) => sshChecks.sourceOf(id),
       getNode: (id) => state.getNode(id),
       approveSshCheck: async (id) => void await authRequests.approve(id),
+      machineName: (id) => pendingAuths.get(id)?.hostname,
     })
     : null;
   const registerPage = createRegisterPageHandler(pendingAuths, oidc);
@@ -193,6 +196,10 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
     authPage: createAuthPageHandler(sshChecks, oidc),
     oidcCallback: (req, res) => {
       if (oidc) oidc.callback(req, res);
+      else res.writeHead(404, { "content-type": "text/plain" }).end("OIDC is not configured\n");
+    },
+    oidcConfirm: (req, res) => {
+      if (oidc) oidc.confirm(req, res);
       else res.writeHead(404, { "content-type": "text/plain" }).end("OIDC is not configured\n");
     },
     authRequests,

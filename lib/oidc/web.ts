@@ -10,8 +10,12 @@
  * - `callback` (`/oidc/callback`): the state is taken out at once (single use: a replayed callback
  *   finds nothing), the cookie must match, the auth request must still wait, the library checks
  *   the code exchange, the ID token (signature, issuer, audience, expiry, nonce) and PKCE; then
- *   the allow-lists; then the user (issuer + subject) is found or created and the machine is
- *   registered to it, or the SSH check approved when that user owns the connecting node.
+ *   the allow-lists; then the user (issuer + subject) is found or created. An SSH check is
+ *   approved when that user owns the connecting node. A machine is not registered yet: the page
+ *   names the machine and the user and asks to confirm (as headscale v0.29), so a login link
+ *   someone else sent cannot register their machine to you behind a silent provider login.
+ * - `confirm` (`POST /oidc/confirm`): the form's one-time token and a second cookie
+ *   (SameSite=Strict, only this path) must match; then the machine is registered.
  *
  * Every refusal is a page saying why and one log line without codes, tokens or secrets.
  */
@@ -43,6 +47,8 @@ export interface OidcWebDeps {
   getNode(id: number): NodeRecord | undefined;
   /** Approves the SSH check (as `auth approve`). */
   approveSshCheck(id: string): Promise<void>;
+  /** The hostname the waiting machine reported, for the confirmation page. */
+  machineName?(id: string): string | undefined;
   now?: () => number;
 }
 
@@ -55,7 +61,19 @@ interface Flow {
   createdAt: number;
 }
 
+/** A registration the browser has to confirm: who, for which machine, bound to that browser. */
+interface Confirmation {
+  authId: string;
+  user: UserRecord;
+  expiry: Date | null;
+  browser: string;
+  who: Record<string, unknown>;
+  createdAt: number;
+}
+
 const COOKIE_PREFIX = "headscale_oidc_";
+const CONFIRM_COOKIE = "headscale_oidc_confirm";
+const MAX_FORM_BYTES = 4096;
 const FLOW_TTL_MS = 15 * 60_000;
 
 /** The cookie's name for a state: one per login in flight, so parallel logins do not clash. */
@@ -85,12 +103,18 @@ function randomToken(): string {
 
 export class OidcWeb {
   readonly #flows: ExpiringMap<Flow>;
+  readonly #confirmations: ExpiringMap<Confirmation>;
   readonly #now: () => number;
   readonly #secure: boolean;
 
   constructor(private readonly deps: OidcWebDeps) {
     this.#now = deps.now ?? Date.now;
     this.#flows = new ExpiringMap({ ttlMs: FLOW_TTL_MS, maxEntries: 1024, now: this.#now });
+    this.#confirmations = new ExpiringMap({
+      ttlMs: FLOW_TTL_MS,
+      maxEntries: 1024,
+      now: this.#now,
+    });
     this.#secure = deps.serverUrl.startsWith("https://");
   }
 
@@ -186,33 +210,43 @@ export class OidcWeb {
     const user = await this.deps.upsertUser(claims);
     if (flow.purpose === "register") {
       const expiry = this.deps.config.useExpiryFromToken ? identity.tokenExpiry : null;
-      let node: NodeRecord;
-      try {
-        node = await this.deps.register(flow.authId, user.id, expiry);
-      } catch (e) {
-        return this.#refuse(
-          req,
-          res,
-          400,
-          `The machine could not be registered: ${(e as Error).message}`,
-          { ...who, event: "OIDC registration failed", error: (e as Error).message },
-          clear,
-        );
-      }
-      this.deps.log.info("OIDC login registered a node", {
+      const token = randomToken();
+      const browser = randomToken();
+      this.#confirmations.set(token, {
+        authId: flow.authId,
+        user,
+        expiry,
+        browser,
+        who,
+        createdAt: this.#now(),
+      });
+      const machine = this.deps.machineName?.(flow.authId) || "a machine";
+      this.deps.log.info("OIDC login waits for the browser to confirm the registration", {
         ...who,
         user: user.name,
-        node: node.id,
       });
+      const attrs = [
+        "Path=/oidc/confirm",
+        `Max-Age=${FLOW_TTL_MS / 1000}`,
+        "HttpOnly",
+        "SameSite=Strict",
+        ...(this.#secure ? ["Secure"] : []),
+      ];
       return this.#send(
         req,
         res,
         200,
-        "Machine registered",
-        `<h1>Machine registered</h1>
-<p>The machine <b>${escapeHtml(node.hostname)}</b> is now registered to
-<b>${escapeHtml(user.displayName || user.name)}</b>. You can close this window.</p>`,
-        clear,
+        "Confirm the registration",
+        `<h1>Register this machine?</h1>
+<p>Register <b>${escapeHtml(machine)}</b> to <b>${
+          escapeHtml(user.displayName || user.name)
+        }</b>? Only confirm if you ran <code>tailscale up</code> on that machine yourself.</p>
+<form method="post" action="/oidc/confirm">
+<input type="hidden" name="token" value="${token}">
+<button type="submit">Register ${escapeHtml(machine)}</button>
+</form>
+<p>Not you? Close this window; nothing is registered.</p>`,
+        [clear, `${CONFIRM_COOKIE}=${browser}; ${attrs.join("; ")}`],
       );
     }
     // An SSH check: only the owner of the connecting node may vouch for it (as headscale).
@@ -238,6 +272,72 @@ export class OidcWeb {
       `<h1>SSH session authorized</h1>
 <p>Authorized as <b>${escapeHtml(user.displayName || user.name)}</b>. You may return to your
 terminal.</p>`,
+      clear,
+    );
+  }
+
+  /** `POST /oidc/confirm` from the confirmation page: registers the machine. */
+  confirm(req: IncomingMessage, res: ServerResponse): void {
+    this.#confirm(req, res).catch((e) => this.#fail(req, res, e, {}));
+  }
+
+  async #confirm(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const clear = `${CONFIRM_COOKIE}=; Path=/oidc/confirm; Max-Age=0; HttpOnly; SameSite=Strict`;
+    const form = await readForm(req);
+    const token = form?.get("token") ?? "";
+    const pending = token === "" ? undefined : this.#confirmations.get(token);
+    // Single use, whatever happens next.
+    if (pending) this.#confirmations.delete(token);
+    if (!pending) {
+      return this.#refuse(req, res, 400, "This confirmation is unknown, already used or expired.", {
+        event: "OIDC confirmation with an unknown, used or expired token",
+      }, clear);
+    }
+    const { who } = pending;
+    const cookie = cookies(req).get(CONFIRM_COOKIE);
+    if (cookie === undefined || !sameSecret(cookie, pending.browser)) {
+      return this.#refuse(
+        req,
+        res,
+        403,
+        "This confirmation was not sent from the browser that logged in.",
+        { ...who, event: "OIDC confirmation without the browser's cookie" },
+        clear,
+      );
+    }
+    if (!this.deps.isPending("register", pending.authId)) {
+      return this.#refuse(
+        req,
+        res,
+        410,
+        "This registration expired or was already decided. Run tailscale up again.",
+        { ...who, event: "OIDC confirmation for an auth request that no longer waits" },
+        clear,
+      );
+    }
+    let node: NodeRecord;
+    try {
+      node = await this.deps.register(pending.authId, pending.user.id, pending.expiry);
+    } catch (e) {
+      return this.#refuse(
+        req,
+        res,
+        400,
+        `The machine could not be registered: ${(e as Error).message}`,
+        { ...who, event: "OIDC registration failed", error: (e as Error).message },
+        clear,
+      );
+    }
+    const user = pending.user;
+    this.deps.log.info("OIDC login registered a node", { ...who, user: user.name, node: node.id });
+    this.#send(
+      req,
+      res,
+      200,
+      "Machine registered",
+      `<h1>Machine registered</h1>
+<p>The machine <b>${escapeHtml(node.hostname)}</b> is now registered to
+<b>${escapeHtml(user.displayName || user.name)}</b>. You can close this window.</p>`,
       clear,
     );
   }
@@ -286,17 +386,36 @@ terminal.</p>`,
     status: number,
     title: string,
     body: string,
-    clearCookie?: string,
+    cookies?: string | string[],
   ): void {
     if (res.headersSent) return void res.end();
     res.writeHead(status, {
       "content-type": "text/html; charset=utf-8",
       "cache-control": "no-store",
       "x-content-type-options": "nosniff",
-      "content-security-policy":
-        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-      ...(clearCookie ? { "set-cookie": clearCookie } : {}),
+      "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; " +
+        "form-action 'self'; frame-ancestors 'none'",
+      ...(cookies ? { "set-cookie": cookies } : {}),
     });
     res.end(req.method === "HEAD" ? undefined : page(title, body));
   }
+}
+
+/** The urlencoded form of a small POST body; null when it is too large or not a form. */
+function readForm(req: IncomingMessage): Promise<URLSearchParams | null> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_FORM_BYTES) {
+        req.removeAllListeners("data");
+        resolve(null);
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("end", () => resolve(new URLSearchParams(Buffer.concat(chunks).toString("utf8"))));
+    req.on("error", () => resolve(null));
+  });
 }

@@ -144,6 +144,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     .on("GET", "/register/", control.registerPage)
     .on("GET", "/auth/", control.authPage)
     .on("GET", "/oidc/callback", control.oidcCallback)
+    .on("POST", "/oidc/confirm", control.oidcConfirm)
     .on("HEAD", "/machine/ping-response", control.pingResponse)
     .on("*", "/ts2021", (_req, res) => sendText(res, 400, "missing next protocol\n"))
     .upgrade(
