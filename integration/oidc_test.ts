@@ -9,82 +9,11 @@ import assert from "node:assert/strict";
 import { integrationSkipReason, withHarness } from "./harness.ts";
 import { type ControlServer, startControlServer } from "./support/control_server.ts";
 import { loginNameOf } from "./support/tailnet.ts";
-import { type OidcProvider, startOidcProvider } from "../tests/helpers/oidc_provider.ts";
+import { browserLogin, oidcYaml, withOidcProvider } from "./support/oidc.ts";
 
 const skipReason = await integrationSkipReason();
 if (skipReason) console.log(`oidc tests skipped: ${skipReason}`);
 const ignore = skipReason !== undefined;
-
-const SECRET = "integration-client-secret";
-
-function oidcYaml(idp: OidcProvider, extra = ""): string {
-  return `oidc:\n  issuer: ${idp.issuer}\n  client_id: headscale\n  client_secret: ${SECRET}\n` +
-    extra;
-}
-
-/**
- * The browser: AuthURL → provider login form as `username` → callback → the confirmation page's
- * button (POST /oidc/confirm with its one-time token and cookie); the final page.
- */
-async function browserLogin(idp: OidcProvider, authUrl: string, username: string) {
-  const start = await fetch(authUrl, { redirect: "manual" });
-  await start.body?.cancel();
-  assert.equal(start.status, 302, `${authUrl} should redirect to the provider`);
-  const cookie = (start.headers.get("set-cookie") ?? "").split(";")[0];
-  const back = await idp.login(start.headers.get("location")!, username);
-  const page = await fetch(back, { headers: { cookie } });
-  const html = await page.text();
-  const token = /name="token" value="([0-9a-f]+)"/.exec(html)?.[1];
-  if (page.status !== 200 || !token) return { status: page.status, html };
-  const confirmCookie = page.headers.getSetCookie().map((c) => c.split(";")[0])
-    .find((c) => c.startsWith("headscale_oidc_confirm=") && !c.endsWith("="));
-  const done = await fetch(new URL("/oidc/confirm", back), {
-    method: "POST",
-    headers: {
-      "content-type": "application/x-www-form-urlencoded",
-      ...(confirmCookie ? { cookie: confirmCookie } : {}),
-    },
-    body: new URLSearchParams({ token }).toString(),
-  });
-  return { status: done.status, html: await done.text() };
-}
-
-async function withProvider<T>(fn: (idp: OidcProvider) => Promise<T>): Promise<T> {
-  const idp = await startOidcProvider({ clientId: "headscale", clientSecret: SECRET });
-  idp.users.set("alice", {
-    sub: "alice-sub",
-    email: "alice@example.com",
-    email_verified: true,
-    name: "Alice Example",
-    preferred_username: "alice",
-    picture: "https://pics.example/alice.png",
-    groups: ["staff"],
-  });
-  idp.users.set("eve", {
-    sub: "eve-sub",
-    email: "eve@elsewhere.org",
-    email_verified: true,
-    name: "Eve",
-    groups: ["staff"],
-  });
-  idp.users.set("unverified", {
-    sub: "u-sub",
-    email: "ursula@example.com",
-    email_verified: false,
-    groups: ["staff"],
-  });
-  idp.users.set("outsider", {
-    sub: "o-sub",
-    email: "olga@example.com",
-    email_verified: true,
-    groups: ["guests"],
-  });
-  try {
-    return await fn(idp);
-  } finally {
-    await idp.close();
-  }
-}
 
 async function usersOf(server: ControlServer) {
   return await server.cli<{ name: string; displayName?: string; email?: string }[]>([
@@ -99,7 +28,7 @@ for (const pkce of [false, true]) {
       "the node; refused users see why",
     ignore,
     fn: () =>
-      withProvider((idp) =>
+      withOidcProvider((idp) =>
         withHarness({ name: `oidc-login-${pkce ? "pkce" : "plain"}` }, async (h) => {
           const server = await startControlServer(h, {
             extraConfig: oidcYaml(

@@ -21,6 +21,7 @@ import {
 import { type ControlServer, startControlServer } from "./support/control_server.ts";
 import { ipv4Of } from "./support/tailnet.ts";
 import { runSsh, type SshOptions, type SshRun, startSsh } from "./support/tailscale_ssh.ts";
+import { browserLogin, browserSshCheck, oidcYaml, withOidcProvider } from "./support/oidc.ts";
 
 const skipReason = await integrationSkipReason() ??
   (await runCommand(["ssh", "-V"]).then((r) => r.success, () => false)
@@ -292,4 +293,67 @@ Deno.test({
         await Promise.all(runs.map((run) => run.done));
       }
     }),
+});
+
+Deno.test({
+  name: "ssh: a check rule is approved by the source node's owner signing in with the provider",
+  ignore,
+  fn: () =>
+    withOidcProvider((idp) =>
+      withHarness({ name: "ssh-check-oidc" }, async (h) => {
+        const server = await startControlServer(h, {
+          extraConfig: "policy:\n  mode: database\n" + oidcYaml(idp),
+        });
+        const [b, c] = await h.addClients(["server-b", "laptop-c"]);
+        // alice's laptop joins through the provider.
+        const login = c.startLogin({ loginServer: server.url });
+        const page = await browserLogin(idp, await login.authUrl(), "alice");
+        assert.equal(page.status, 200, page.html);
+        const joined = await login.done;
+        assert.ok(joined.success, `tailscale up failed:\n${joined.stderr}`);
+        await setPolicy(
+          server,
+          h.workDir,
+          JSON.stringify({
+            tagOwners: { "tag:server": ["alice@"] },
+            acls: [{ action: "accept", src: ["*"], dst: ["*:*"] }],
+            ssh: [{
+              action: "check",
+              src: ["alice@"],
+              dst: ["tag:server"],
+              users: ["root"],
+              checkPeriod: "1m",
+            }],
+          }),
+        );
+        await b.up({
+          loginServer: server.url,
+          authKey: await server.createTaggedAuthKey("tag:server"),
+          extraArgs: ["--ssh"],
+        });
+        const bIp = await ipv4Of(b);
+        await waitForTunnel(c, b);
+        const ssh: SshOptions = { dieWithParent: h.dieWithParent };
+        const token = `ssh-oidc-${crypto.randomUUID()}`;
+        const held = await startHeldSsh(server, c, bIp, proofCommand(token), ssh);
+        try {
+          // The check page offers the provider.
+          const offer = await fetch(`${server.url}/auth/${held.authId}`);
+          assert.match(await offer.text(), new RegExp(`/auth/${held.authId}/oidc`));
+          // Someone else signing in does not vouch for alice's laptop; the session stays held.
+          const eve = await browserSshCheck(idp, server.url, held.authId, "eve");
+          assert.equal(eve.status, 403, eve.html);
+          assert.match(eve.html, /not the owner of the machine/);
+          assert.equal(held.run.stdout, "", "the command ran after a refused sign-in");
+          // The laptop's owner signs in: the held session goes ahead.
+          const alice = await browserSshCheck(idp, server.url, held.authId, "alice");
+          assert.equal(alice.status, 200, alice.html);
+          assert.match(alice.html, /SSH session authorized/);
+          assertRanOn(await held.run.done, token, b);
+        } finally {
+          held.run.kill();
+          await held.run.done;
+        }
+      })
+    ),
 });
