@@ -8,12 +8,15 @@
 import assert from "node:assert/strict";
 import { integrationSkipReason, withHarness } from "./harness.ts";
 import { type ControlServer, startControlServer } from "./support/control_server.ts";
-import { loginNameOf } from "./support/tailnet.ts";
+import { loginNameOf, waitForStatus } from "./support/tailnet.ts";
 import { browserLogin, oidcYaml, withOidcProvider } from "./support/oidc.ts";
 
 const skipReason = await integrationSkipReason();
 if (skipReason) console.log(`oidc tests skipped: ${skipReason}`);
 const ignore = skipReason !== undefined;
+
+/** How long the provider's ID tokens last in the expiry test. */
+const TOKEN_TTL_S = 20;
 
 async function usersOf(server: ControlServer) {
   return await server.cli<{ name: string; displayName?: string; email?: string }[]>([
@@ -107,3 +110,39 @@ async function waitForNewAuthUrl(
   }
   throw new Error("no new AuthURL after --force-reauth");
 }
+
+Deno.test({
+  name: "oidc: use_expiry_from_token — the node's key expires when the ID token does",
+  ignore,
+  fn: () =>
+    withOidcProvider(
+      (idp) =>
+        withHarness({ name: "oidc-token-expiry" }, async (h) => {
+          const server = await startControlServer(h, {
+            extraConfig: oidcYaml(idp, "  use_expiry_from_token: true\n"),
+          });
+          const [laptop] = await h.addClients(["oidc-expiring"]);
+          const login = laptop.startLogin({ loginServer: server.url });
+          const loggedInAt = Date.now();
+          const page = await browserLogin(idp, await login.authUrl(), "alice");
+          assert.equal(page.status, 200, page.html);
+          const done = await login.done;
+          assert.ok(done.success, `tailscale up failed:\n${done.stderr}${done.stdout}`);
+          const running = await laptop.waitForBackendState("Running");
+          const expiry = Date.parse(running.Self?.KeyExpiry ?? "");
+          assert.ok(
+            expiry > loggedInAt && expiry <= Date.now() + TOKEN_TTL_S * 1000 + 2_000,
+            `the key expires with the token: ${running.Self?.KeyExpiry}`,
+          );
+          // When the token's time is up, the client learns its key expired.
+          const expired = await waitForStatus(
+            laptop,
+            (s) => s.BackendState === "NeedsLogin" || s.Self?.Expired === true,
+            "its key expired with the ID token",
+            TOKEN_TTL_S * 1000 + 60_000,
+          );
+          assert.ok(expired.BackendState === "NeedsLogin" || expired.Self?.Expired === true);
+        }),
+      { idTokenTtl: TOKEN_TTL_S },
+    ),
+});

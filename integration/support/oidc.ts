@@ -14,9 +14,19 @@ export function oidcYaml(idp: OidcProvider, extra = ""): string {
     `  client_secret: ${OIDC_CLIENT_SECRET}\n${extra}`;
 }
 
-/** Runs `fn` with a provider that knows alice, eve, an unverified user and an outsider. */
-export async function withOidcProvider<T>(fn: (idp: OidcProvider) => Promise<T>): Promise<T> {
-  const idp = await startOidcProvider({ clientId: "headscale", clientSecret: OIDC_CLIENT_SECRET });
+/**
+ * Runs `fn` with a provider that knows alice, eve, an unverified user and an outsider;
+ * `idTokenTtl` (seconds) sets how long its ID tokens last.
+ */
+export async function withOidcProvider<T>(
+  fn: (idp: OidcProvider) => Promise<T>,
+  opts: { idTokenTtl?: number } = {},
+): Promise<T> {
+  const idp = await startOidcProvider({
+    clientId: "headscale",
+    clientSecret: OIDC_CLIENT_SECRET,
+    idTokenTtl: opts.idTokenTtl,
+  });
   idp.users.set("alice", {
     sub: "alice-sub",
     email: "alice@example.com",
