@@ -37,6 +37,8 @@ for (const pkce of [false, true]) {
             extraConfig: oidcYaml(
               idp,
               `  allowed_domains: [example.com]\n  allowed_groups: [staff]\n` +
+                // With PKCE, an allowed_users list too (bob is in the domain and the group).
+                (pkce ? `  allowed_users: [alice@example.com]\n` : "") +
                 `  pkce:\n    enabled: ${pkce}\n`,
             ),
           });
@@ -74,7 +76,8 @@ for (const pkce of [false, true]) {
           assert.equal(relogged.id, node.id);
           assert.deepEqual(relogged.ipAddresses, node.ipAddresses);
 
-          // Refused: another domain, an unverified e-mail, a group outside the list.
+          // Refused: another domain, an unverified e-mail, a group outside the list, a user
+          // outside the list.
           const refused = other.startLogin({ loginServer: server.url, timeoutMs: 60_000 });
           const refusedUrl = await refused.authUrl();
           for (
@@ -82,6 +85,7 @@ for (const pkce of [false, true]) {
               ["eve", /domain of your e-mail address is not allowed/],
               ["unverified", /e-mail address is not verified/],
               ["outsider", /not in any of the groups allowed/],
+              ...(pkce ? [["bob", /not among the users allowed/] as const] : []),
             ] as const
           ) {
             const r = await browserLogin(idp, refusedUrl, user);

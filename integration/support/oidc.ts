@@ -15,7 +15,7 @@ export function oidcYaml(idp: OidcProvider, extra = ""): string {
 }
 
 /**
- * Runs `fn` with a provider that knows alice, eve, an unverified user and an outsider;
+ * Runs `fn` with a provider that knows alice, bob, eve, an unverified user and an outsider;
  * `idTokenTtl` (seconds) sets how long its ID tokens last.
  */
 export async function withOidcProvider<T>(
@@ -42,6 +42,14 @@ export async function withOidcProvider<T>(
     email_verified: true,
     name: "Eve",
     preferred_username: "eve",
+    groups: ["staff"],
+  });
+  idp.users.set("bob", {
+    sub: "bob-sub",
+    email: "bob@example.com",
+    email_verified: true,
+    name: "Bob",
+    preferred_username: "bob",
     groups: ["staff"],
   });
   idp.users.set("unverified", {
