@@ -36,11 +36,19 @@ if [ -x scripts/install_tailscale.sh ] && ls integration/*_test.ts >/dev/null 2>
   step "$deno" task integration || status=1
 fi
 
-# deno test lines: "ok | 12 passed | 0 failed | 1 ignored (3s)"; policy-compat: "702 passed, 2 failed",
+# deno test lines: "ok | 12 passed (3 steps) | 0 failed | 1 ignored (3s)"; policy-compat: "702 passed, 2 failed",
 # where failures on its checked-in skip list do not fail the run (they count as skipped).
 sed 's/\x1b\[[0-9;]*m//g' "$out" | awk -v status="$status" '
-  /^(ok|FAILED) \| [0-9]+ passed \| [0-9]+ failed/ {
-    p += $3; f += $6; if ($10 == "ignored") s += $9
+  # "ok | 459 passed (1 step) | 0 failed | 1 ignored (1m8s)": steps are not tests.
+  /^(ok|FAILED) \| [0-9]+ passed/ {
+    line = $0
+    sub(/ \([0-9]+ steps?\)/, "", line)
+    n = split(line, w, " ")
+    for (i = 2; i <= n; i++) {
+      if (w[i] == "passed") p += w[i - 1]
+      else if (w[i] == "failed") f += w[i - 1]
+      else if (w[i] == "ignored") s += w[i - 1]
+    }
   }
   /^[0-9]+ passed, [0-9]+ failed$/ { cp = $1; cf = $3 }
   END {
