@@ -134,17 +134,10 @@ export class OidcWeb {
     }
     const browser = randomToken();
     this.#flows.set(tx.state, { purpose, authId, tx, browser, createdAt: this.#now() });
-    const attrs = [
-      "Path=/oidc/callback",
-      `Max-Age=${FLOW_TTL_MS / 1000}`,
-      "HttpOnly",
-      // Lax: the provider sends the browser back with a top-level GET from its own site.
-      "SameSite=Lax",
-      ...(this.#secure ? ["Secure"] : []),
-    ];
     res.writeHead(302, {
       location: url.toString(),
-      "set-cookie": `${cookieName(tx.state)}=${browser}; ${attrs.join("; ")}`,
+      // Lax: the provider sends the browser back with a top-level GET from its own site.
+      "set-cookie": this.#cookie(cookieName(tx.state), browser, "/oidc/callback", "Lax"),
       "cache-control": "no-store",
     });
     res.end();
@@ -225,13 +218,6 @@ export class OidcWeb {
         ...who,
         user: user.name,
       });
-      const attrs = [
-        "Path=/oidc/confirm",
-        `Max-Age=${FLOW_TTL_MS / 1000}`,
-        "HttpOnly",
-        "SameSite=Strict",
-        ...(this.#secure ? ["Secure"] : []),
-      ];
       return this.#send(
         req,
         res,
@@ -246,7 +232,7 @@ export class OidcWeb {
 <button type="submit">Register ${escapeHtml(machine)}</button>
 </form>
 <p>Not you? Close this window; nothing is registered.</p>`,
-        [clear, `${CONFIRM_COOKIE}=${browser}; ${attrs.join("; ")}`],
+        [clear, this.#cookie(CONFIRM_COOKIE, browser, "/oidc/confirm", "Strict")],
       );
     }
     // An SSH check: only the owner of the connecting node may vouch for it (as headscale).
@@ -274,6 +260,13 @@ export class OidcWeb {
 terminal.</p>`,
       clear,
     );
+  }
+
+  /** A login cookie: only for `path`, not for scripts, for as long as a login may take. */
+  #cookie(name: string, value: string, path: string, sameSite: "Lax" | "Strict"): string {
+    const attrs = [`Path=${path}`, `Max-Age=${FLOW_TTL_MS / 1000}`, "HttpOnly"];
+    attrs.push(`SameSite=${sameSite}`, ...(this.#secure ? ["Secure"] : []));
+    return `${name}=${value}; ${attrs.join("; ")}`;
   }
 
   /** `POST /oidc/confirm` from the confirmation page: registers the machine. */
