@@ -1,8 +1,9 @@
 /**
  * Writes that the database refuses are refused to the caller too, and change nothing: SQLite
  * faults injected in-process (`PRAGMA max_page_count` makes SQLite report a full database,
- * `PRAGMA query_only` a read-only one), through the store, the state and the API. The same
- * faults from a real full disk and a read-only file are in fault_server_test.ts (root only).
+ * `PRAGMA query_only` a read-only one), through the store, the state, the API and the control
+ * protocol. The same faults from a real full disk and a read-only file are in
+ * fault_server_test.ts (root only).
  */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
@@ -13,6 +14,7 @@ import { State } from "../lib/state/state.ts";
 import { openSqliteStore, type SqliteStore } from "../lib/store/sqlite.ts";
 import { StoreUnavailableError } from "../lib/store/types.ts";
 import { startApiServer } from "./helpers/api_server.ts";
+import { randomKey, startTestControl } from "./helpers/control.ts";
 
 /** A migrated file store and a second raw connection to the same file to inject faults with. */
 async function openFileStore(dir: string): Promise<{ store: SqliteStore; path: string }> {
@@ -223,5 +225,37 @@ Deno.test("store sqlite: a new database file and its WAL are readable by the own
   } finally {
     await store.close();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("control: a registration the database refuses answers 503 naming the cause, and registers nothing", async () => {
+  const t = await startTestControl();
+  try {
+    const alice = await t.user("alice");
+    const key = await t.authKey({ user: alice, reusable: true });
+    const db = connectionOf(t.store as SqliteStore);
+    inject(db, "read-only");
+    const machine = randomKey("mkey:");
+    const reply = await t.connect(machine).register({
+      Version: 130,
+      NodeKey: randomKey("nodekey:"),
+      Auth: { AuthKey: key },
+      Hostinfo: { Hostname: "laptop" },
+    });
+    assert.equal(reply.status, 503, reply.text);
+    assert.match(reply.text, /^database unavailable: the SQLite database .* is read-only/);
+    assert.equal(t.state.nodeByMachineKey(machine), undefined);
+
+    inject(db, "none");
+    const again = await t.connect(machine).register({
+      Version: 130,
+      NodeKey: randomKey("nodekey:"),
+      Auth: { AuthKey: key },
+      Hostinfo: { Hostname: "laptop" },
+    });
+    assert.equal(again.status, 200, "the client's retry succeeds once the database is back");
+    assert.ok(t.state.nodeByMachineKey(machine));
+  } finally {
+    await t.close();
   }
 });
