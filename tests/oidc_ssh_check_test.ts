@@ -32,6 +32,8 @@ Deno.test("oidc ssh check: the source node's owner approves by logging in; other
     serverUrl: "http://127.0.0.1",
     log: silentLogger(),
   });
+  // Set once the pages exist (their server_url needs this listener's port).
+  // deno-lint-ignore prefer-const
   let handler: ((req: unknown, res: unknown) => void) | undefined;
   const http = createServer((req, res) => handler!(req, res));
   await new Promise<void>((r) => http.listen(0, "127.0.0.1", r));
