@@ -78,6 +78,12 @@ export interface NodeReport {
 }
 
 const USER_NAME = /^[a-zA-Z0-9][a-zA-Z0-9._@+-]{0,62}$/;
+const EMAIL = /^[^@\s]+@[^@\s]+$/;
+
+/** 1-63 letters, digits and . _ - + @ (one @ at most), starting with a letter or digit. */
+function validUserName(name: string): boolean {
+  return USER_NAME.test(name) && name.split("@").length <= 2;
+}
 const TAG = /^tag:[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 
 export function validateTags(tags: string[]): string[] {
@@ -289,7 +295,7 @@ export class State {
   }
 
   private checkUserName(name: string): void {
-    if (!USER_NAME.test(name) || name.split("@").length > 2) {
+    if (!validUserName(name)) {
       throw new InvalidArgumentError(
         `invalid user name "${name}": use 1-63 letters, digits, and . _ - + @ (one @ at most), starting with a letter or digit`,
       );
@@ -299,7 +305,7 @@ export class State {
 
   async createUser(input: CreateUserInput): Promise<UserRecord> {
     this.checkUserName(input.name);
-    if (input.email && !/^[^@\s]+@[^@\s]+$/.test(input.email)) {
+    if (input.email && !EMAIL.test(input.email)) {
       throw new InvalidArgumentError(`invalid email "${input.email}"`);
     }
     const user = await this.write(() =>
@@ -341,7 +347,7 @@ export class State {
     profilePicUrl: string;
   }): Promise<UserRecord> {
     if (input.providerId === "") throw new InvalidArgumentError("an OIDC user needs an identifier");
-    const email = /^[^@\s]+@[^@\s]+$/.test(input.email) ? input.email : "";
+    const email = EMAIL.test(input.email) ? input.email : "";
     const existing = this.getUserByProviderId(input.providerId);
     if (existing) {
       const next = {
@@ -375,7 +381,7 @@ export class State {
   }
 
   private freeUserName(candidates: string[]): string {
-    const valid = candidates.filter((n) => USER_NAME.test(n) && n.split("@").length <= 2);
+    const valid = candidates.filter(validUserName);
     const free = valid.find((n) => !this.getUserByName(n));
     if (free) return free;
     const base = (valid[0] ?? "oidc-user").slice(0, 56);
