@@ -1,8 +1,6 @@
 import assert from "node:assert/strict";
 import { nodeToProto } from "../lib/api/convert.ts";
-import { openMemoryState } from "./helpers/memory_state.ts";
-
-const hex = (n: number) => n.toString(16).padStart(64, "0");
+import { openMemoryState, registerTestNode } from "./helpers/memory_state.ts";
 
 Deno.test("api: subnetRoutes are what a node serves now, as headscale lists them: primary subnet routes and approved exit routes", async () => {
   const { store, state } = await openMemoryState();
@@ -10,18 +8,7 @@ Deno.test("api: subnetRoutes are what a node serves now, as headscale lists them
     const user = await state.createUser({ name: "ops" });
     const routers = [];
     for (const n of [1, 2]) {
-      const node = await state.registerNode({
-        machineKey: `mkey:${hex(n)}`,
-        nodeKey: `nodekey:${hex(n)}`,
-        hostname: `r${n}`,
-        hostinfo: { Hostname: `r${n}` },
-        userId: user.id,
-        tags: [],
-        authKeyId: null,
-        method: "cli",
-        ephemeral: false,
-        expiry: null,
-      });
+      const node = await registerTestNode(state, user.id, `r${n}`);
       state.applyReport(node.id, {
         hostinfo: { Hostname: `r${n}`, RoutableIPs: ["10.1.0.0/24", "0.0.0.0/0", "::/0"] },
       });

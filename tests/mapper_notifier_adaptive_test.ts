@@ -7,9 +7,9 @@ import { parseConfigText } from "../lib/config/load.ts";
 import { silentLogger } from "../lib/log/log.ts";
 import { Mapper } from "../lib/mapper/mapper.ts";
 import { Notifier } from "../lib/mapper/notifier.ts";
-import { randomKey, TEST_DERP_MAP } from "./helpers/control.ts";
+import { TEST_DERP_MAP } from "./helpers/control.ts";
 import { RecordingSink } from "./helpers/map_fixtures.ts";
-import { openMemoryState } from "./helpers/memory_state.ts";
+import { openMemoryState, registerTestNode } from "./helpers/memory_state.ts";
 
 async function until(what: string, done: () => boolean): Promise<void> {
   const deadline = Date.now() + 10_000;
@@ -24,21 +24,7 @@ Deno.test("notifier (adaptive): a lone change goes out without waiting for the w
   const { store, state } = await openMemoryState({ config });
   const user = await state.createUser({ name: "alice" });
   const ids: number[] = [];
-  for (let i = 0; i < 3; i++) {
-    const node = await state.registerNode({
-      machineKey: randomKey("mkey:"),
-      nodeKey: randomKey("nodekey:"),
-      hostname: `n${i}`,
-      hostinfo: { Hostname: `n${i}` },
-      userId: user.id,
-      tags: [],
-      authKeyId: null,
-      method: "cli",
-      ephemeral: false,
-      expiry: null,
-    });
-    ids.push(node.id);
-  }
+  for (let i = 0; i < 3; i++) ids.push((await registerTestNode(state, user.id, `n${i}`)).id);
   const mapper = new Mapper({ state, config, derpMap: () => TEST_DERP_MAP });
   // A window no test would wait for: anything that arrives came without it.
   const notifier = new Notifier({

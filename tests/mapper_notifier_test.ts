@@ -10,7 +10,7 @@ import { State } from "../lib/state/state.ts";
 import type { Store } from "../lib/store/types.ts";
 import type { DERPMap } from "../lib/tailcfg/types.ts";
 import { RecordingSink } from "./helpers/map_fixtures.ts";
-import { openMemoryState } from "./helpers/memory_state.ts";
+import { openMemoryState, registerTestNode } from "./helpers/memory_state.ts";
 
 interface World {
   store: Store;
@@ -33,19 +33,7 @@ async function world(n: number, policy?: PolicyView, owners?: string[]): Promise
     const ownerName = owners?.[i] ?? "alice";
     if (!users.has(ownerName)) users.set(ownerName, await state.createUser({ name: ownerName }));
     const user = users.get(ownerName)!;
-    const node = await state.registerNode({
-      machineKey: randomKey("mkey:"),
-      nodeKey: randomKey("nodekey:"),
-      hostname: `n${i}`,
-      hostinfo: { Hostname: `n${i}` },
-      userId: user.id,
-      tags: [],
-      authKeyId: null,
-      method: "cli",
-      ephemeral: false,
-      expiry: null,
-    });
-    ids.push(node.id);
+    ids.push((await registerTestNode(state, user.id, `n${i}`)).id);
   }
   const derp = { map: TEST_DERP_MAP };
   const mapper = new Mapper({ state, config, policy, derpMap: () => derp.map });

@@ -1,9 +1,10 @@
 /** A State over a fresh in-memory SQLite store: the starting point of most in-process tests. */
 import { parseConfigText } from "../../lib/config/load.ts";
 import { silentLogger } from "../../lib/log/log.ts";
-import { State, type StateDeps } from "../../lib/state/state.ts";
+import { type RegisterInput, State, type StateDeps } from "../../lib/state/state.ts";
 import { openStore } from "../../lib/store/mod.ts";
-import type { Store } from "../../lib/store/types.ts";
+import type { NodeRecord, Store } from "../../lib/store/types.ts";
+import { randomKey } from "./control.ts";
 
 /** `config` defaults to the built-in defaults, `log` to a silent logger. */
 export async function openMemoryState(
@@ -20,4 +21,26 @@ export async function openMemoryState(
     now: deps.now,
   });
   return { store, state };
+}
+
+/** Registers a node for `userId` as `auth register` would, with fresh random keys. */
+export function registerTestNode(
+  state: State,
+  userId: number,
+  hostname: string,
+  extra: Partial<RegisterInput> = {},
+): Promise<NodeRecord> {
+  return state.registerNode({
+    machineKey: randomKey("mkey:"),
+    nodeKey: randomKey("nodekey:"),
+    hostname,
+    hostinfo: { Hostname: hostname },
+    userId,
+    tags: [],
+    authKeyId: null,
+    method: "cli",
+    ephemeral: false,
+    expiry: null,
+    ...extra,
+  });
 }
