@@ -10,8 +10,8 @@ import { parsePrivateKeyText } from "../lib/auth/keyfile.ts";
 import { clientAddress, resolveClientAddress, trustedProxyHook } from "../lib/net/client_addr.ts";
 import { parsePrefix, type Prefix } from "../lib/net/ip.ts";
 import { runCli } from "../lib/cli/run.ts";
-import type { CliIO } from "../lib/cli/command.ts";
 import { versionHandler } from "../lib/version.ts";
+import { captureIO } from "./helpers/cli_io.ts";
 
 const EXAMPLE = new URL("./fixtures/headscale/config-example-v0.29.2.yaml", import.meta.url);
 
@@ -123,22 +123,6 @@ Deno.test("trusted_proxies: the hook strips proxy headers from untrusted peers",
   // Without the hook: the TCP peer.
   assert.deepEqual(clientAddress(fakeRequest("::ffff:192.0.2.1")), "192.0.2.1");
 });
-
-function captureIO(): CliIO & { out: string[]; err: string[] } {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    out,
-    err,
-    print: (t) => out.push(t),
-    printError: (t) => err.push(t),
-    ask: () => Promise.resolve(null),
-    stdinIsTerminal: false,
-    stdoutIsTerminal: false,
-    env: {},
-    now: () => new Date(),
-  };
-}
 
 Deno.test("cli: version -o json has headscale's shape", async () => {
   const io = captureIO();

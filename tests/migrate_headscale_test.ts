@@ -19,7 +19,7 @@ import {
 } from "../lib/migrate/headscale.ts";
 import { importPlan } from "../lib/migrate/import.ts";
 import { runCli } from "../lib/cli/run.ts";
-import type { CliIO } from "../lib/cli/command.ts";
+import { captureIO } from "./helpers/cli_io.ts";
 
 const SCHEMA = Deno.readTextFileSync(
   new URL("./fixtures/headscale/schema-v0.29.2.sql", import.meta.url),
@@ -315,22 +315,6 @@ Deno.test("migrate: versions other than v0.28.x and v0.29.x are refused by name"
     /older than v0\.28 \(last migration 202507021200\)/,
   );
 });
-
-function captureIO(): CliIO & { out: string[]; err: string[] } {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    out,
-    err,
-    print: (t) => out.push(t),
-    printError: (t) => err.push(t),
-    ask: () => Promise.resolve(null),
-    stdinIsTerminal: false,
-    stdoutIsTerminal: false,
-    env: {},
-    now: () => new Date(),
-  };
-}
 
 async function cliInDir(dir: string, ...args: string[]) {
   const config = `${dir}/config.yaml`;
