@@ -17,6 +17,7 @@ import {
 import { type ControlServer, startControlServer } from "./support/control_server.ts";
 import { aclDrops, type NodeHttpServer, probeHttp, serveHttp } from "./support/node_services.ts";
 import { ipv4Of, waitForStatus } from "./support/tailnet.ts";
+import { waitForHttp, waitForNoHttp } from "./support/reach.ts";
 
 const skipReason = await integrationSkipReason();
 if (skipReason) console.log(`policy reachability tests skipped: ${skipReason}`);
@@ -26,42 +27,25 @@ const ignore = skipReason !== undefined;
 const CHANGE_TIMEOUT_MS = 20_000;
 
 /** Waits until `from` gets an HTTP answer from `to`'s service on `port`. */
-async function waitReachable(
+function waitReachable(
   from: TailscaleClient,
   to: TailscaleClient,
   ip: string,
   port: number,
   timeoutMs = 30_000,
 ): Promise<void> {
-  await waitFor(
-    async () => {
-      const probe = await probeHttp(from, ip, port);
-      if (!probe.connected) throw new Error(`curl exit ${probe.exitCode}: ${probe.error}`);
-      assert.equal(probe.body, `${to.name}:${port}`, "answered by the wrong service");
-      return true;
-    },
-    timeoutMs,
-    { description: `${from.name} → ${to.name}:${port} (${ip}) open`, intervalMs: 500 },
-  );
+  return waitForHttp(from, ip, port, `${to.name}:${port}`, timeoutMs);
 }
 
-/** Waits until `from` can no longer open `ip:port` (each attempt gives up after 3 s). */
-async function waitBlocked(
+/** Waits until `from` can no longer open `to`'s service on `ip:port`. */
+function waitBlocked(
   from: TailscaleClient,
-  to: TailscaleClient,
+  _to: TailscaleClient,
   ip: string,
   port: number,
   timeoutMs = CHANGE_TIMEOUT_MS,
 ): Promise<void> {
-  await waitFor(
-    async () => {
-      const probe = await probeHttp(from, ip, port);
-      if (probe.connected) throw new Error(`still answered: ${probe.body}`);
-      return true;
-    },
-    timeoutMs,
-    { description: `${from.name} → ${to.name}:${port} (${ip}) blocked`, intervalMs: 500 },
-  );
+  return waitForNoHttp(from, ip, port, timeoutMs);
 }
 
 /**

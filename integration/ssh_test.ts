@@ -22,6 +22,7 @@ import { type ControlServer, startControlServer } from "./support/control_server
 import { ipv4Of } from "./support/tailnet.ts";
 import { runSsh, type SshOptions, type SshRun, startSsh } from "./support/tailscale_ssh.ts";
 import { browserLogin, browserSshCheck, oidcYaml, withOidcProvider } from "./support/oidc.ts";
+import { waitForTunnel } from "./support/reach.ts";
 
 const skipReason = await integrationSkipReason() ??
   (await runCommand(["ssh", "-V"]).then((r) => r.success, () => false)
@@ -78,25 +79,6 @@ function assertRanOn(result: CommandResult, token: string, to: TailscaleClient):
   assert.equal(user, "root");
   const inet = new RegExp(`inet ${to.address.replaceAll(".", "\\.")}/`);
   assert.match(addr, inet, `ran in ${to.name}'s namespace:\n${result.stdout}`);
-}
-
-/**
- * Waits until `from` has a WireGuard session with `to` (a TSMP ping travels inside the tunnel;
- * a disco ping does not). ssh attempts before that can lose their SYNs: the clients' DERP is
- * unreachable here (it needs TLS), and TCP's retransmit backoff outlasts ssh's ConnectTimeout
- * ("Connection timed out during banner exchange"), so a refusal could not be told from a loss.
- */
-async function waitForTunnel(from: TailscaleClient, to: TailscaleClient): Promise<void> {
-  const ip = await ipv4Of(to);
-  await waitFor(
-    async () => {
-      const result = await from.ping(ip, { type: "tsmp", timeoutMs: 3_000 });
-      if (!result.pong) throw new Error(result.output);
-      return true;
-    },
-    30_000,
-    { description: `${from.name}: a TSMP pong from ${to.name}`, intervalMs: 500 },
-  );
 }
 
 /** Retries ssh until it succeeds (a policy change is on its way to the destination). */
