@@ -103,6 +103,20 @@ export interface Config {
   /** Null unless `oidc.issuer` is set. */
   oidc: OidcConfig | null;
   cli: { address: string; apiKey: string; timeoutMs: number; insecure: boolean };
+  /** The admin web UI under `path` on the main listener (lib/ui, docs/ui.md). */
+  adminUi: {
+    enabled: boolean;
+    /** Starts with "/", no trailing slash, e.g. "/admin". */
+    path: string;
+    /** CIDRs that may reach the UI; empty = every address. Others get 404. */
+    allowedIps: string[];
+    sessionDurationMs: number;
+    /**
+     * Who may sign in as admin through the server's OIDC provider. All empty = OIDC admin
+     * sign-in is off (fail closed); only the one-time link from the CLI works then.
+     */
+    oidc: { allowedUsers: string[]; allowedGroups: string[]; allowedDomains: string[] };
+  };
   tuning: {
     batchChangeDelayMs: number;
     nodeStoreBatchSize: number;

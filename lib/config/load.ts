@@ -305,6 +305,17 @@ function build(v: Map<string, unknown>): Config {
       timeoutMs: n("cli.timeout"),
       insecure: b("cli.insecure"),
     },
+    adminUi: {
+      enabled: b("admin_ui.enabled"),
+      path: s("admin_ui.path").replace(/\/+$/, ""),
+      allowedIps: l("admin_ui.allowed_ips"),
+      sessionDurationMs: n("admin_ui.session_duration"),
+      oidc: {
+        allowedUsers: l("admin_ui.oidc.allowed_users"),
+        allowedGroups: l("admin_ui.oidc.allowed_groups"),
+        allowedDomains: l("admin_ui.oidc.allowed_domains"),
+      },
+    },
     tuning: {
       batchChangeDelayMs: n("tuning.batch_change_delay"),
       nodeStoreBatchSize: n("tuning.node_store_batch_size"),
@@ -450,11 +461,43 @@ function validate(c: Config, v: Map<string, unknown>, errors: string[], warnings
     );
     c.grpcListenAddr = "";
   }
+  validateAdminUi(c, err);
   for (const [i, p] of c.trustedProxies.entries()) {
     const prefix = parsePrefix(p);
     if (!prefix) err(`trusted_proxies[${i}]`, `"${p}" is not an IP prefix like 10.0.0.0/8`);
     else if (prefix.bits === 0) err(`trusted_proxies[${i}]`, `"${p}" would trust every address`);
   }
+}
+
+/** Paths the main listener serves itself: the admin UI must not shadow them. */
+const RESERVED_PATHS = [
+  "/api",
+  "/auth",
+  "/bootstrap-dns",
+  "/derp",
+  "/headscale.v1.HeadscaleService",
+  "/health",
+  "/key",
+  "/machine",
+  "/oidc",
+  "/register",
+  "/ts2021",
+  "/version",
+];
+
+function validateAdminUi(c: Config, err: (key: string, msg: string) => void): void {
+  const ui = c.adminUi;
+  if (!/^(\/[A-Za-z0-9_-]+)+$/.test(ui.path)) {
+    err("admin_ui.path", `must be a path like /admin (letters, digits, - and _), got "${ui.path}"`);
+  } else if (RESERVED_PATHS.some((r) => ui.path === r || ui.path.startsWith(r + "/"))) {
+    err("admin_ui.path", `"${ui.path}" is taken by the server itself`);
+  }
+  for (const [i, p] of ui.allowedIps.entries()) {
+    if (!parsePrefix(p) && !parseIP(p)) {
+      err(`admin_ui.allowed_ips[${i}]`, `"${p}" is not an IP prefix like 10.0.0.0/8`);
+    }
+  }
+  if (ui.sessionDurationMs < 60_000) err("admin_ui.session_duration", "must be at least 1m");
 }
 
 /** Expands `$VAR` and `${VAR}` as Go's os.ExpandEnv does (an unset variable is ""). */

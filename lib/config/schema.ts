@@ -128,6 +128,15 @@ export const SCHEMA: Record<string, KeySpec> = {
   "taildrop.enabled": { kind: "bool", default: true },
   "auto_update.enabled": { kind: "bool", default: false },
 
+  // The admin web UI (lib/ui, docs/ui.md); not in headscale's file.
+  "admin_ui.enabled": { kind: "bool", default: true },
+  "admin_ui.path": { kind: "string", default: "/admin" },
+  "admin_ui.allowed_ips": { kind: "strings", default: [] },
+  "admin_ui.session_duration": { kind: "duration", default: "12h" },
+  "admin_ui.oidc.allowed_users": { kind: "strings", default: [] },
+  "admin_ui.oidc.allowed_groups": { kind: "strings", default: [] },
+  "admin_ui.oidc.allowed_domains": { kind: "strings", default: [] },
+
   "cli.address": { kind: "string", default: "" },
   "cli.api_key": { kind: "string", default: "" },
   "cli.timeout": { kind: "duration", default: "5s" },
