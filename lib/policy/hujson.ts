@@ -15,10 +15,26 @@ export type JSONValue = null | boolean | number | string | JSONValue[] | { [k: s
 /** Nesting deeper than this is refused (a policy never needs it; it keeps the stack safe). */
 const MAX_DEPTH = 200;
 
-export function parseHuJSON(text: string): JSONValue {
-  const p = new Parser(text);
+/** A path into a document: object keys and array indexes from the root. */
+export type HuJSONPath = readonly (string | number)[];
+
+/**
+ * Called for every value once it is parsed, innermost first: where it sits in the document
+ * (offsets into the text; `keyAt` is the offset of its key's opening quote in an object).
+ * The path array is reused: copy it to keep it.
+ */
+export type HuJSONVisitor = (
+  path: HuJSONPath,
+  value: JSONValue,
+  at: { start: number; end: number; keyAt?: number },
+) => void;
+
+export function parseHuJSON(text: string, visit?: HuJSONVisitor): JSONValue {
+  const p = new Parser(text, visit);
   p.skipSpace();
+  const start = p.offset;
   const v = p.value(0);
+  visit?.([], v, { start, end: p.offset });
   p.skipSpace();
   if (!p.atEnd()) p.fail("unexpected text after the top-level value");
   return v;
@@ -26,7 +42,12 @@ export function parseHuJSON(text: string): JSONValue {
 
 class Parser {
   private pos = 0;
-  constructor(private readonly s: string) {}
+  private readonly path: (string | number)[] = [];
+  constructor(private readonly s: string, private readonly visit?: HuJSONVisitor) {}
+
+  get offset(): number {
+    return this.pos;
+  }
 
   atEnd(): boolean {
     return this.pos >= this.s.length;
@@ -93,7 +114,12 @@ class Parser {
       if (this.s[this.pos] !== ":") this.fail("expected ':' after object key");
       this.pos++;
       this.skipSpace();
-      out[key] = this.value(depth + 1);
+      const valueAt = this.pos;
+      this.path.push(key);
+      const v = this.value(depth + 1);
+      this.visit?.(this.path, v, { start: valueAt, end: this.pos, keyAt });
+      this.path.pop();
+      out[key] = v;
       this.skipSpace();
       if (this.s[this.pos] === ",") {
         this.pos++;
@@ -114,7 +140,12 @@ class Parser {
     this.pos++;
     this.skipSpace();
     while (this.s[this.pos] !== "]") {
-      out.push(this.value(depth + 1));
+      const valueAt = this.pos;
+      this.path.push(out.length);
+      const v = this.value(depth + 1);
+      this.visit?.(this.path, v, { start: valueAt, end: this.pos });
+      this.path.pop();
+      out.push(v);
       this.skipSpace();
       if (this.s[this.pos] === ",") {
         this.pos++;
