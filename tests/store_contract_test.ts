@@ -71,6 +71,50 @@ export function storeContract(
     await assert.rejects(store.deleteUser(bob.id), /user \d+ not found/);
   });
 
+  test(
+    "admin sessions: insert, list, delete; a duplicate prefix is a conflict",
+    async (fx, store) => {
+      const at = new Date("2026-01-02T03:04:05.678Z");
+      const s = {
+        prefix: "0123456789ab",
+        hash: "hmac-sha256$salt$mac",
+        identity: "oidc:https://idp.example/sub-1",
+        displayName: "Alice Ünïcode",
+        clientAddr: "192.0.2.7",
+        createdAt: at,
+        expiresAt: new Date(at.getTime() + 12 * 3600_000),
+      };
+      const saved = await store.insertAdminSession(s);
+      assert.ok(saved.id > 0);
+      assert.deepEqual(saved, { ...s, id: saved.id });
+      await assert.rejects(store.insertAdminSession(s), StoreConflictError);
+      const reopened = await fx.open();
+      assert.deepEqual(await reopened.listAdminSessions(), [saved]);
+      await store.deleteAdminSession(saved.id);
+      assert.deepEqual(await store.listAdminSessions(), []);
+      await assert.rejects(store.deleteAdminSession(saved.id), StoreNotFoundError);
+    },
+  );
+
+  test("audit events: insert, newest first, limited", async (_fx, store) => {
+    const base = Date.parse("2026-01-02T03:04:05.000Z");
+    for (let i = 0; i < 5; i++) {
+      await store.insertAuditEvent({
+        at: new Date(base + i * 1000),
+        actor: "link:admin",
+        action: "user.create",
+        target: `user:u${i}`,
+        details: { name: `u${i}`, nested: { ok: true } },
+        clientAddr: "::1",
+      });
+    }
+    const newest = await store.listAuditEvents(3);
+    assert.deepEqual(newest.map((e) => e.target), ["user:u4", "user:u3", "user:u2"]);
+    assert.deepEqual(newest[0].details, { name: "u4", nested: { ok: true } });
+    assert.equal(newest[0].at.getTime(), base + 4000);
+    assert.equal((await store.listAuditEvents(100)).length, 5);
+  });
+
   test("users: a duplicate name is a conflict that names the field", async (_fx, store) => {
     const alice = await store.insertUser(newUser("alice"));
     await assert.rejects(

@@ -268,6 +268,12 @@ export class PostgresStore extends RowStore<Date | boolean> implements Store {
     return await this.guard(() => this.sql`SELECT * FROM ${this.sql(table)} ORDER BY id`);
   }
 
+  protected async listNewestRows(table: Table, limit: number): Promise<Row[]> {
+    return await this.guard(() =>
+      this.sql`SELECT * FROM ${this.sql(table)} ORDER BY id DESC LIMIT ${limit}`
+    );
+  }
+
   /** Inserts `row` and returns it as stored, id included. */
   protected async insertRow(table: Table, row: Params): Promise<Row> {
     return await this.write(row, async () => {

@@ -6,8 +6,12 @@
  */
 import { checkId } from "./codec.ts";
 import {
+  adminSessionFromRow,
+  adminSessionParams,
   apiKeyFromRow,
   apiKeyParams,
+  auditEventFromRow,
+  auditEventParams,
   type Dialect,
   nodeFromRow,
   type Params,
@@ -19,8 +23,12 @@ import {
   userParams,
 } from "./rows.ts";
 import type {
+  AdminSessionRecord,
   ApiKeyRecord,
+  AuditEventRecord,
+  NewAdminSession,
   NewApiKey,
+  NewAuditEvent,
   NewPreAuthKey,
   NewUser,
   NodeRecord,
@@ -39,6 +47,8 @@ export abstract class RowStore<Value> {
   protected abstract updateRow(table: Table, id: number, row: Params<Value>): Promise<void>;
   /** Deletes the row with `id`; StoreNotFoundError when there is none. */
   protected abstract deleteRow(table: Table, id: number): Promise<void>;
+  /** The newest `limit` rows of `table` (highest ids first). */
+  protected abstract listNewestRows(table: Table, limit: number): Promise<Row[]>;
 
   // ---- users --------------------------------------------------------------------------------
 
@@ -102,5 +112,30 @@ export abstract class RowStore<Value> {
 
   async deleteApiKey(id: number): Promise<void> {
     await this.deleteRow("api_keys", checkId(id, "API key id"));
+  }
+
+  // ---- admin UI sessions and audit log --------------------------------------------------------
+
+  async listAdminSessions(): Promise<AdminSessionRecord[]> {
+    return (await this.listRows("admin_sessions")).map(adminSessionFromRow);
+  }
+
+  async insertAdminSession(session: NewAdminSession): Promise<AdminSessionRecord> {
+    const row = adminSessionParams(session, this.dialect);
+    return adminSessionFromRow(await this.insertRow("admin_sessions", row));
+  }
+
+  async deleteAdminSession(id: number): Promise<void> {
+    await this.deleteRow("admin_sessions", checkId(id, "admin session id"));
+  }
+
+  async insertAuditEvent(event: NewAuditEvent): Promise<AuditEventRecord> {
+    const row = auditEventParams(event, this.dialect);
+    return auditEventFromRow(await this.insertRow("audit_events", row));
+  }
+
+  async listAuditEvents(limit: number): Promise<AuditEventRecord[]> {
+    const n = Math.max(1, Math.min(Math.trunc(limit) || 1, 100_000));
+    return (await this.listNewestRows("audit_events", n)).map(auditEventFromRow);
   }
 }

@@ -14,8 +14,12 @@ import {
   encodeStrings,
 } from "./codec.ts";
 import type {
+  AdminSessionRecord,
   ApiKeyRecord,
+  AuditEventRecord,
+  NewAdminSession,
   NewApiKey,
+  NewAuditEvent,
   NewNode,
   NewPreAuthKey,
   NewUser,
@@ -41,7 +45,13 @@ export interface Dialect<Value> {
 export type Params<Value> = Record<string, string | number | null | Value>;
 export type Row = Record<string, unknown>;
 /** The tables that hold records, each with an integer primary key `id`. */
-export type Table = "users" | "nodes" | "pre_auth_keys" | "api_keys";
+export type Table =
+  | "users"
+  | "nodes"
+  | "pre_auth_keys"
+  | "api_keys"
+  | "admin_sessions"
+  | "audit_events";
 
 function optionalTime<Value>(
   d: Dialect<Value>,
@@ -126,6 +136,29 @@ export function apiKeyParams<Value>(k: NewApiKey, d: Dialect<Value>): Params<Val
   };
 }
 
+export function adminSessionParams<Value>(s: NewAdminSession, d: Dialect<Value>): Params<Value> {
+  return {
+    prefix: s.prefix,
+    hash: s.hash,
+    identity: s.identity,
+    display_name: s.displayName,
+    client_addr: s.clientAddr,
+    created_at: d.time(s.createdAt, "admin session createdAt"),
+    expires_at: d.time(s.expiresAt, "admin session expiresAt"),
+  };
+}
+
+export function auditEventParams<Value>(e: NewAuditEvent, d: Dialect<Value>): Params<Value> {
+  return {
+    at: d.time(e.at, "audit event at"),
+    actor: e.actor,
+    action: e.action,
+    target: e.target,
+    details: encodeObject(e.details, "audit event details") ?? "{}",
+    client_addr: e.clientAddr,
+  };
+}
+
 // ---- decoding -------------------------------------------------------------------------------
 
 const optionalNumber = (v: unknown) => v === null ? null : Number(v);
@@ -194,5 +227,32 @@ export function apiKeyFromRow(r: Row): ApiKeyRecord {
     expiration: decodeOptionalTime(r.expiration, `${where} expiration`),
     lastSeen: decodeOptionalTime(r.last_seen, `${where} last_seen`),
     createdAt: decodeTime(r.created_at, `${where} created_at`),
+  };
+}
+
+export function adminSessionFromRow(r: Row): AdminSessionRecord {
+  const where = `admin_sessions row ${r.id}`;
+  return {
+    id: Number(r.id),
+    prefix: String(r.prefix),
+    hash: String(r.hash),
+    identity: String(r.identity),
+    displayName: String(r.display_name),
+    clientAddr: String(r.client_addr),
+    createdAt: decodeTime(r.created_at, `${where} created_at`),
+    expiresAt: decodeTime(r.expires_at, `${where} expires_at`),
+  };
+}
+
+export function auditEventFromRow(r: Row): AuditEventRecord {
+  const where = `audit_events row ${r.id}`;
+  return {
+    id: Number(r.id),
+    at: decodeTime(r.at, `${where} at`),
+    actor: String(r.actor),
+    action: String(r.action),
+    target: String(r.target),
+    details: decodeObject(r.details, `${where} details`) ?? {},
+    clientAddr: String(r.client_addr),
   };
 }

@@ -118,6 +118,16 @@ const PRE_AUTH_KEY_COLUMNS = [
   "created_at",
 ];
 const API_KEY_COLUMNS = ["prefix", "hash", "expiration", "last_seen", "created_at"];
+const ADMIN_SESSION_COLUMNS = [
+  "prefix",
+  "hash",
+  "identity",
+  "display_name",
+  "client_addr",
+  "created_at",
+  "expires_at",
+];
+const AUDIT_EVENT_COLUMNS = ["at", "actor", "action", "target", "details", "client_addr"];
 
 function insertSql(table: string, columns: string[]): string {
   const values = columns.map((c) => `$${c}`).join(", ");
@@ -133,6 +143,7 @@ function updateSql(table: string, columns: string[]): string {
 function tableStatements(db: DatabaseSync, table: Table, columns: string[]) {
   return {
     list: db.prepare(`SELECT * FROM ${table} ORDER BY id`),
+    newest: db.prepare(`SELECT * FROM ${table} ORDER BY id DESC LIMIT ?`),
     insert: db.prepare(insertSql(table, columns)),
     update: db.prepare(updateSql(table, columns)),
     remove: db.prepare(`DELETE FROM ${table} WHERE id = ?`),
@@ -147,6 +158,8 @@ function prepareStatements(db: DatabaseSync) {
     nodes: tableStatements(db, "nodes", NODE_COLUMNS),
     pre_auth_keys: tableStatements(db, "pre_auth_keys", PRE_AUTH_KEY_COLUMNS),
     api_keys: tableStatements(db, "api_keys", API_KEY_COLUMNS),
+    admin_sessions: tableStatements(db, "admin_sessions", ADMIN_SESSION_COLUMNS),
+    audit_events: tableStatements(db, "audit_events", AUDIT_EVENT_COLUMNS),
 
     userExists: p("SELECT 1 AS found FROM users WHERE id = ?"),
     countUserNodes: p("SELECT count(*) AS n FROM nodes WHERE user_id = ?"),
@@ -340,6 +353,10 @@ export class SqliteStore extends RowStore<string | number> implements Store {
 
   protected async listRows(table: Table): Promise<Row[]> {
     return this.guard(() => this.q[table].list.all());
+  }
+
+  protected async listNewestRows(table: Table, limit: number): Promise<Row[]> {
+    return this.guard(() => this.q[table].newest.all(limit));
   }
 
   /** Inserts `row` and returns it as stored, id included. */

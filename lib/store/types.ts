@@ -76,10 +76,44 @@ export interface ApiKeyRecord {
   createdAt: Date;
 }
 
+/** A signed-in admin's browser session (lib/ui). */
+export interface AdminSessionRecord {
+  id: number;
+  /** The public part of the cookie `<prefix>.<secret>`, used to find the row. */
+  prefix: string;
+  /** Hash of the secret part (lib/auth/secrets.ts); the secret itself is never stored. */
+  hash: string;
+  /** Who: `oidc:<issuer>/<subject>` or `link:<label>` (a CLI one-time link). */
+  identity: string;
+  /** For people: the e-mail or name the provider gave, or the link's label. */
+  displayName: string;
+  /** Client address at sign-in (after trusted_proxies). */
+  clientAddr: string;
+  createdAt: Date;
+  expiresAt: Date;
+}
+
+/** One change made, or sign-in attempted, through the admin UI. */
+export interface AuditEventRecord {
+  id: number;
+  at: Date;
+  /** The admin's identity (AdminSessionRecord.identity), or what was claimed for failures. */
+  actor: string;
+  /** e.g. `node.rename`, `user.create`, `signin.link`, `signin.failed`. */
+  action: string;
+  /** What it was done to, e.g. `node:12`, `user:alice`; "" when nothing. */
+  target: string;
+  /** More about it, never a secret. */
+  details: Record<string, unknown>;
+  clientAddr: string;
+}
+
 export type NewUser = Omit<UserRecord, "id">;
 export type NewNode = Omit<NodeRecord, "id">;
 export type NewPreAuthKey = Omit<PreAuthKeyRecord, "id">;
 export type NewApiKey = Omit<ApiKeyRecord, "id">;
+export type NewAdminSession = Omit<AdminSessionRecord, "id">;
+export type NewAuditEvent = Omit<AuditEventRecord, "id">;
 
 /** Thrown for constraint violations (duplicate name, duplicate IP, …); the message says which. */
 export class StoreConflictError extends Error {
@@ -176,4 +210,12 @@ export interface Store {
   /** The policy stored for `policy.mode: database`; null when none was set. */
   getPolicy(): Promise<string | null>;
   setPolicy(data: string): Promise<void>;
+
+  listAdminSessions(): Promise<AdminSessionRecord[]>;
+  insertAdminSession(session: NewAdminSession): Promise<AdminSessionRecord>;
+  deleteAdminSession(id: number): Promise<void>;
+
+  insertAuditEvent(event: NewAuditEvent): Promise<AuditEventRecord>;
+  /** The newest `limit` events, newest first. */
+  listAuditEvents(limit: number): Promise<AuditEventRecord[]>;
 }
