@@ -49,6 +49,11 @@ export interface OidcTransaction {
   nonce: string;
   /** The PKCE code verifier; null without PKCE. */
   codeVerifier: string | null;
+  /**
+   * Where the provider sends the browser back; the client's own (`<server_url>/oidc/callback`)
+   * when unset. The admin UI's sign-in has its own, so its flows never mix with node logins.
+   */
+  redirectUri?: string;
 }
 
 export class OidcClient {
@@ -137,11 +142,12 @@ export class OidcClient {
   }
 
   /** A new transaction (random state, nonce and, with PKCE, code verifier). */
-  newTransaction(): OidcTransaction {
+  newTransaction(opts: { redirectUri?: string } = {}): OidcTransaction {
     return {
       state: oauth.generateRandomState(),
       nonce: oauth.generateRandomNonce(),
       codeVerifier: this.#cfg.pkce.enabled ? oauth.generateRandomCodeVerifier() : null,
+      ...(opts.redirectUri ? { redirectUri: opts.redirectUri } : {}),
     };
   }
 
@@ -153,7 +159,7 @@ export class OidcClient {
     // extra_params first: the protocol's own parameters cannot be overridden by them.
     for (const [k, v] of Object.entries(this.#cfg.extraParams)) p.set(k, v);
     p.set("client_id", this.#cfg.clientId);
-    p.set("redirect_uri", this.#redirectUri);
+    p.set("redirect_uri", tx.redirectUri ?? this.#redirectUri);
     p.set("response_type", "code");
     p.set("scope", this.#cfg.scope.join(" "));
     p.set("state", tx.state);
@@ -196,7 +202,7 @@ export class OidcClient {
         this.#client,
         this.#clientAuth(as),
         callback,
-        this.#redirectUri,
+        tx.redirectUri ?? this.#redirectUri,
         tx.codeVerifier ?? oauth.nopkce,
         this.#options,
       );
