@@ -256,6 +256,21 @@ export class PolicyManager {
     }
   }
 
+  /**
+   * Checks `text` as `set` would (parse, the tailnet, the policy's tests) without adopting it,
+   * and hands back an engine for it beside the one in force, over today's tailnet, so a caller
+   * can compare what each node may reach (the admin UI's preview). Throws PolicyInvalidError.
+   */
+  preview(text: string): { before: PolicyEngine; after: PolicyEngine; nodes: PolicyNode[] } {
+    let after: PolicyEngine;
+    try {
+      after = this.build(this.parse(text, "policy"));
+    } catch (e) {
+      throw e instanceof PolicyError ? new PolicyInvalidError(e.message) : e;
+    }
+    return { before: this.engine, after, nodes: this.deps.state.listNodes().map(toPolicyNode) };
+  }
+
   async set(text: string): Promise<{ policy: string; updatedAt: Date | null }> {
     if (this.deps.config.policy.mode !== "database") {
       throw new PolicyModeError(
