@@ -413,7 +413,9 @@ async function main() {
     const hs = (await run(["bash", join(root, "scripts", "install_headscale_cli.sh")])).trim();
     serverCmd = [hs, "serve", "-c", config];
     cliCmd = [hs, "-c", config];
-    version = `headscale ${(await run([hs, "version"])).split("\n")[0].trim()}`;
+    const pinned = (await Deno.readTextFile(join(root, "scripts", "install_headscale_cli.sh")))
+      .match(/^HEADSCALE_VERSION=(\S+)/m)?.[1];
+    version = `headscale ${pinned ?? "?"}`;
   } else {
     // The Deno that runs this script (the one ./scripts/deno picked), with `deno task start`'s
     // permissions; no npx in between, so the process tree is the server alone.
