@@ -7,6 +7,7 @@ import { PolicyManager } from "../lib/policy_manager/manager.ts";
 import { parseConfigText } from "../lib/config/load.ts";
 import { silentLogger } from "../lib/log/log.ts";
 import { checkDraft, reviewDigest, saveDraft } from "../lib/ui/policy_check.ts";
+import { PolicyInvalidError } from "../lib/policy_manager/errors.ts";
 import { openMemoryState } from "./helpers/memory_state.ts";
 
 const hex = (n: number) => n.toString(16).padStart(64, "0");
@@ -41,8 +42,19 @@ async function setup(mode: "file" | "database" = "database") {
   manager.attach({ setPolicy: () => {} });
   state.subscribe((changes) => manager.apply(changes));
   await manager.set(WEB_80);
+  // As the page saves: the call answers null or the refusal's message.
+  const save = async (draft: string) => {
+    try {
+      await manager.set(draft);
+      return null;
+    } catch (e) {
+      if (e instanceof PolicyInvalidError) return e.message;
+      throw e;
+    }
+  };
   return {
     manager,
+    save,
     async [Symbol.asyncDispose]() {
       manager.close();
       await store.close();
@@ -105,17 +117,17 @@ Deno.test("saving needs the review of exactly this draft over the policy in forc
   await using t = await setup();
   const draft = WEB_80.replace(`"tag:web:80"`, `"tag:web:443"`);
   // Not reviewed: nothing is saved, the preview comes back instead.
-  const unreviewed = await saveDraft(t.manager, draft, "");
+  const unreviewed = await saveDraft(t.manager, draft, "", t.save);
   assert.equal(unreviewed.saved, false);
   assert.ok(!unreviewed.saved && unreviewed.check.ok);
   assert.equal((await t.manager.get()).policy, WEB_80);
   // Reviewed over another policy in force: the same.
-  const stale = await saveDraft(t.manager, draft, reviewDigest("{}", draft));
+  const stale = await saveDraft(t.manager, draft, reviewDigest("{}", draft), t.save);
   assert.equal(stale.saved, false);
   // Reviewed: saved through the manager (stored and in force).
   const check = await checkDraft(t.manager, draft);
   assert.ok(check.ok);
-  assert.deepEqual(await saveDraft(t.manager, draft, check.reviewed), { saved: true });
+  assert.deepEqual(await saveDraft(t.manager, draft, check.reviewed, t.save), { saved: true });
   assert.equal((await t.manager.get()).policy, draft);
 });
 
@@ -123,7 +135,7 @@ Deno.test("an invalid draft is never saved and the old policy stays in force", a
   await using t = await setup();
   const bad =
     `{\n  "acls": [\n    { "action": "accept", "src": ["group:nope"], "dst": ["*:*"] },\n  ],\n}`;
-  const outcome = await saveDraft(t.manager, bad, reviewDigest(WEB_80, bad));
+  const outcome = await saveDraft(t.manager, bad, reviewDigest(WEB_80, bad), t.save);
   assert.equal(outcome.saved, false);
   assert.ok(!outcome.saved && !outcome.check.ok);
   assert.equal(outcome.check.problems[0].line, 3);

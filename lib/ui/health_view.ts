@@ -10,7 +10,6 @@ import type { Point } from "./health_sampler.ts";
 export function healthView(s: HealthSnapshot): Html {
   const v = s.version;
   return html`
-    <h1>Health</h1>
     <section aria-labelledby="h-server">
       <h2 id="h-server">Server</h2>
       <dl class="facts">

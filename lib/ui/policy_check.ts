@@ -2,7 +2,7 @@
  * The Policy page's logic, without HTTP: check a draft with the server's own gate (the policy
  * manager: parser, tailnet, the policy's tests), place each problem at its line, and preview
  * who gains and who loses access against the policy in force; save through the same call the
- * API uses. A save must name the review it follows (`reviewed`: a digest of the policy in force
+ * API uses (SetPolicy). A save must name the review it follows (`reviewed`: a digest of the policy in force
  * and the draft), so a policy is never saved without its preview having been shown for exactly
  * that text, nor over a policy that changed in between.
  */
@@ -17,7 +17,6 @@ import { type PolicyPreview, summarizeAccessDiff } from "./policy_preview.ts";
 export interface PolicyGate {
   get(): Promise<{ policy: string; updatedAt: Date | null }>;
   preview(text: string): { before: PolicyEngine; after: PolicyEngine; nodes: PolicyNode[] };
-  set(text: string): Promise<{ policy: string; updatedAt: Date | null }>;
 }
 
 export type PolicyCheck =
@@ -50,25 +49,24 @@ export async function checkDraft(gate: PolicyGate, draft: string): Promise<Polic
 
 export type SaveOutcome =
   | { saved: true }
-  /** Not saved: the draft has not been reviewed as it is (or the policy changed since). */
+  /** Not saved: not reviewed as it is (or the policy changed since), or refused. */
   | { saved: false; check: PolicyCheck };
 
+/**
+ * Saves a reviewed draft with `save` (the API's SetPolicy, audited by the caller), which
+ * answers null or the refusal's message; a refusal comes back placed at its lines.
+ */
 export async function saveDraft(
   gate: PolicyGate,
   draft: string,
   reviewed: string,
+  save: (draft: string) => Promise<string | null>,
 ): Promise<SaveOutcome> {
   const current = (await gate.get()).policy;
   if (reviewed !== reviewDigest(current, draft)) {
     return { saved: false, check: await checkDraft(gate, draft) };
   }
-  try {
-    await gate.set(draft);
-  } catch (e) {
-    if (e instanceof PolicyInvalidError) {
-      return { saved: false, check: { ok: false, problems: locatePolicyErrors(draft, e.message) } };
-    }
-    throw e;
-  }
-  return { saved: true };
+  const error = await save(draft);
+  if (error === null) return { saved: true };
+  return { saved: false, check: { ok: false, problems: locatePolicyErrors(draft, error) } };
 }
