@@ -21,6 +21,15 @@ import { AddressExhaustedError } from "../state/ip_allocator.ts";
 import type { AuthRequests } from "../auth_requests/registry.ts";
 import { apiKeyToProto, nodeToProto, preAuthKeyToProto, userToProto } from "./convert.ts";
 import { debugNodeHandler, debugNodeToProto, newDebugRegistration } from "./debug_registrations.ts";
+import type { AdminSessionRecord, AuditEventRecord } from "../store/types.ts";
+
+/** The admin web UI's sign-in links, sessions and audit log (lib/ui/app.ts AdminUiControl). */
+export interface AdminUiApi {
+  createSigninLink(label: string): Promise<{ url: string; expiresAt: Date }>;
+  listSessions(): AdminSessionRecord[];
+  revokeSession(id: number): Promise<boolean>;
+  listAudit(limit: number): Promise<AuditEventRecord[]>;
+}
 
 /** The policy in force, as `policy get/set/check` see it. */
 export interface PolicyApi {
@@ -42,6 +51,8 @@ export interface ServiceDeps {
   policy: PolicyApi;
   /** Resolves while the database answers. */
   ping: () => Promise<void>;
+  /** The admin UI's calls; a getter, since the UI is created after the API. Null: disabled. */
+  adminUi?: () => AdminUiApi | null;
   now?: () => Date;
 }
 
@@ -89,6 +100,16 @@ export function createHeadscaleService(deps: ServiceDeps): ServiceImpl<typeof He
   const { authRequests } = deps;
   // DebugCreateNode parks made-up machines among the requests; `auth register` completes them.
   const debugNodes = authRequests.kind("debug-node", debugNodeHandler(state));
+  const adminUi = (): AdminUiApi => {
+    const ui = deps.adminUi?.();
+    if (!ui) {
+      throw new ConnectError(
+        "the admin UI is disabled (admin_ui.enabled: false)",
+        Code.FailedPrecondition,
+      );
+    }
+    return ui;
+  };
 
   const impl: ServiceImpl<typeof HeadscaleService> = {
     // ---- users
@@ -176,6 +197,10 @@ export function createHeadscaleService(deps: ServiceDeps): ServiceImpl<typeof He
       else if (req.expiry && (req.expiry.seconds !== 0n || req.expiry.nanos !== 0)) {
         node = await state.setNodeExpiry(nodeId, timestampDate(req.expiry));
       } else node = await state.expireNode(nodeId);
+      return { node: nodeOut(node) };
+    },
+    async moveNode(req) {
+      const node = await state.moveNode(id(req.nodeId, "node_id"), id(req.user, "user"));
       return { node: nodeOut(node) };
     },
     async renameNode(req) {
@@ -270,6 +295,53 @@ export function createHeadscaleService(deps: ServiceDeps): ServiceImpl<typeof He
       } catch {
         return { databaseConnectivity: false };
       }
+    },
+
+    // ---- admin web UI
+    async createAdminSigninLink(req) {
+      const label = req.label.trim() || "admin";
+      if (!/^[\w.@+-]{1,64}$/.test(label)) {
+        throw new InvalidArgumentError(
+          "label: use 1-64 letters, digits, and . _ - + @ (it names who the link is for)",
+        );
+      }
+      const link = await adminUi().createSigninLink(label);
+      return { url: link.url, expiration: timestampFromDate(link.expiresAt) };
+    },
+    listAdminSessions() {
+      return {
+        sessions: adminUi().listSessions().map((s) => ({
+          $typeName: "headscale.v1.AdminSession" as const,
+          id: BigInt(s.id),
+          identity: s.identity,
+          displayName: s.displayName,
+          clientAddr: s.clientAddr,
+          createdAt: timestampFromDate(s.createdAt),
+          expiration: timestampFromDate(s.expiresAt),
+        })),
+      };
+    },
+    async revokeAdminSession(req) {
+      const sessionId = id(req.id, "id");
+      if (!(await adminUi().revokeSession(sessionId))) {
+        throw new NotFoundError(`admin session ${sessionId} not found`);
+      }
+      return {};
+    },
+    async listAuditEvents(req) {
+      const events = await adminUi().listAudit(req.limit === 0 ? 100 : req.limit);
+      return {
+        events: events.map((e) => ({
+          $typeName: "headscale.v1.AuditEvent" as const,
+          id: BigInt(e.id),
+          time: timestampFromDate(e.at),
+          actor: e.actor,
+          action: e.action,
+          target: e.target,
+          details: JSON.stringify(e.details),
+          clientAddr: e.clientAddr,
+        })),
+      };
     },
   };
 

@@ -861,6 +861,28 @@ export class State {
     return saved;
   }
 
+  /**
+   * Gives a user's node to another user (`nodes move`). A tagged node belongs to its tags, not
+   * to a user: it is refused rather than silently untagged.
+   */
+  async moveNode(id: number, userId: number): Promise<NodeRecord> {
+    const node = this.findNode(id);
+    const user = this.findUser(userId);
+    if (node.tags.length > 0) {
+      throw new InvalidArgumentError(
+        `node ${id} is tagged (${node.tags.join(", ")}); tagged nodes belong to no user`,
+      );
+    }
+    if (node.userId === user.id) return node;
+    const saved = await this.updateNode(id, (current) => ({
+      ...current,
+      userId: user.id,
+      updatedAt: this.now(),
+    }));
+    this.emit({ kind: "node-updated", nodeId: id });
+    return saved;
+  }
+
   async setApprovedRoutes(id: number, routes: string[]): Promise<NodeRecord> {
     const clean = validateRoutes(routes);
     this.findNode(id);

@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file headscale/v1/node.proto.
  */
 export const file_headscale_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("ChdoZWFkc2NhbGUvdjEvbm9kZS5wcm90bxIMaGVhZHNjYWxlLnYxIowECgROb2RlEgoKAmlkGAEgASgEEhMKC21hY2hpbmVfa2V5GAIgASgJEhAKCG5vZGVfa2V5GAMgASgJEhEKCWRpc2NvX2tleRgEIAEoCRIUCgxpcF9hZGRyZXNzZXMYBSADKAkSDAoEbmFtZRgGIAEoCRIgCgR1c2VyGAcgASgLMhIuaGVhZHNjYWxlLnYxLlVzZXISLQoJbGFzdF9zZWVuGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgZleHBpcnkYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KDHByZV9hdXRoX2tleRgLIAEoCzIYLmhlYWRzY2FsZS52MS5QcmVBdXRoS2V5Ei4KCmNyZWF0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKD3JlZ2lzdGVyX21ldGhvZBgNIAEoDjIcLmhlYWRzY2FsZS52MS5SZWdpc3Rlck1ldGhvZBISCgpnaXZlbl9uYW1lGBUgASgJEg4KBm9ubGluZRgWIAEoCBIXCg9hcHByb3ZlZF9yb3V0ZXMYFyADKAkSGAoQYXZhaWxhYmxlX3JvdXRlcxgYIAMoCRIVCg1zdWJuZXRfcm91dGVzGBkgAygJEgwKBHRhZ3MYGiADKAlKBAgJEApKBAgOEBUiMAoTUmVnaXN0ZXJOb2RlUmVxdWVzdBIMCgR1c2VyGAEgASgJEgsKA2tleRgCIAEoCSI4ChRSZWdpc3Rlck5vZGVSZXNwb25zZRIgCgRub2RlGAEgASgLMhIuaGVhZHNjYWxlLnYxLk5vZGUiIQoOR2V0Tm9kZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoBCIzCg9HZXROb2RlUmVzcG9uc2USIAoEbm9kZRgBIAEoCzISLmhlYWRzY2FsZS52MS5Ob2RlIi8KDlNldFRhZ3NSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAQSDAoEdGFncxgCIAMoCSIzCg9TZXRUYWdzUmVzcG9uc2USIAoEbm9kZRgBIAEoCzISLmhlYWRzY2FsZS52MS5Ob2RlIjsKGFNldEFwcHJvdmVkUm91dGVzUmVxdWVzdBIPCgdub2RlX2lkGAEgASgEEg4KBnJvdXRlcxgCIAMoCSI9ChlTZXRBcHByb3ZlZFJvdXRlc1Jlc3BvbnNlEiAKBG5vZGUYASABKAsyEi5oZWFkc2NhbGUudjEuTm9kZSIkChFEZWxldGVOb2RlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgEIhQKEkRlbGV0ZU5vZGVSZXNwb25zZSJoChFFeHBpcmVOb2RlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgEEioKBmV4cGlyeRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOZGlzYWJsZV9leHBpcnkYAyABKAgiNgoSRXhwaXJlTm9kZVJlc3BvbnNlEiAKBG5vZGUYASABKAsyEi5oZWFkc2NhbGUudjEuTm9kZSI2ChFSZW5hbWVOb2RlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgEEhAKCG5ld19uYW1lGAIgASgJIjYKElJlbmFtZU5vZGVSZXNwb25zZRIgCgRub2RlGAEgASgLMhIuaGVhZHNjYWxlLnYxLk5vZGUiIAoQTGlzdE5vZGVzUmVxdWVzdBIMCgR1c2VyGAEgASgJIjYKEUxpc3ROb2Rlc1Jlc3BvbnNlEiEKBW5vZGVzGAEgAygLMhIuaGVhZHNjYWxlLnYxLk5vZGUiUQoWRGVidWdDcmVhdGVOb2RlUmVxdWVzdBIMCgR1c2VyGAEgASgJEgsKA2tleRgCIAEoCRIMCgRuYW1lGAMgASgJEg4KBnJvdXRlcxgEIAMoCSI7ChdEZWJ1Z0NyZWF0ZU5vZGVSZXNwb25zZRIgCgRub2RlGAEgASgLMhIuaGVhZHNjYWxlLnYxLk5vZGUiKwoWQmFja2ZpbGxOb2RlSVBzUmVxdWVzdBIRCgljb25maXJtZWQYASABKAgiKgoXQmFja2ZpbGxOb2RlSVBzUmVzcG9uc2USDwoHY2hhbmdlcxgBIAMoCSqCAQoOUmVnaXN0ZXJNZXRob2QSHwobUkVHSVNURVJfTUVUSE9EX1VOU1BFQ0lGSUVEEAASHAoYUkVHSVNURVJfTUVUSE9EX0FVVEhfS0VZEAESFwoTUkVHSVNURVJfTUVUSE9EX0NMSRACEhgKFFJFR0lTVEVSX01FVEhPRF9PSURDEANCKVonZ2l0aHViLmNvbS9qdWFuZm9udC9oZWFkc2NhbGUvZ2VuL2dvL3YxYgZwcm90bzM", [file_google_protobuf_timestamp, file_headscale_v1_preauthkey, file_headscale_v1_user]);
+  fileDesc("ChdoZWFkc2NhbGUvdjEvbm9kZS5wcm90bxIMaGVhZHNjYWxlLnYxIowECgROb2RlEgoKAmlkGAEgASgEEhMKC21hY2hpbmVfa2V5GAIgASgJEhAKCG5vZGVfa2V5GAMgASgJEhEKCWRpc2NvX2tleRgEIAEoCRIUCgxpcF9hZGRyZXNzZXMYBSADKAkSDAoEbmFtZRgGIAEoCRIgCgR1c2VyGAcgASgLMhIuaGVhZHNjYWxlLnYxLlVzZXISLQoJbGFzdF9zZWVuGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgZleHBpcnkYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KDHByZV9hdXRoX2tleRgLIAEoCzIYLmhlYWRzY2FsZS52MS5QcmVBdXRoS2V5Ei4KCmNyZWF0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKD3JlZ2lzdGVyX21ldGhvZBgNIAEoDjIcLmhlYWRzY2FsZS52MS5SZWdpc3Rlck1ldGhvZBISCgpnaXZlbl9uYW1lGBUgASgJEg4KBm9ubGluZRgWIAEoCBIXCg9hcHByb3ZlZF9yb3V0ZXMYFyADKAkSGAoQYXZhaWxhYmxlX3JvdXRlcxgYIAMoCRIVCg1zdWJuZXRfcm91dGVzGBkgAygJEgwKBHRhZ3MYGiADKAlKBAgJEApKBAgOEBUiMAoTUmVnaXN0ZXJOb2RlUmVxdWVzdBIMCgR1c2VyGAEgASgJEgsKA2tleRgCIAEoCSI4ChRSZWdpc3Rlck5vZGVSZXNwb25zZRIgCgRub2RlGAEgASgLMhIuaGVhZHNjYWxlLnYxLk5vZGUiIQoOR2V0Tm9kZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoBCIzCg9HZXROb2RlUmVzcG9uc2USIAoEbm9kZRgBIAEoCzISLmhlYWRzY2FsZS52MS5Ob2RlIi8KDlNldFRhZ3NSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAQSDAoEdGFncxgCIAMoCSIzCg9TZXRUYWdzUmVzcG9uc2USIAoEbm9kZRgBIAEoCzISLmhlYWRzY2FsZS52MS5Ob2RlIjsKGFNldEFwcHJvdmVkUm91dGVzUmVxdWVzdBIPCgdub2RlX2lkGAEgASgEEg4KBnJvdXRlcxgCIAMoCSI9ChlTZXRBcHByb3ZlZFJvdXRlc1Jlc3BvbnNlEiAKBG5vZGUYASABKAsyEi5oZWFkc2NhbGUudjEuTm9kZSIkChFEZWxldGVOb2RlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgEIhQKEkRlbGV0ZU5vZGVSZXNwb25zZSJoChFFeHBpcmVOb2RlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgEEioKBmV4cGlyeRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOZGlzYWJsZV9leHBpcnkYAyABKAgiNgoSRXhwaXJlTm9kZVJlc3BvbnNlEiAKBG5vZGUYASABKAsyEi5oZWFkc2NhbGUudjEuTm9kZSIwCg9Nb3ZlTm9kZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoBBIMCgR1c2VyGAIgASgEIjQKEE1vdmVOb2RlUmVzcG9uc2USIAoEbm9kZRgBIAEoCzISLmhlYWRzY2FsZS52MS5Ob2RlIjYKEVJlbmFtZU5vZGVSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAQSEAoIbmV3X25hbWUYAiABKAkiNgoSUmVuYW1lTm9kZVJlc3BvbnNlEiAKBG5vZGUYASABKAsyEi5oZWFkc2NhbGUudjEuTm9kZSIgChBMaXN0Tm9kZXNSZXF1ZXN0EgwKBHVzZXIYASABKAkiNgoRTGlzdE5vZGVzUmVzcG9uc2USIQoFbm9kZXMYASADKAsyEi5oZWFkc2NhbGUudjEuTm9kZSJRChZEZWJ1Z0NyZWF0ZU5vZGVSZXF1ZXN0EgwKBHVzZXIYASABKAkSCwoDa2V5GAIgASgJEgwKBG5hbWUYAyABKAkSDgoGcm91dGVzGAQgAygJIjsKF0RlYnVnQ3JlYXRlTm9kZVJlc3BvbnNlEiAKBG5vZGUYASABKAsyEi5oZWFkc2NhbGUudjEuTm9kZSIrChZCYWNrZmlsbE5vZGVJUHNSZXF1ZXN0EhEKCWNvbmZpcm1lZBgBIAEoCCIqChdCYWNrZmlsbE5vZGVJUHNSZXNwb25zZRIPCgdjaGFuZ2VzGAEgAygJKoIBCg5SZWdpc3Rlck1ldGhvZBIfChtSRUdJU1RFUl9NRVRIT0RfVU5TUEVDSUZJRUQQABIcChhSRUdJU1RFUl9NRVRIT0RfQVVUSF9LRVkQARIXChNSRUdJU1RFUl9NRVRIT0RfQ0xJEAISGAoUUkVHSVNURVJfTUVUSE9EX09JREMQA0IpWidnaXRodWIuY29tL2p1YW5mb250L2hlYWRzY2FsZS9nZW4vZ28vdjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_headscale_v1_preauthkey, file_headscale_v1_user]);
 
 /**
  * @generated from message headscale.v1.Node
@@ -362,6 +362,45 @@ export const ExpireNodeResponseSchema: GenMessage<ExpireNodeResponse> = /*@__PUR
   messageDesc(file_headscale_v1_node, 12);
 
 /**
+ * @generated from message headscale.v1.MoveNodeRequest
+ */
+export type MoveNodeRequest = Message<"headscale.v1.MoveNodeRequest"> & {
+  /**
+   * @generated from field: uint64 node_id = 1;
+   */
+  nodeId: bigint;
+
+  /**
+   * @generated from field: uint64 user = 2;
+   */
+  user: bigint;
+};
+
+/**
+ * Describes the message headscale.v1.MoveNodeRequest.
+ * Use `create(MoveNodeRequestSchema)` to create a new message.
+ */
+export const MoveNodeRequestSchema: GenMessage<MoveNodeRequest> = /*@__PURE__*/
+  messageDesc(file_headscale_v1_node, 13);
+
+/**
+ * @generated from message headscale.v1.MoveNodeResponse
+ */
+export type MoveNodeResponse = Message<"headscale.v1.MoveNodeResponse"> & {
+  /**
+   * @generated from field: headscale.v1.Node node = 1;
+   */
+  node?: Node | undefined;
+};
+
+/**
+ * Describes the message headscale.v1.MoveNodeResponse.
+ * Use `create(MoveNodeResponseSchema)` to create a new message.
+ */
+export const MoveNodeResponseSchema: GenMessage<MoveNodeResponse> = /*@__PURE__*/
+  messageDesc(file_headscale_v1_node, 14);
+
+/**
  * @generated from message headscale.v1.RenameNodeRequest
  */
 export type RenameNodeRequest = Message<"headscale.v1.RenameNodeRequest"> & {
@@ -381,7 +420,7 @@ export type RenameNodeRequest = Message<"headscale.v1.RenameNodeRequest"> & {
  * Use `create(RenameNodeRequestSchema)` to create a new message.
  */
 export const RenameNodeRequestSchema: GenMessage<RenameNodeRequest> = /*@__PURE__*/
-  messageDesc(file_headscale_v1_node, 13);
+  messageDesc(file_headscale_v1_node, 15);
 
 /**
  * @generated from message headscale.v1.RenameNodeResponse
@@ -398,7 +437,7 @@ export type RenameNodeResponse = Message<"headscale.v1.RenameNodeResponse"> & {
  * Use `create(RenameNodeResponseSchema)` to create a new message.
  */
 export const RenameNodeResponseSchema: GenMessage<RenameNodeResponse> = /*@__PURE__*/
-  messageDesc(file_headscale_v1_node, 14);
+  messageDesc(file_headscale_v1_node, 16);
 
 /**
  * @generated from message headscale.v1.ListNodesRequest
@@ -417,7 +456,7 @@ export type ListNodesRequest = Message<"headscale.v1.ListNodesRequest"> & {
  * Use `create(ListNodesRequestSchema)` to create a new message.
  */
 export const ListNodesRequestSchema: GenMessage<ListNodesRequest> = /*@__PURE__*/
-  messageDesc(file_headscale_v1_node, 15);
+  messageDesc(file_headscale_v1_node, 17);
 
 /**
  * @generated from message headscale.v1.ListNodesResponse
@@ -434,7 +473,7 @@ export type ListNodesResponse = Message<"headscale.v1.ListNodesResponse"> & {
  * Use `create(ListNodesResponseSchema)` to create a new message.
  */
 export const ListNodesResponseSchema: GenMessage<ListNodesResponse> = /*@__PURE__*/
-  messageDesc(file_headscale_v1_node, 16);
+  messageDesc(file_headscale_v1_node, 18);
 
 /**
  * @generated from message headscale.v1.DebugCreateNodeRequest
@@ -466,7 +505,7 @@ export type DebugCreateNodeRequest = Message<"headscale.v1.DebugCreateNodeReques
  * Use `create(DebugCreateNodeRequestSchema)` to create a new message.
  */
 export const DebugCreateNodeRequestSchema: GenMessage<DebugCreateNodeRequest> = /*@__PURE__*/
-  messageDesc(file_headscale_v1_node, 17);
+  messageDesc(file_headscale_v1_node, 19);
 
 /**
  * @generated from message headscale.v1.DebugCreateNodeResponse
@@ -483,7 +522,7 @@ export type DebugCreateNodeResponse = Message<"headscale.v1.DebugCreateNodeRespo
  * Use `create(DebugCreateNodeResponseSchema)` to create a new message.
  */
 export const DebugCreateNodeResponseSchema: GenMessage<DebugCreateNodeResponse> = /*@__PURE__*/
-  messageDesc(file_headscale_v1_node, 18);
+  messageDesc(file_headscale_v1_node, 20);
 
 /**
  * @generated from message headscale.v1.BackfillNodeIPsRequest
@@ -500,7 +539,7 @@ export type BackfillNodeIPsRequest = Message<"headscale.v1.BackfillNodeIPsReques
  * Use `create(BackfillNodeIPsRequestSchema)` to create a new message.
  */
 export const BackfillNodeIPsRequestSchema: GenMessage<BackfillNodeIPsRequest> = /*@__PURE__*/
-  messageDesc(file_headscale_v1_node, 19);
+  messageDesc(file_headscale_v1_node, 21);
 
 /**
  * @generated from message headscale.v1.BackfillNodeIPsResponse
@@ -517,7 +556,7 @@ export type BackfillNodeIPsResponse = Message<"headscale.v1.BackfillNodeIPsRespo
  * Use `create(BackfillNodeIPsResponseSchema)` to create a new message.
  */
 export const BackfillNodeIPsResponseSchema: GenMessage<BackfillNodeIPsResponse> = /*@__PURE__*/
-  messageDesc(file_headscale_v1_node, 20);
+  messageDesc(file_headscale_v1_node, 22);
 
 /**
  * @generated from enum headscale.v1.RegisterMethod

@@ -1,5 +1,6 @@
 /** Every command the CLI knows, in the order help lists them. */
 import type { RootEntry } from "../command.ts";
+import { adminGroup, auditGroup } from "./admin.ts";
 import { apiKeysGroup } from "./apikeys.ts";
 import { authGroup } from "./auth.ts";
 import { debugGroup } from "./debug.ts";
@@ -18,6 +19,8 @@ export const COMMANDS: RootEntry[] = [
   apiKeysGroup,
   authGroup,
   policyGroup,
+  adminGroup,
+  auditGroup,
   debugGroup,
   generateGroup,
   migrateGroup,

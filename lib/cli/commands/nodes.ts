@@ -9,6 +9,7 @@ import type { CommandContext, CommandResult, CommandSpec, GroupSpec } from "../c
 import type { Style } from "../output.ts";
 import { UsageError } from "../errors.ts";
 import { formatTimestamp, messageJson, renderTable, shortKey } from "../output.ts";
+import { userByRef } from "./common.ts";
 
 const NODE_ID = { kind: "id", short: "i", description: "node id", required: true } as const;
 
@@ -191,6 +192,24 @@ const rename: CommandSpec = {
   },
 };
 
+const move: CommandSpec = {
+  name: "move",
+  aliases: ["mv"],
+  summary: "Give a node to another user",
+  options: {
+    identifier: NODE_ID,
+    user: { kind: "string", short: "u", description: "user id or name", required: true },
+  },
+  async run(ctx) {
+    const user = await userByRef(ctx, ctx.options.string("user") ?? "");
+    const { node } = await ctx.call(
+      "moving node",
+      (c) => c.moveNode({ nodeId: ctx.options.id("identifier"), user: user.id }),
+    );
+    return nodeResult(node, "Node moved to another user");
+  },
+};
+
 const remove: CommandSpec = {
   name: "delete",
   aliases: ["del"],
@@ -268,5 +287,16 @@ export const nodesGroup: GroupSpec = {
   name: "nodes",
   aliases: ["node"],
   summary: "Manage the nodes of headscale",
-  commands: [list, listRoutes, register, expire, rename, remove, tag, approveRoutes, backfillIps],
+  commands: [
+    list,
+    listRoutes,
+    register,
+    expire,
+    rename,
+    move,
+    remove,
+    tag,
+    approveRoutes,
+    backfillIps,
+  ],
 };
