@@ -41,6 +41,13 @@ import { checkStartupFiles } from "./startup_files.ts";
 import { trustedProxyHook } from "../net/client_addr.ts";
 import { versionHandler } from "../version.ts";
 import { startOidc } from "../oidc/setup.ts";
+import { createHeadscaleService } from "../api/service.ts";
+import { type AdminUi, createAdminUi } from "../ui/app.ts";
+import { inProcessApi } from "../ui/api.ts";
+import { AuditLog } from "../ui/audit.ts";
+import { AdminSessions } from "../ui/sessions.ts";
+import { PAGES } from "../ui/pages.ts";
+import type { TailnetMetricsSources } from "../metrics/tailnet.ts";
 
 export interface RunningServer {
   store: Store;
@@ -95,9 +102,12 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   // Every change to the tailnet, in this order: the mapper drops what it cached about it, the
   // policy engine learns it and answers whose view it affects, the notifier sends those
   // sessions and the changed nodes' viewers what changed.
+  // The admin UI (created below, once the API exists) shows changes to open pages, last.
+  let adminUi: AdminUi | null = null;
   state.subscribe((changes) => {
     mapper.apply(changes);
     notifier.apply(changes, policy.apply(changes));
+    adminUi?.onChanges(changes);
   });
   const ephemeral = new EphemeralGc({
     state,
@@ -131,9 +141,49 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const ping = () => store.ping();
   const apiLog = log.child({ component: "api" });
   // Both API handlers share the registry: a debug node created over TCP registers over the socket.
-  const apiDeps = { state, log: apiLog, ping, authRequests, policy };
+  const apiDeps = {
+    state,
+    log: apiLog,
+    ping,
+    authRequests,
+    policy,
+    adminUi: () => adminUi?.control ?? null,
+  };
   const remoteApi = createApiHandler({ ...apiDeps, requireApiKey: true });
   const localApi = createApiHandler({ ...apiDeps, requireApiKey: false });
+
+  const metricsSources: TailnetMetricsSources = {
+    state,
+    sessions: () => notifier.sessionCount,
+    pendingLogins: () => authRequests.list().filter((r) => r.kind === "login").length,
+    maps: control.mapStats,
+    notifier: notifier.stats,
+    derp: () => derp.stats(),
+    startedAt: new Date(),
+  };
+
+  // The admin web UI (admin_ui): changes go through the same service the API serves.
+  if (config.adminUi.enabled) {
+    const uiLog = log.child({ component: "ui" });
+    adminUi = await createAdminUi({
+      deps: {
+        config,
+        base: config.adminUi.path,
+        state,
+        api: inProcessApi(createHeadscaleService(apiDeps)),
+        authRequests,
+        policy,
+        metrics: metricsSources,
+        database: store,
+        audit: new AuditLog({ store, log: uiLog }),
+        sessions: new AdminSessions({ store, durationMs: config.adminUi.sessionDurationMs }),
+        log: uiLog,
+        now: () => new Date(),
+      },
+      pages: PAGES,
+      oidc,
+    });
+  }
 
   const router = new Router(log.child({ component: "http" }))
     .on("GET", "/health", healthHandler(() => store.checkWritable()))
@@ -162,6 +212,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       }),
     );
   derp.mount(router);
+  if (adminUi) {
+    const ui = adminUi;
+    router.on("*", config.adminUi.path, ui.handle).on("*", `${config.adminUi.path}/`, ui.handle);
+  }
 
   // With tls_cert_path/tls_key_path the main listener speaks HTTPS (needed by the embedded DERP:
   // clients dial DERP over TLS). ALPN is HTTP/1.1: /ts2021 and /derp are HTTP/1.1 upgrades.
@@ -225,15 +279,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   for (const l of apiListeners) log.info("management API listening", { addr: l.address });
   const metrics = await startMetricsListener(
     config.metricsListenAddr,
-    tailnetMetrics({
-      state,
-      sessions: () => notifier.sessionCount,
-      pendingLogins: () => authRequests.list().filter((r) => r.kind === "login").length,
-      maps: control.mapStats,
-      notifier: notifier.stats,
-      derp: () => derp.stats(),
-      startedAt: new Date(),
-    }),
+    tailnetMetrics(metricsSources),
     limits,
   );
   if (metrics) log.info("metrics listening", { addr: metrics.address });
@@ -253,6 +299,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       const httpClosed = new Promise<void>((resolve) => http.close(() => resolve()));
       await Promise.all(apiListeners.map((l) => l.close()));
       await metrics?.close();
+      adminUi?.close();
       policy.close();
       extraRecords?.close();
       ephemeral.close();
