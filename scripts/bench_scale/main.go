@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,9 @@ type options struct {
 	label           string
 	srcIPs          int
 	seed            uint64
+	gcPercent       int
+	cpuProfile      string
+	memProfile      string
 }
 
 func parseFlags(args []string) (*options, *flag.FlagSet) {
@@ -74,6 +78,9 @@ func parseFlags(args []string) (*options, *flag.FlagSet) {
 	fs.StringVar(&o.label, "label", "", "label for the result")
 	fs.IntVar(&o.srcIPs, "src-ips", 16, "spread connections over this many loopback source addresses (127.0.0.2…) against local port exhaustion; 0: off")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed for picking the nodes that change")
+	fs.IntVar(&o.gcPercent, "gc-percent", 200, "GOGC for the generator (larger: less CPU on collection, more memory)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the generator's CPU profile here")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write the generator's heap profile here (at the end of the run)")
 	fs.Parse(args)
 	if o.users == 0 {
 		o.users = min(max(o.n/8, 4), 300)
@@ -95,8 +102,15 @@ func main() {
 	if o.authKeys == "" {
 		log.Fatal("-authkeys is required")
 	}
-	// Decoding is the generator's main cost; fewer collections for a larger heap.
-	debug.SetGCPercent(400)
+	debug.SetGCPercent(o.gcPercent)
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
 
@@ -120,6 +134,7 @@ func main() {
 	}
 	res.table(os.Stdout)
 	if !res.Correct {
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }

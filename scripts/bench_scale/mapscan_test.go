@@ -19,7 +19,7 @@ func TestScanMapMatchesEncodingJSON(t *testing.T) {
 		Peers: []*tailcfg.Node{
 			{ID: 1, Key: k1, Online: ptr.To(true), Endpoints: []netip.AddrPort{markerAddr(70000), netip.MustParseAddrPort("192.0.2.1:5")},
 				Hostinfo: (&tailcfg.Hostinfo{Hostname: "a]b}c", Services: []tailcfg.Service{{Proto: "tcp", Port: 1}}}).View(),
-				CapMap: tailcfg.NodeCapMap{"x": {`{"a":[1,2,{"b":"\"}"}]}`}}},
+				CapMap:   tailcfg.NodeCapMap{"x": {`{"a":[1,2,{"b":"\"}"}]}`}}},
 			{ID: 2, Key: k2, Online: ptr.To(false)},
 		},
 		PeersChanged:      []*tailcfg.Node{{ID: 3, Key: k2}},

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,6 +100,12 @@ func (b *bench) runAll(ctx context.Context, res *Results) {
 		server0 = 0 // the new process's CPU counts from its start
 	}
 	b.correctness(res)
+	if b.o.memProfile != "" { // while every node is still connected
+		if f, err := os.Create(b.o.memProfile); err == nil {
+			pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+	}
 
 	for _, nd := range b.nodes {
 		res.Messages += nd.msgs.Load()
