@@ -166,6 +166,11 @@ export class UiBrowser {
     return path;
   }
 
+  /** Returns the console problems so far and forgets them (after a step that expects some). */
+  takeProblems(): ConsoleProblem[] {
+    return this.consoleProblems.splice(0);
+  }
+
   /** The console problems so far, one per line, for an assertion message. */
   describeProblems(): string {
     return this.consoleProblems.map((p) => `${p.kind} on ${p.page}: ${p.text}`).join("\n");
@@ -202,7 +207,11 @@ export class UiBrowser {
     page.on("console", (message) => {
       const type = message.type();
       if (type !== "error" && type !== "warning") return;
-      const text = message.text();
+      // "Failed to load resource" names no URL in its text; its location does.
+      const from = withoutQuery(message.location().url);
+      const text = from && !message.text().includes(from)
+        ? `${message.text()} (${from})`
+        : message.text();
       const csp = /Content Security Policy|CSP violation/i.test(text);
       this.consoleProblems.push({
         page: where(),
@@ -220,6 +229,12 @@ export class UiBrowser {
       this.consoleProblems.push({ page: where(), kind: "pageerror", text: String(error) });
     });
   }
+}
+
+/** A URL without its query: a one-time token in it stays out of test output. */
+function withoutQuery(url: string): string {
+  const q = url.indexOf("?");
+  return q < 0 ? url : `${url.slice(0, q)}?…`;
 }
 
 /** {@link UiBrowser.launch}. */
