@@ -19,7 +19,9 @@ export function securityHeaders(): Record<string, string> {
   return {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    // Not no-referrer: with it a browser sends `Origin: null` on our own form posts, which the
+    // same-site check must then refuse. same-origin still sends nothing to other sites.
+    "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
     "cross-origin-opener-policy": "same-origin",
     "cross-origin-resource-policy": "same-origin",

@@ -32,7 +32,8 @@ export function layout(o: LayoutOptions): Html {
       <head>
         <meta charset="utf-8">
         <meta name="viewport" content="width=device-width, initial-scale=1">
-        <meta name="referrer" content="no-referrer">
+        <meta name="referrer" content="same-origin">
+        <link rel="icon" href="data:,">
         <title>${o.title} · headscale-deno</title>
         <link rel="stylesheet" href="${o.assets.url("ui.css")}">
         <script src="${o.assets.url("ui.js")}" defer></script>
