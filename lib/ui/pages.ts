@@ -4,9 +4,17 @@
  */
 import type { PageFactory } from "./context.ts";
 import { auditPage } from "./audit_page.ts";
+import { keysPage } from "./keys.ts";
+import { machinesPage } from "./machines.ts";
+import { pendingPage } from "./pending.ts";
 import { sessionsPage } from "./sessions_page.ts";
+import { usersPage } from "./users.ts";
 
 export const PAGES: PageFactory[] = [
+  machinesPage,
+  usersPage,
+  keysPage,
+  pendingPage,
   sessionsPage,
   auditPage,
 ];
