@@ -35,11 +35,26 @@ export interface MapServiceDeps {
   dump?: MapResponseDump;
 }
 
+/**
+ * Bytes handed to the HTTP/2 stream at a time. Deno's node:http2 copies every write into a
+ * per-stream buffer that keeps its largest size for the stream's life, so writing a whole full
+ * map (MBs at 10,000 nodes) would leave every long poll holding that much: memory growing with
+ * the square of the tailnet. Written a piece at a time, each after the previous one was taken,
+ * a stream keeps at most one piece; what waits is a view of the shared frame.
+ */
+export const WRITE_PIECE_BYTES = 16 << 10;
+
 /** One open long poll. */
 class MapStream implements MapSink {
   private closed = false;
   private aborted = false;
   private keepAliveTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Frames (shared between sessions) not yet handed to the HTTP/2 stream, oldest first. */
+  private readonly queue: Uint8Array[] = [];
+  /** How far the first queued frame has been written. */
+  private queueOffset = 0;
+  private queuedBytes = 0;
+  private writing = false;
 
   constructor(
     readonly nodeId: number,
@@ -58,23 +73,69 @@ class MapStream implements MapSink {
     return this.closed;
   }
 
+  /** Bytes queued here or in the HTTP/2 stream, not yet taken by it. */
+  get bufferedBytes(): number {
+    return this.queuedBytes - this.queueOffset + this.res.writableLength;
+  }
+
   send(msg: SharedMessage): void {
     if (this.closed || this.aborted || this.res.destroyed) return;
-    if (this.res.writableLength > this.opts.maxBufferedBytes) {
+    if (this.bufferedBytes > this.opts.maxBufferedBytes) {
       this.log.warn("map stream too slow, closing it", { node: this.nodeId });
+      this.dropQueue();
       this.close("client too slow");
       return;
     }
     if (this.opts.dump && msg !== KEEP_ALIVE) this.opts.dump.write(this.nodeId, msg.json);
-    try {
-      const ok = this.res.write(msg.frame(this.zstd));
-      if (!ok) this.log.trace("map stream buffering", { buffered: this.res.writableLength });
-    } catch (e) {
-      this.log.debug("map stream write failed", { node: this.nodeId, error: e });
-      this.close("write failed");
+    const frame = msg.frame(this.zstd);
+    this.queue.push(frame);
+    this.queuedBytes += frame.byteLength;
+    this.pump();
+    this.armKeepAlive();
+  }
+
+  /**
+   * Writes the next piece of the queue once the previous one was taken; after close, ends the
+   * response when the queue is empty.
+   */
+  private pump(): void {
+    if (this.writing || this.aborted || this.res.destroyed) return;
+    const frame = this.queue[0];
+    if (frame === undefined) {
+      if (this.closed && !this.res.writableEnded) this.res.end();
       return;
     }
-    this.armKeepAlive();
+    const end = Math.min(frame.byteLength, this.queueOffset + WRITE_PIECE_BYTES);
+    const piece = frame.subarray(this.queueOffset, end);
+    if (end === frame.byteLength) {
+      this.queue.shift();
+      this.queuedBytes -= frame.byteLength;
+      this.queueOffset = 0;
+    } else {
+      this.queueOffset = end;
+    }
+    this.writing = true;
+    try {
+      this.res.write(piece, (e) => {
+        this.writing = false;
+        if (e) this.writeFailed(e);
+        else this.pump();
+      });
+    } catch (e) {
+      this.writing = false;
+      this.writeFailed(e);
+    }
+  }
+
+  private writeFailed(error: unknown): void {
+    this.log.debug("map stream write failed", { node: this.nodeId, error });
+    this.dropQueue();
+    this.close("write failed");
+  }
+
+  private dropQueue(): void {
+    this.queue.length = 0;
+    this.queuedBytes = this.queueOffset = 0;
   }
 
   armKeepAlive(): void {
@@ -98,6 +159,7 @@ class MapStream implements MapSink {
     this.aborted = true;
   }
 
+  /** Ends the stream once what was sent so far is written (at once when aborted). */
   close(reason: string): void {
     if (this.closed) return;
     this.closed = true;
@@ -105,9 +167,10 @@ class MapStream implements MapSink {
     this.keepAliveTimer = undefined;
     this.log.debug("map stream closed", { node: this.nodeId, reason });
     if (this.aborted) {
+      this.dropQueue();
       if (!this.res.stream.destroyed) this.res.stream.destroy();
-    } else if (!this.res.destroyed && !this.res.writableEnded) {
-      this.res.end();
+    } else {
+      this.pump();
     }
   }
 }
