@@ -7,6 +7,14 @@ import { HealthSampler, RingBuffer } from "../lib/ui/health_sampler.ts";
 import { sparkline } from "../lib/ui/health_sparkline.ts";
 import { collectHealth } from "../lib/ui/health_status.ts";
 import { healthView } from "../lib/ui/health_view.ts";
+import { loadConfig } from "../lib/config/load.ts";
+import { silentLogger } from "../lib/log/log.ts";
+import { startServer } from "../lib/server/server.ts";
+import { runCli } from "../lib/cli/run.ts";
+import { versionInfo } from "../lib/version.ts";
+import { captureIO } from "./helpers/cli_io.ts";
+import { freePort, writeConfig } from "./helpers/server_process.ts";
+import { Browser, signInWithLink, type UiServer } from "./helpers/ui.ts";
 
 Deno.test("the ring buffer keeps the newest items, oldest first", () => {
   const r = new RingBuffer<number>(3);
@@ -129,11 +137,11 @@ Deno.test("the page shows the figures it was given and escapes DERP region names
   assert.ok(!page.includes("<script>"), "a region name is text, not markup");
   assert.ok(page.includes("&#60;script&#62;alert(&#34;hi&#34;)&#60;/script&#62;"));
   assert.ok(page.includes("x&#60;y"));
-  assert.match(page, /Headscale Embedded DERP <span class="badge">this server<\/span>/);
+  assert.match(page, /Headscale Embedded DERP <span class="badge ok">this server<\/span>/);
   assert.match(page, /derp\.example\.com:443/);
   assert.match(
     page,
-    /sqlite: <span class="bad">not writable<\/span> — the SQLite database \/x is full/,
+    /sqlite: <span class="badge bad">not writable<\/span> — the SQLite database \/x is full/,
   );
   assert.match(page, /Nodes online <strong>2 of 3<\/strong>/);
   assert.match(page, /Map sessions <strong>3<\/strong>/);
@@ -142,4 +150,72 @@ Deno.test("the page shows the figures it was given and escapes DERP region names
   assert.match(page, /5\.0 MiB/);
   assert.match(page, /11 requests, 10 answered/);
   assert.match(page, /Changes per minute <strong>0<\/strong>/);
+});
+
+Deno.test("ui health page: the real figures of a small in-process server, region names escaped", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "hsd-ui-health-" });
+  const port = freePort();
+  const configPath = writeConfig(dir, port);
+  const { config } = loadConfig({ path: configPath });
+  config.derp.server.enabled = true;
+  config.derp.server.stunEnabled = false;
+  config.derp.server.regionName = `Home <b>&</b> "away"`;
+  const server = await startServer(config, silentLogger());
+  const ui: UiServer = {
+    server,
+    base: `http://127.0.0.1:${port}`,
+    dir,
+    configPath,
+    async cli(...args) {
+      const io = captureIO();
+      const code = await runCli(["-c", configPath, ...args], io);
+      return { code, out: io.out.join("\n"), err: io.err.join("\n") };
+    },
+    async close() {
+      await server.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+  try {
+    const { state } = server;
+    const alice = await state.createUser({ name: "alice" });
+    for (const n of [1, 2, 3]) {
+      await state.registerNode({
+        machineKey: `mkey:${n.toString(16).padStart(64, "0")}`,
+        nodeKey: `nodekey:${n.toString(16).padStart(64, "0")}`,
+        hostname: `host${n}`,
+        hostinfo: { Hostname: `host${n}` },
+        userId: alice.id,
+        tags: [],
+        authKeyId: null,
+        method: "cli",
+        ephemeral: false,
+        expiry: null,
+      });
+    }
+    state.streamOpened(state.listNodes()[0].id);
+    const b = new Browser(ui.base);
+    await signInWithLink(ui, b);
+    const page = await b.page("/admin/health");
+    assert.equal(page.status, 200);
+    const text = page.text.replace(/\s+/g, " ");
+    assert.match(text, /<title>Health · headscale-deno<\/title>/);
+    assert.match(text, /Nodes online <strong>1 of 3<\/strong>/);
+    assert.match(text, /Map sessions <strong>0<\/strong>/);
+    assert.match(text, /sqlite: <span class="badge ok">writable<\/span>/);
+    assert.ok(text.includes(`headscale-deno ${versionInfo().version}`));
+    // The embedded region, marked, with its name as text.
+    assert.ok(text.includes("Home &#60;b&#62;&#38;&#60;/b&#62; &#34;away&#34;"), text);
+    assert.ok(!text.includes("<b>&</b>"));
+    assert.match(text, /<td>999<\/td> <td>headscale<\/td>/);
+    assert.match(text, /<span class="badge ok">this server<\/span>/);
+    assert.match(text, /<dt>Connected clients<\/dt> <dd>0 \(0 nodes/);
+    // The sampler started with the server: its first reading is drawn.
+    assert.match(text, /<svg class="sparkline"[^>]*aria-label="Nodes online: 0 now/);
+    // The same CSP as every page: the inline SVG needs no style.
+    assert.match(page.res.headers.get("content-security-policy") ?? "", /style-src 'self'/);
+    assert.ok(!/<svg[^>]* style=/.test(text));
+  } finally {
+    await ui.close();
+  }
 });

@@ -9,6 +9,7 @@ import { silentLogger } from "../lib/log/log.ts";
 import { checkDraft, reviewDigest, saveDraft } from "../lib/ui/policy_check.ts";
 import { PolicyInvalidError } from "../lib/policy_manager/errors.ts";
 import { openMemoryState } from "./helpers/memory_state.ts";
+import { Browser, signInWithLink, startUiServer, type UiServer } from "./helpers/ui.ts";
 
 const hex = (n: number) => n.toString(16).padStart(64, "0");
 
@@ -140,4 +141,145 @@ Deno.test("an invalid draft is never saved and the old policy stays in force", a
   assert.ok(!outcome.saved && !outcome.check.ok);
   assert.equal(outcome.check.problems[0].line, 3);
   assert.equal((await t.manager.get()).policy, WEB_80);
+});
+
+// ---- the page, over HTTP against a real server -----------------------------------------------
+
+async function registerNodes(ui: UiServer) {
+  const { state } = ui.server;
+  const alice = await state.createUser({ name: "alice" });
+  for (const [n, hostname, tags] of [[1, "alice-laptop", []], [2, "web-1", ["tag:web"]]] as const) {
+    await state.registerNode({
+      machineKey: `mkey:${hex(n)}`,
+      nodeKey: `nodekey:${hex(n)}`,
+      hostname,
+      hostinfo: { Hostname: hostname },
+      userId: alice.id,
+      tags: [...tags],
+      authKeyId: null,
+      method: "cli",
+      ephemeral: false,
+      expiry: null,
+    });
+  }
+}
+
+Deno.test("ui policy page: check as you type, preview, save only what was reviewed, refuse a bad policy at its line", async () => {
+  const ui = await startUiServer("policy:\n  mode: database\n");
+  try {
+    await registerNodes(ui);
+    const b = new Browser(ui.base);
+    await signInWithLink(ui, b, "alice");
+    const csrf = await b.csrf("/admin/policy");
+    const page = await b.page("/admin/policy");
+    assert.equal(page.status, 200);
+    assert.match(page.text, /<textarea id="policy-text" name="policy"/);
+    assert.match(page.text, /No policy is in force/);
+    assert.match(page.text, /<script src="\/admin\/policy\/editor\.js" defer><\/script>/);
+    const script = await b.get("/admin/policy/editor.js");
+    assert.equal(script.status, 200);
+    assert.match(script.headers.get("content-type") ?? "", /^text\/javascript/);
+    assert.match(await script.text(), /data-check-url/);
+
+    // The JSON check: a bad draft comes back with its problem at its line.
+    const bad =
+      `{\n  "acls": [\n    { "action": "accept", "src": ["group:nope"], "dst": ["*:*"] },\n  ],\n}`;
+    const checked = await b.post("/admin/policy/check", { csrf, policy: bad });
+    assert.equal(checked.status, 200);
+    assert.match(checked.headers.get("content-type") ?? "", /^application\/json/);
+    const answer = await checked.json();
+    assert.equal(answer.ok, false);
+    assert.equal(answer.problems[0].line, 3);
+    assert.match(answer.html, /data-line="3"/);
+
+    // A good draft: the preview, and the digest the save needs.
+    const good = await (await b.post("/admin/policy/check", { csrf, policy: WEB_80 })).json();
+    assert.equal(good.ok, true);
+    assert.match(good.html, /alice-laptop/);
+    // From allow-all to alice → web-1 tcp:80: alice keeps only that, web-1 loses alice entirely.
+    assert.match(good.html, /2 nodes lose access; SSH rules do not change\./);
+    assert.match(good.html, /loses icmp, tcp:0-79, tcp:81-65535, udp:\* on web-1/);
+    assert.match(
+      good.html,
+      /<dt>web-1<\/dt><dd class="loss">.*loses icmp, tcp:\*, udp:\* on alice-laptop/,
+    );
+
+    // Without the review's digest nothing is saved: the page shows the preview and asks again.
+    const unreviewed = await b.post("/admin/policy/save", { csrf, policy: WEB_80, reviewed: "" });
+    assert.equal(unreviewed.status, 200);
+    const unreviewedText = await unreviewed.text();
+    assert.match(unreviewedText, /Not saved yet/);
+    assert.match(unreviewedText, new RegExp(`name="reviewed" value="${good.reviewed}"`));
+    assert.equal(await ui.server.store.getPolicy(), null);
+
+    // With it: saved through the API, in force, audited.
+    const saved = await b.post("/admin/policy/save", {
+      csrf,
+      policy: WEB_80,
+      reviewed: good.reviewed,
+    });
+    assert.equal(saved.status, 303);
+    const after = await b.follow(saved);
+    assert.match(after.text, /Policy saved and in force/);
+    assert.equal(await ui.server.store.getPolicy(), WEB_80);
+    const policyGet = await ui.cli("policy", "get");
+    assert.equal(policyGet.out.trim(), WEB_80.trim());
+
+    // A bad policy is refused at its line; the old one stays.
+    const refused = await b.post("/admin/policy/save", {
+      csrf,
+      policy: bad,
+      reviewed: reviewDigest(WEB_80, bad),
+    });
+    assert.equal(refused.status, 422);
+    const refusedText = await refused.text();
+    assert.match(refusedText, /Line 3, column \d+/);
+    assert.match(refusedText, /group:nope/);
+    assert.equal(await ui.server.store.getPolicy(), WEB_80);
+
+    // The review page without script shows the same result.
+    const review = await b.post("/admin/policy/review", { csrf, policy: bad });
+    assert.equal(review.status, 422);
+    assert.match(await review.text(), /data-line="3"/);
+
+    // Without the CSRF token: refused, nothing changes.
+    const forged = await b.post("/admin/policy/save", { policy: "{}", reviewed: "" });
+    await forged.body?.cancel();
+    assert.equal(forged.status, 403);
+    const forgedCheck = await b.post("/admin/policy/check", { policy: "{}" });
+    await forgedCheck.body?.cancel();
+    assert.equal(forgedCheck.status, 403);
+    assert.equal(await ui.server.store.getPolicy(), WEB_80);
+
+    const audit = await ui.cli("audit", "list", "-o", "json");
+    const events = JSON.parse(audit.out) as { action: string; details?: string }[];
+    const sets = events.filter((e) => e.action === "policy.set");
+    assert.equal(sets.length, 2, audit.out);
+  } finally {
+    await ui.close();
+  }
+});
+
+Deno.test("ui policy page: file mode shows the policy read-only and where it comes from", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/policy.hujson`;
+  await Deno.writeTextFile(path, `{\n  // <b>not markup</b>\n  "acls": []\n}\n`);
+  const ui = await startUiServer(`policy:\n  mode: file\n  path: ${path}\n`);
+  try {
+    const b = new Browser(ui.base);
+    await signInWithLink(ui, b);
+    const page = await b.page("/admin/policy");
+    assert.equal(page.status, 200);
+    assert.ok(page.text.includes(`<code>${path}</code>`));
+    assert.match(page.text, /Edits go in that file/);
+    assert.match(page.text, /&#60;b&#62;not markup&#60;\/b&#62;/);
+    assert.ok(!page.text.includes("<textarea"), "no editor");
+    const csrf = await b.csrf("/admin/policy");
+    const save = await b.post("/admin/policy/save", { csrf, policy: "{}", reviewed: "" });
+    await save.body?.cancel();
+    assert.equal(save.status, 409);
+  } finally {
+    await ui.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -48,6 +48,7 @@ import { AuditLog } from "../ui/audit.ts";
 import { AdminSessions } from "../ui/sessions.ts";
 import { PAGES } from "../ui/pages.ts";
 import type { TailnetMetricsSources } from "../metrics/tailnet.ts";
+import { HealthSampler } from "../ui/health_sampler.ts";
 
 export interface RunningServer {
   store: Store;
@@ -104,7 +105,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   // sessions and the changed nodes' viewers what changed.
   // The admin UI (created below, once the API exists) shows changes to open pages, last.
   let adminUi: AdminUi | null = null;
+  let changesSeen = 0; // the admin UI's "changes per minute"
   state.subscribe((changes) => {
+    changesSeen += changes.length;
     mapper.apply(changes);
     notifier.apply(changes, policy.apply(changes));
     adminUi?.onChanges(changes);
@@ -163,8 +166,15 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   };
 
   // The admin web UI (admin_ui): changes go through the same service the API serves.
+  let healthSampler: HealthSampler | null = null;
   if (config.adminUi.enabled) {
     const uiLog = log.child({ component: "ui" });
+    healthSampler = new HealthSampler({
+      nodesOnline: () => state.listNodes().filter((n) => state.isOnline(n.id)).length,
+      mapSessions: () => notifier.sessionCount,
+      changesTotal: () => changesSeen,
+    });
+    healthSampler.start();
     adminUi = await createAdminUi({
       deps: {
         config,
@@ -177,6 +187,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         database: store,
         audit: new AuditLog({ store, log: uiLog }),
         sessions: new AdminSessions({ store, durationMs: config.adminUi.sessionDurationMs }),
+        health: {
+          sampler: healthSampler,
+          derpMap: () => derp.map(),
+          embeddedRegionId: config.derp.server.enabled ? config.derp.server.regionId : null,
+        },
         log: uiLog,
         now: () => new Date(),
       },
@@ -300,6 +315,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       await Promise.all(apiListeners.map((l) => l.close()));
       await metrics?.close();
       adminUi?.close();
+      healthSampler?.stop();
       policy.close();
       extraRecords?.close();
       ephemeral.close();

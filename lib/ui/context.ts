@@ -17,6 +17,7 @@ import type { Html } from "./html.ts";
 import type { InProcessApi } from "./api.ts";
 import type { AuditLog } from "./audit.ts";
 import type { Admin, AdminSessions } from "./sessions.ts";
+import type { HealthPageSources } from "./health_page.ts";
 
 /** What pages may use; server.ts passes it in (add a field here and there if a page needs more). */
 export interface UiDeps {
@@ -33,6 +34,8 @@ export interface UiDeps {
   database: Pick<Store, "kind" | "ping" | "checkWritable">;
   audit: AuditLog;
   sessions: AdminSessions;
+  /** The Health page's sampler (charts) and DERP map. */
+  health: HealthPageSources;
   log: Logger;
   now: () => Date;
 }

@@ -17,8 +17,8 @@ export function healthView(s: HealthSnapshot): Html {
         <dd>headscale-deno ${v.version} (${v.go.version}, ${v.go.os}/${v.go.arch})</dd>
         <dt>Database</dt>
         <dd>${s.database.kind}: ${s.database.writable
-          ? html`<span class="ok">writable</span>`
-          : html`<span class="bad">not writable</span> — ${
+          ? html`<span class="badge ok">writable</span>`
+          : html`<span class="badge bad">not writable</span> — ${
             s.database.reason ?? "unknown reason"
           }`}</dd>
       </dl>
@@ -86,43 +86,44 @@ function regionsView(regions: readonly RegionInfo[]): Html {
   if (regions.length === 0) {
     return html`
       <p
-        class="bad">The DERP map is empty: clients without a direct path cannot connect. Enable <code>derp.server</code> or set <code>derp.urls</code>.</p>
+        class="flash error">The DERP map is empty: clients without a direct path cannot connect. Enable <code>derp.server</code> or set <code>derp.urls</code>.</p>
     `;
   }
   return html`
-    <table>
-      <caption class="visually-hidden">DERP regions</caption>
-      <thead>
-        <tr>
-          <th scope="col">ID</th>
-          <th scope="col">Code</th>
-          <th scope="col">Name</th>
-          <th scope="col">Nodes</th>
-        </tr>
-      </thead>
-      <tbody>${regions.map((r) =>
-        html`
+    <div class="table-wrap">
+      <table aria-labelledby="h-regions">
+        <thead>
           <tr>
-            <td>${r.id}</td>
-            <td>${r.code}</td>
-            <td>${r.name}${r.embedded
-              ? html`
-                <span class="badge">this server</span>
-              `
-              : null}${r.avoid
-              ? html`
-                <span class="badge">avoided</span>
-              `
-              : null}</td>
-            <td>${r.nodes.map((n) =>
-              html`<div>${n.name}: ${n.hostName}${n.derpPort ? `:${n.derpPort}` : ""}${
-                n.stunPort && n.stunPort > 0 ? ` (STUN ${n.stunPort})` : ""
-              }</div>`
-            )}</td>
+            <th scope="col">ID</th>
+            <th scope="col">Code</th>
+            <th scope="col">Name</th>
+            <th scope="col">Nodes</th>
           </tr>
-        `
-      )}</tbody>
-    </table>
+        </thead>
+        <tbody>${regions.map((r) =>
+          html`
+            <tr>
+              <td>${r.id}</td>
+              <td>${r.code}</td>
+              <td>${r.name}${r.embedded
+                ? html`
+                  <span class="badge ok">this server</span>
+                `
+                : null}${r.avoid
+                ? html`
+                  <span class="badge warn">avoided</span>
+                `
+                : null}</td>
+              <td>${r.nodes.map((n) =>
+                html`<div>${n.name}: ${n.hostName}${n.derpPort ? `:${n.derpPort}` : ""}${
+                  n.stunPort && n.stunPort > 0 ? ` (STUN ${n.stunPort})` : ""
+                }</div>`
+              )}</td>
+            </tr>
+          `
+        )}</tbody>
+      </table>
+    </div>
   `;
 }
 

@@ -7,6 +7,8 @@ import { auditPage } from "./audit_page.ts";
 import { keysPage } from "./keys.ts";
 import { machinesPage } from "./machines.ts";
 import { pendingPage } from "./pending.ts";
+import { policyPage } from "./policy_page.ts";
+import { healthPage } from "./health_page.ts";
 import { sessionsPage } from "./sessions_page.ts";
 import { usersPage } from "./users.ts";
 
@@ -15,6 +17,8 @@ export const PAGES: PageFactory[] = [
   usersPage,
   keysPage,
   pendingPage,
+  policyPage,
+  healthPage,
   sessionsPage,
   auditPage,
 ];

@@ -90,6 +90,36 @@ details.actions[open] { padding: 0.4rem 0; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 0.8rem; background: var(--panel); }
 img.avatar { width: 1.6rem; height: 1.6rem; border-radius: 50%; vertical-align: middle; margin-right: 0.35rem; }
 .signin { max-width: 26rem; margin: 3rem auto; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 0.3rem 1rem; margin: 0; }
+dl.facts dt { font-weight: 600; }
+dl.facts dd { margin: 0; }
+.charts { display: flex; flex-wrap: wrap; gap: 1rem; }
+figure.chart { margin: 0; padding: 0.6rem; border: 1px solid var(--line); border-radius: 6px; }
+figure.chart figcaption { margin-bottom: 0.3rem; }
+svg.sparkline { display: block; color: var(--accent); max-width: 100%; height: auto; }
+.policy-editor { display: grid; gap: 0.4rem; }
+.policy-editor textarea {
+  font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 0.88em;
+  tab-size: 2; min-height: 24rem; white-space: pre; overflow: auto;
+}
+.policy-editor textarea[aria-invalid="true"] { border-color: var(--bad); }
+.actions { display: flex; flex-wrap: wrap; gap: 0.5rem; }
+button.link {
+  border: 0; background: none; padding: 0; min-height: 0; color: var(--accent);
+  text-decoration: underline; display: inline;
+}
+.policy-problems { border: 1px solid var(--bad); background: var(--bad-bg); border-radius: 6px; padding: 0 0.8rem; margin-top: 1rem; }
+.policy-problems li { margin: 0.4rem 0; }
+pre.policy-line { margin: 0.2rem 0; white-space: pre-wrap; word-break: break-all; }
+.policy-preview { border: 1px solid var(--line); border-radius: 6px; padding: 0 0.8rem 0.6rem; margin-top: 1rem; }
+dl.policy-changes dt { font-weight: 600; margin-top: 0.5rem; }
+dl.policy-changes dd { margin: 0.1rem 0 0 1rem; }
+dl.policy-changes dd.gain { color: var(--ok); }
+dl.policy-changes dd.loss { color: var(--bad); }
+pre.policy-source {
+  border: 1px solid var(--line); border-radius: 6px; background: var(--panel); padding: 0.6rem;
+  overflow: auto; max-height: 40rem;
+}
 @media (max-width: 40rem) {
   header.top .who { margin-left: 0; width: 100%; }
   main { padding: 0.6rem; }
