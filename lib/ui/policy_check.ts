@@ -34,7 +34,7 @@ export async function checkDraft(gate: PolicyGate, draft: string): Promise<Polic
     compared = gate.preview(draft);
   } catch (e) {
     if (e instanceof PolicyInvalidError) {
-      return { ok: false, problems: locatePolicyErrors(draft, e.message) };
+      return { ok: false, problems: problemsOf(draft, e.message) };
     }
     throw e;
   }
@@ -68,5 +68,10 @@ export async function saveDraft(
   }
   const error = await save(draft);
   if (error === null) return { saved: true };
-  return { saved: false, check: { ok: false, problems: locatePolicyErrors(draft, error) } };
+  return { saved: false, check: { ok: false, problems: problemsOf(draft, error) } };
+}
+
+/** The manager names its source ("policy: …"); on this page that goes without saying. */
+function problemsOf(draft: string, message: string): PolicyProblem[] {
+  return locatePolicyErrors(draft, message.replace(/^policy: /, ""));
 }

@@ -11,6 +11,11 @@ import { checkDraft, type PolicyCheck, type PolicyGate, saveDraft } from "./poli
 import { policyEditorView, policyFileView, policyResultView } from "./policy_view.ts";
 import { POLICY_JS } from "./policy_script.ts";
 
+/** The posted draft; a browser posts a textarea's line breaks as CRLF, the script as LF. */
+function draftOf(ctx: UiContext): string {
+  return (ctx.form.get("policy") ?? "").replace(/\r\n?/g, "\n");
+}
+
 export function policyPage(deps: UiDeps): UiPage {
   const gate: PolicyGate = {
     get: () => deps.policy.get(),
@@ -81,7 +86,7 @@ export function policyPage(deps: UiDeps): UiPage {
         method: "POST",
         path: "/policy/check",
         handler: editing(async (ctx) => {
-          const draft = ctx.form.get("policy") ?? "";
+          const draft = draftOf(ctx);
           const check = await checkDraft(gate, draft);
           ctx.res.writeHead(200, {
             ...securityHeaders(),
@@ -98,7 +103,7 @@ export function policyPage(deps: UiDeps): UiPage {
         method: "POST",
         path: "/policy/review",
         handler: editing(async (ctx) => {
-          const draft = ctx.form.get("policy") ?? "";
+          const draft = draftOf(ctx);
           await editor(ctx, draft, await checkDraft(gate, draft));
         }),
       },
@@ -106,7 +111,7 @@ export function policyPage(deps: UiDeps): UiPage {
         method: "POST",
         path: "/policy/save",
         handler: editing(async (ctx) => {
-          const draft = ctx.form.get("policy") ?? "";
+          const draft = draftOf(ctx);
           const outcome = await saveDraft(
             gate,
             draft,
