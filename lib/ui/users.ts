@@ -15,8 +15,7 @@ function avatar(u: UserRecord): Html {
     : html``;
 }
 
-function userRow(deps: UiDeps, u: UserRecord): Html {
-  const nodes = deps.state.listNodes().filter((n) => n.userId === u.id).length;
+function userRow(deps: UiDeps, u: UserRecord, nodes: number): Html {
   return html`
     <tr data-row-key="${u.id}" data-user-id="${u.id}">
       <td>${u.id}</td>
@@ -52,6 +51,10 @@ export const usersPage: PageFactory = (deps) => {
         path: "/users",
         handler(ctx) {
           const users = deps.state.listUsers();
+          const owned = new Map<number, number>();
+          for (const n of deps.state.listNodes()) {
+            if (n.userId !== null) owned.set(n.userId, (owned.get(n.userId) ?? 0) + 1);
+          }
           ctx.render({
             title: "Users",
             body: html`
@@ -69,7 +72,7 @@ export const usersPage: PageFactory = (deps) => {
                     </tr>
                   </thead>
                   <tbody id="users">${users.length
-                    ? users.map((u) => userRow(deps, u))
+                    ? users.map((u) => userRow(deps, u, owned.get(u.id) ?? 0))
                     : emptyRow(7, "No users yet.")}</tbody>
                 </table>
               </div>
