@@ -60,7 +60,13 @@ Deno.test("gains and losses per source and destination, with routes and SSH", ()
 Deno.test("the same policy, reformatted, changes nothing", () => {
   const text = `{${owners}, "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}`;
   const diff = diffAccess(engine(text), engine(text.replace(/ /g, "\n  ")), nodes);
-  assert.deepEqual(diff, { changes: [], ssh: [], filtersChanged: 0, sshChanged: 0 });
+  assert.deepEqual(diff, {
+    changes: [],
+    ssh: [],
+    filtersChanged: 0,
+    sshChanged: 0,
+    truncated: false,
+  });
 });
 
 Deno.test("going from allow-all to deny-all loses every protocol on every peer", () => {
@@ -73,4 +79,16 @@ Deno.test("going from allow-all to deny-all loses every protocol on every peer",
     assert.deepEqual(c.gained, []);
     assert.deepEqual(c.lost, ["icmp", "tcp:*", "udp:*"]);
   }
+});
+
+Deno.test("a large change stops expanding at the budget, the counts stay whole", () => {
+  const before = new PolicyEngine(null, users, nodes);
+  const after = engine(`{${owners}, "acls": []}`);
+  const few = diffAccess(before, after, nodes, { maxChanges: 4 });
+  assert.equal(few.truncated, true);
+  assert.ok(few.changes.length >= 4 && few.changes.length < 12, `${few.changes.length}`);
+  assert.equal(few.filtersChanged, 4);
+  const cheap = diffAccess(before, after, nodes, { maxChecks: 1 });
+  assert.equal(cheap.truncated, true);
+  assert.equal(cheap.changes.length, 3, "one destination expanded, then the budget is spent");
 });

@@ -7,6 +7,7 @@ import { PolicyManager } from "../lib/policy_manager/manager.ts";
 import { parseConfigText } from "../lib/config/load.ts";
 import { silentLogger } from "../lib/log/log.ts";
 import { checkDraft, reviewDigest, saveDraft } from "../lib/ui/policy_check.ts";
+import { summarizeAccessDiff } from "../lib/ui/policy_preview.ts";
 import { PolicyInvalidError } from "../lib/policy_manager/errors.ts";
 import { openMemoryState } from "./helpers/memory_state.ts";
 import { Browser, signInWithLink, startUiServer, type UiServer } from "./helpers/ui.ts";
@@ -283,4 +284,22 @@ Deno.test("ui policy page: file mode shows the policy read-only and where it com
     await ui.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("the preview caps its lines with a count, and says when the diff stopped early", () => {
+  const changes = [1, 2, 3, 4, 5].map((src) => ({
+    src,
+    dst: 9,
+    gained: ["tcp:22"],
+    lost: [],
+  }));
+  const names = (id: number) => `node-${id}`;
+  const p = summarizeAccessDiff(
+    { changes, ssh: [], filtersChanged: 1, sshChanged: 0, truncated: true },
+    names,
+    3,
+  );
+  assert.deepEqual(p.access.map((g) => g.source), ["node-1", "node-2", "node-3"]);
+  assert.equal(p.omitted, 2);
+  assert.match(p.summary, /^5 nodes gain access; SSH rules do not change\. The change is large/);
 });

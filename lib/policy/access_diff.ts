@@ -40,6 +40,15 @@ export interface AccessDiff {
   /** Destinations whose filter changed (including changes no tailnet node is a source of). */
   filtersChanged: number;
   sshChanged: number;
+  /** The budget ran out: `changes` and `ssh` are a part of what changes (the counts are whole). */
+  truncated: boolean;
+}
+
+export interface DiffBudget {
+  /** Stop expanding once this many changes are found (a preview shows only a few). */
+  maxChanges?: number;
+  /** Stop expanding after this many (filter rule, source node) checks. */
+  maxChecks?: number;
 }
 
 const DEFAULT_PROTOCOLS = [6, 17, 1, 58];
@@ -59,18 +68,35 @@ export function diffAccess(
   before: PolicyEngine,
   after: PolicyEngine,
   nodes: readonly PolicyNode[],
+  budget: DiffBudget = {},
 ): AccessDiff {
+  const maxChanges = budget.maxChanges ?? 2_000;
+  const checks = { left: budget.maxChecks ?? 20_000_000 };
   const sources = nodes.map((n) => ({ node: n, ips: nodeIPs(n) }));
   const byIP = new Map<string, PolicyNode>();
   for (const n of nodes) for (const ip of [n.ipv4, n.ipv6]) if (ip) byIP.set(ip, n);
-  const diff: AccessDiff = { changes: [], ssh: [], filtersChanged: 0, sshChanged: 0 };
+  const diff: AccessDiff = {
+    changes: [],
+    ssh: [],
+    filtersChanged: 0,
+    sshChanged: 0,
+    truncated: false,
+  };
+  // Past the budget only the (cheap) per-destination comparison goes on, for the counts.
+  const expand = () => {
+    if (diff.changes.length + diff.ssh.length >= maxChanges || checks.left <= 0) {
+      diff.truncated = true;
+    }
+    return !diff.truncated;
+  };
   for (const dst of nodes) {
     const fb = before.node(dst.id) ? before.filterFor(dst.id) : [];
     const fa = after.node(dst.id) ? after.filterFor(dst.id) : [];
-    if (JSON.stringify(fb) !== JSON.stringify(fa)) {
-      diff.filtersChanged++;
-      const was = reach(fb, dst, sources);
-      const now = reach(fa, dst, sources);
+    const filterChanged = JSON.stringify(fb) !== JSON.stringify(fa);
+    if (filterChanged) diff.filtersChanged++;
+    if (filterChanged && expand()) {
+      const was = reach(fb, dst, sources, checks);
+      const now = reach(fa, dst, sources, checks);
       for (const key of new Set([...was.keys(), ...now.keys()])) {
         const [src, via] = splitKey(key);
         const gained = subtractAll(now.get(key), was.get(key));
@@ -83,8 +109,9 @@ export function diffAccess(
     // No SSH policy and one without rules both let nobody in.
     const sb = (before.node(dst.id) ? before.sshPolicyFor(dst.id) : null) ?? NO_SSH;
     const sa = (after.node(dst.id) ? after.sshPolicyFor(dst.id) : null) ?? NO_SSH;
-    if (JSON.stringify(sb) !== JSON.stringify(sa)) {
-      diff.sshChanged++;
+    const sshChanged = JSON.stringify(sb) !== JSON.stringify(sa);
+    if (sshChanged) diff.sshChanged++;
+    if (sshChanged && expand()) {
       const was = sshLogins(sb, byIP);
       const now = sshLogins(sa, byIP);
       for (const src of new Set([...was.keys(), ...now.keys()])) {
@@ -119,11 +146,13 @@ function reach(
   rules: readonly FilterRule[],
   dst: PolicyNode,
   sources: readonly { node: PolicyNode; ips: { family: 4 | 6; value: bigint }[] }[],
+  checks: { left: number },
 ): Map<string, PortSets> {
   const own = IPSet.of(nodeIPs(dst).map((ip) => ({ ...ip, lo: ip.value, hi: ip.value })));
   const out = new Map<string, PortSets>();
   for (const rule of rules) {
     const srcSet = IPSet.fromStrings(rule.SrcIPs);
+    checks.left -= sources.length;
     const srcs = sources.filter((s) =>
       s.node.id !== dst.id && s.ips.some((ip) => srcSet.contains(ip.family, ip.value))
     );

@@ -76,8 +76,11 @@ export function summarizeAccessDiff(
   };
   const accessGroups = capped(access);
   const sshGroups = capped(ssh);
+  const partial = diff.truncated
+    ? ` The change is large: the list below is a part of it, and the numbers are at least these.`
+    : "";
   return {
-    summary: sentence(gainers.size, losers.size, diff.sshChanged),
+    summary: sentence(gainers.size, losers.size, diff.sshChanged) + partial,
     access: accessGroups,
     ssh: sshGroups,
     omitted,
