@@ -18,9 +18,11 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -149,7 +151,9 @@ type bench struct {
 	ids       *nodeIDs
 	changes   *changeLog
 	joinSlots chan struct{}
-	start     time.Time
+	// decodeSlots bounds the messages being decoded at once (one per core the generator runs on).
+	decodeSlots chan struct{}
+	start       time.Time
 
 	pid              atomic.Int64
 	epoch            atomic.Int32
@@ -162,6 +166,29 @@ type bench struct {
 	kinds            [len(kindNames)]atomic.Int64
 
 	control *bufio.Reader // the wrapper's answers (restart)
+
+	errMu    sync.Mutex
+	errKinds map[string]int64 // stream errors by text, digits removed
+}
+
+func (b *bench) noteError(msg string) {
+	kind := strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return -1
+		}
+		return r
+	}, msg)
+	if len(kind) > 160 {
+		kind = kind[:160]
+	}
+	b.errMu.Lock()
+	defer b.errMu.Unlock()
+	if b.errKinds == nil {
+		b.errKinds = map[string]int64{}
+	}
+	if _, ok := b.errKinds[kind]; ok || len(b.errKinds) < 20 {
+		b.errKinds[kind]++
+	}
 }
 
 var kindNames = [...]string{"full", "peers_changed", "peers_removed", "patch", "online_change", "peer_seen", "keepalive", "other"}
@@ -197,7 +224,8 @@ func newBench(ctx context.Context, o *options) (*bench, error) {
 	}
 	b := &bench{o: o, serverURL: o.server, model: newModel(o.n, o.policy == "realistic", o.users),
 		byKey: make(map[string]int, o.n), ids: newNodeIDs(o.n), changes: newChangeLog(o.n),
-		joinSlots: make(chan struct{}, max(1, o.concurrency)), control: bufio.NewReader(os.Stdin)}
+		joinSlots:   make(chan struct{}, max(1, o.concurrency)),
+		decodeSlots: make(chan struct{}, runtime.GOMAXPROCS(0)), control: bufio.NewReader(os.Stdin)}
 	b.pid.Store(int64(o.pid))
 	for attempt := 0; ; attempt++ {
 		b.serverKey, err = tsp.DiscoverServerKey(ctx, o.server)

@@ -181,6 +181,7 @@ func (b *bench) run(ctx context.Context, nd *node) {
 		}
 		msg := err.Error()
 		nd.lastErr.Store(&msg)
+		b.noteError(msg)
 		nd.streamErrs.Add(1)
 		sleepCtx(ctx, time.Second+rand.N(time.Second))
 	}
@@ -216,11 +217,15 @@ func (b *bench) stream(ctx context.Context, nd *node, onFirst func(time.Duration
 			bufPool.Put(raw)
 			return fmt.Errorf("map stream: %w", err)
 		}
+		// One message decoded at a time per core: a goroutine preempted mid-message would otherwise
+		// hold its decoded buffer while thousands of others take theirs (GBs at 2,000 nodes).
+		b.decodeSlots <- struct{}{}
 		dec := bufPool.Get().(*[]byte)
 		out, err := zdec.DecodeAll(*raw, (*dec)[:0])
 		bufPool.Put(raw)
 		if err != nil {
 			bufPool.Put(dec)
+			<-b.decodeSlots
 			return fmt.Errorf("map stream: zstd: %w", err)
 		}
 		*dec = out
@@ -235,6 +240,7 @@ func (b *bench) stream(ctx context.Context, nd *node, onFirst func(time.Duration
 		}
 		msgPool.Put(msg)
 		bufPool.Put(dec)
+		<-b.decodeSlots
 		if err != nil {
 			return err
 		}

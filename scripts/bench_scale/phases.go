@@ -117,6 +117,9 @@ func (b *bench) runAll(ctx context.Context, res *Results) {
 	for i, name := range kindNames {
 		res.MessageKinds[name] = b.kinds[i].Load()
 	}
+	b.errMu.Lock()
+	res.StreamErrorKinds = b.errKinds
+	b.errMu.Unlock()
 	res.ConvergenceDrops = b.convergenceDrops.Load()
 	res.UnknownPeers = b.unknownPeers.Load()
 	res.ServerCPUS = round1((serverBefore + sampleTree(int(b.pid.Load())).cpu - server0).Seconds())

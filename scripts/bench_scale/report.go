@@ -103,6 +103,7 @@ type Results struct {
 	CorrectnessIssues []string         `json:"correctness_issues,omitempty"`
 	ConvergenceDrops  int64            `json:"convergence_drops"` // converged nodes that lost it (restart excluded)
 	StreamErrors      int64            `json:"stream_errors"`
+	StreamErrorKinds  map[string]int64 `json:"stream_error_kinds,omitempty"` // digits removed; the first 20 kinds
 	UnknownPeers      int64            `json:"unknown_peers"`
 	Messages          int64            `json:"messages"`
 	WireMB            float64          `json:"wire_mb"`
