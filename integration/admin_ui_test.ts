@@ -225,7 +225,7 @@ Deno.test({
         });
         await problem.waitFor();
         assert.match(await problem.locator("button[data-line]").innerText(), /^Line 5\b/);
-        await browser.screenshot(page, "policy-invalid");
+        await browser.screenshot(page, "policy-invalid", { fullPage: true });
         const [response] = await Promise.all([
           page.waitForResponse((r) => r.url().endsWith("/admin/policy/save")),
           page.click("#policy-form button.primary"),
@@ -239,6 +239,7 @@ Deno.test({
           "5",
         );
         assert.equal((await page.inputValue("#policy-text")).trim(), BAD_POLICY.trim());
+        await browser.screenshot(page, "policy-refused", { fullPage: true });
         // The refused page's 422 shows in the console: expected.
         browser.takeProblems();
         const after = await server.cli<{ policy: string }>(["policy", "get"]);
