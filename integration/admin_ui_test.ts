@@ -225,7 +225,7 @@ Deno.test({
         });
         await problem.waitFor();
         assert.match(await problem.locator("button[data-line]").innerText(), /^Line 5\b/);
-        await browser.screenshot(page, "policy-invalid", { fullPage: true });
+        await browser.screenshot(page, "policy-invalid");
         const [response] = await Promise.all([
           page.waitForResponse((r) => r.url().endsWith("/admin/policy/save")),
           page.click("#policy-form button.primary"),
@@ -239,7 +239,7 @@ Deno.test({
           "5",
         );
         assert.equal((await page.inputValue("#policy-text")).trim(), BAD_POLICY.trim());
-        await browser.screenshot(page, "policy-refused", { fullPage: true });
+        await browser.screenshot(page, "policy-refused");
         // The refused page's 422 shows in the console: expected.
         browser.takeProblems();
         const after = await server.cli<{ policy: string }>(["policy", "get"]);
@@ -299,13 +299,11 @@ Deno.test({
         }
         for (const path of nav) {
           await visit(page, server, path.slice("/admin".length));
-          await browser.screenshot(page, `page-${path.slice("/admin/".length)}`, {
-            fullPage: true,
-          });
+          await browser.screenshot(page, `page-${path.slice("/admin/".length)}`);
         }
         const node = await server.nodeByHostname("ui-alpha");
         await visit(page, server, `/machines/node?id=${node.id}`);
-        await browser.screenshot(page, "page-machine", { fullPage: true });
+        await browser.screenshot(page, "page-machine");
 
         const phone = await browser.newPage({ viewport: { width: 390, height: 844 } });
         for (const path of ["/machines", "/policy"]) {

@@ -151,18 +151,24 @@ export class UiBrowser {
   }
 
   /**
-   * Saves a PNG of the viewport as `NN-<name>.png` (numbered in the order taken) and returns its
-   * path. `fullPage` captures the whole scrollable page.
+   * Saves a PNG as `NN-<name>.png` (numbered in the order taken) and returns its path. `area`:
+   * `content` (default) is the page's body, as tall as what it shows, however long;
+   * `viewport` is what the window shows; `page` the whole scrollable page, at least a window.
    */
   async screenshot(
     page: Page,
     name: string,
-    options: { fullPage?: boolean } = {},
+    options: { area?: "content" | "viewport" | "page" } = {},
   ): Promise<string> {
     if (!/^[a-z0-9-]{1,60}$/.test(name)) throw new Error(`bad screenshot name ${name}`);
     this.#shots++;
     const path = `${this.artifactsDir}/${String(this.#shots).padStart(2, "0")}-${name}.png`;
-    await page.screenshot({ path, fullPage: options.fullPage ?? false, animations: "disabled" });
+    const area = options.area ?? "content";
+    if (area === "content") {
+      await page.locator("body").screenshot({ path, animations: "disabled" });
+    } else {
+      await page.screenshot({ path, fullPage: area === "page", animations: "disabled" });
+    }
     return path;
   }
 
