@@ -240,8 +240,12 @@ Deno.test({
         );
         assert.equal((await page.inputValue("#policy-text")).trim(), BAD_POLICY.trim());
         await browser.screenshot(page, "policy-refused");
-        // The refused page's 422 shows in the console: expected.
-        browser.takeProblems();
+        // The refused page's 422 shows in the console: expected, and nothing else.
+        const refused = browser.takeProblems();
+        assert.ok(
+          refused.every((p) => /status of 422 .*\/admin\/policy\/save/.test(p.text)),
+          JSON.stringify(refused),
+        );
         const after = await server.cli<{ policy: string }>(["policy", "get"]);
         assert.equal(after.policy, GOOD_POLICY, "the policy changed after a refused save");
       });
