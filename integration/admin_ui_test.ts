@@ -91,9 +91,17 @@ Deno.test({
       // The session cookie is Secure; the test server speaks plain http on the bridge address,
       // which the browser (in the root namespace) reaches like the clients in their namespaces.
       const browser = await launchBrowser({ name: "admin-ui", secureOrigins: [server.url] });
-      h.onClose(() => browser.close());
+      h.onClose(async () => {
+        await browser.close();
+        console.log(`admin UI screenshots: ${browser.artifactsDir}`);
+      });
       const step = async (name: string, fn: () => Promise<void>) => {
-        if (!(await t.step(name, fn))) throw new Error(`step failed: ${name}`);
+        if (await t.step(name, fn)) return;
+        // What every open tab showed when the step failed, next to the steps' screenshots.
+        for (const [i, tab] of browser.context.pages().entries()) {
+          await browser.screenshot(tab, `failed-tab-${i + 1}`, { area: "page" }).catch(() => {});
+        }
+        throw new Error(`step failed: ${name}`);
       };
       let page!: Page;
 
@@ -324,6 +332,5 @@ Deno.test({
         assert.deepEqual(browser.consoleProblems, [], browser.describeProblems());
         assert.deepEqual([...browser.requestedOrigins], [server.url]);
       });
-      console.log(`admin UI screenshots: ${browser.artifactsDir}`);
     }),
 });
