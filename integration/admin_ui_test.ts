@@ -213,6 +213,9 @@ Deno.test({
         assert.equal(node.user?.name, "alice");
         await machines.locator(`#machines tr[data-node-id="${node.id}"] td[data-online="true"]`)
           .waitFor({ timeout: 20_000 });
+        // The summary line follows the live rows: two machines, both online, still no reload.
+        assert.equal(await machines.locator("[data-count=rows]").innerText(), "2");
+        assert.equal(await machines.locator("[data-count=online]").innerText(), "2");
         await browser.screenshot(machines, "machines-two");
       });
 

@@ -296,7 +296,9 @@ export const machinesPage: PageFactory = (deps) => {
             title: "Machines",
             live: true,
             body: html`
-              <p class="muted">${nodes.length} machines, ${online} online ·
+              <p class="muted" data-counts="machines"><span data-count="rows">${nodes
+                .length}</span> machines,
+              <span data-count="online">${online}</span> online ·
               updates <span id="live-status">without JavaScript: reload</span></p>
               <div class="table-wrap">
                 <table>

@@ -5,7 +5,8 @@
  * - live updates: with `<body data-events="<url>">` it listens to the Server-Sent Events there.
  *   A `row` event (`{"target": "<tbody id>", "key": "<data-row-key>", "html": "<tr…>"}`)
  *   replaces the row with that `data-row-key` in that table body, or appends it; `{"remove":
- *   true}` instead removes it. The markup comes from the server's escaping templates.
+ *   true}` instead removes it. The markup comes from the server's escaping templates. A
+ *   `[data-counts]` line then shows the table's new row and online counts.
  * - copy buttons: `<button data-copy="<element id>">` copies that element's text.
  * - `<a data-autofollow>`: followed at once (after OIDC sign-in; see signin.ts).
  */
@@ -28,13 +29,27 @@ export const SCRIPT_JS = `"use strict";
     var empty = body.querySelector("tr[data-empty]");
     if (empty) empty.remove();
   }
+  function recount(body) {
+    var line = document.querySelector("[data-counts]");
+    if (!body || !line) return;
+    var rows = line.querySelector("[data-count=rows]");
+    var online = line.querySelector("[data-count=online]");
+    if (rows) rows.textContent = String(body.querySelectorAll("tr[data-row-key]").length);
+    if (online) {
+      online.textContent = String(body.querySelectorAll('td[data-online="true"]').length);
+    }
+  }
   var follow = document.querySelector("a[data-autofollow]");
   if (follow) window.location.replace(follow.href);
   var url = document.body.getAttribute("data-events");
   if (url && window.EventSource) {
     var source = new EventSource(url);
     source.addEventListener("row", function (e) {
-      try { applyRow(JSON.parse(e.data)); } catch (err) { console.error(err); }
+      try {
+        var msg = JSON.parse(e.data);
+        applyRow(msg);
+        recount(document.getElementById(msg.target));
+      } catch (err) { console.error(err); }
     });
     var status = document.getElementById("live-status");
     source.addEventListener("open", function () { if (status) status.textContent = "live"; });
