@@ -93,7 +93,7 @@ func (b *bench) runAll(ctx context.Context, res *Results) {
 			b.churn(ctx, res)
 		}
 	}
-	res.PeakRSSMB = float64(b.peakKB.Load()) / 1024
+	res.PeakRSSMB = float64(b.peakKB.Load() / 1024)
 	if b.o.restart && ok && ctx.Err() == nil {
 		serverBefore = sampleTree(int(b.pid.Load())).cpu - server0
 		b.restart(ctx, res)
@@ -169,7 +169,7 @@ func (b *bench) join(ctx context.Context, wg *sync.WaitGroup, res *Results) bool
 	res.ConvergedNodes = converged
 	res.ConvergedS = -1
 	if converged == n {
-		res.ConvergedS = round1(time.Since(m.t).Seconds()*10) / 10
+		res.ConvergedS = round1(time.Since(m.t).Seconds())
 	}
 	var reg, fm, peers []time.Duration
 	for _, nd := range b.nodes {
