@@ -233,6 +233,19 @@ export function storeContract(
     assert.equal(await keyUsed(store, many.id), false, "a reusable key is never marked used");
   });
 
+  test("nodes registering at once with one reusable key are all saved", async (_fx, store) => {
+    const user = await store.insertUser(newUser("alice"));
+    const many = await store.insertPreAuthKey({ ...newPreAuthKey("a2", user.id), reusable: true });
+    // Each write holds the key's row through its foreign key; locking it must not deadlock.
+    const saved = await Promise.all(
+      [1, 2, 3, 4, 5, 6, 7, 8].map((i) =>
+        store.saveNode(newNode(i, { userId: user.id, authKeyId: many.id }), many.id)
+      ),
+    );
+    assert.equal(saved.length, 8);
+    assert.equal((await store.listNodes()).length, 8);
+  });
+
   test("deleteUser is refused while the user owns nodes, then cascades", async (_fx, store) => {
     const alice = await store.insertUser(newUser("alice"));
     const key = await store.insertPreAuthKey(newPreAuthKey("k1", alice.id));

@@ -329,9 +329,11 @@ export class PostgresStore extends RowStore<Date | boolean> implements Store {
           : await tx`UPDATE nodes SET ${tx(row)} WHERE id = ${existingId} RETURNING *`;
         if (!saved) throw notFound("nodes", existingId ?? 0);
         if (useKeyId !== undefined) {
-          // Marks a single-use key used; a reusable key is left alone.
+          // Marks a single-use key used; a reusable key is left alone. NO KEY UPDATE, not UPDATE:
+          // the INSERT above holds a KEY SHARE lock on the key's row (the foreign key), and two
+          // registrations with one key would each wait for the other's (a deadlock).
           const [key] = await tx`SELECT reusable FROM pre_auth_keys WHERE id = ${useKeyId}
-            FOR UPDATE`;
+            FOR NO KEY UPDATE`;
           if (!key) throw notFound("pre_auth_keys", useKeyId);
           if (!key.reusable) await tx`UPDATE pre_auth_keys SET used = true WHERE id = ${useKeyId}`;
         }
