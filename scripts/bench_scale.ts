@@ -102,13 +102,16 @@ function parseOptions(args: string[]): Options {
   return o;
 }
 
-async function run(cmd: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) {
+async function run(
+  cmd: string[],
+  opts: { cwd?: string; env?: Record<string, string>; stderr?: "inherit" } = {},
+) {
   const out = await new Deno.Command(cmd[0], {
     args: cmd.slice(1),
     cwd: opts.cwd,
     env: opts.env,
     stdout: "piped",
-    stderr: "piped",
+    stderr: opts.stderr ?? "piped",
   }).output();
   const stdout = new TextDecoder().decode(out.stdout);
   if (!out.success) {
@@ -217,15 +220,19 @@ async function database(
   const pgPort = Deno.env.get("PG_PORT") ?? "5441";
   const script = join(root, "scripts", "pg_test_server.sh");
   // A fresh cluster for every run: stop (which removes its data), then start.
-  await run(["bash", script, pgPort, "stop"]);
-  const url = new URL((await run(["bash", script, pgPort])).trim().split("\n").at(-1)!);
+  // stderr is passed through: PostgreSQL, started in the background, inherits it and would keep a
+  // pipe open forever.
+  await run(["bash", script, pgPort, "stop"], { stderr: "inherit" });
+  const url = new URL(
+    (await run(["bash", script, pgPort], { stderr: "inherit" })).trim().split("\n").at(-1)!,
+  );
   return {
     yaml:
       `database:\n  type: postgres\n  postgres:\n    host: ${url.hostname}\n    port: ${url.port}\n` +
       `    name: ${url.pathname.slice(1)}\n    user: ${decodeURIComponent(url.username)}\n` +
       `    pass: ${decodeURIComponent(url.password)}\n    ssl: "false"\n    max_open_conns: 10`,
     stop: async () => {
-      await run(["bash", script, pgPort, "stop"]).catch(() => {});
+      await run(["bash", script, pgPort, "stop"], { stderr: "inherit" }).catch(() => {});
     },
   };
 }
