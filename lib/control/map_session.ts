@@ -49,6 +49,8 @@ class MapStream implements MapSink {
   private closed = false;
   private aborted = false;
   private keepAliveTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When the next keep-alive is due (performance.now() time). */
+  private keepAliveDue = 0;
   /** Frames (shared between sessions) not yet handed to the HTTP/2 stream, oldest first. */
   private readonly queue: Uint8Array[] = [];
   /** How far the first queued frame has been written. */
@@ -138,14 +140,25 @@ class MapStream implements MapSink {
     this.queuedBytes = this.queueOffset = 0;
   }
 
+  /**
+   * A keep-alive goes out after keepAliveMs (plus jitter) without any message. Sending only moves
+   * the deadline; the one timer re-arms itself when it fires early, so a busy stream does not pay
+   * for a new timer on every message (at 10,000 streams that was 7 % of a fan-out's CPU).
+   */
   armKeepAlive(): void {
-    if (this.keepAliveTimer !== undefined) clearTimeout(this.keepAliveTimer);
     if (this.closed) return;
-    const delay = this.opts.keepAliveMs + Math.floor(Math.random() * this.opts.jitterMs);
+    this.keepAliveDue = performance.now() + this.opts.keepAliveMs +
+      Math.floor(Math.random() * this.opts.jitterMs);
+    if (this.keepAliveTimer === undefined) this.startKeepAliveTimer();
+  }
+
+  private startKeepAliveTimer(): void {
     this.keepAliveTimer = setTimeout(() => {
       this.keepAliveTimer = undefined;
-      this.send(KEEP_ALIVE);
-    }, delay);
+      if (this.closed) return;
+      if (performance.now() >= this.keepAliveDue) this.send(KEEP_ALIVE);
+      else this.startKeepAliveTimer();
+    }, Math.max(0, this.keepAliveDue - performance.now()));
   }
 
   /** The node was deleted: its last message (its own node with a dead key), then the end. */
