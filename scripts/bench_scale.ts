@@ -426,7 +426,17 @@ async function main() {
   } else {
     // The Deno that runs this script (the one ./scripts/deno picked), with `deno task start`'s
     // permissions; no npx in between, so the process tree is the server alone.
-    serverCmd = [Deno.execPath(), "run", ...denoFlags, join(root, "main.ts"), "-c", config];
+    // BENCH_SERVER_FLAGS: extra deno flags for the server only, e.g. "--cpu-prof --cpu-prof-dir=D".
+    const extra = (Deno.env.get("BENCH_SERVER_FLAGS") ?? "").split(/\s+/).filter(Boolean);
+    serverCmd = [
+      Deno.execPath(),
+      "run",
+      ...denoFlags,
+      ...extra,
+      join(root, "main.ts"),
+      "-c",
+      config,
+    ];
     cliCmd = [Deno.execPath(), "run", ...denoFlags, join(root, "cli.ts"), "-c", config];
     const commit = (await run(["git", "rev-parse", "--short", "HEAD"], { cwd: root }).catch(() =>
       "?"
