@@ -62,8 +62,9 @@ const DST_ALIASES = [
 ];
 const PORTS = ["*", "22", "80,443", "1000-2000"];
 
-const addrOf = (k: number) => ({
-  ipv4: `100.64.0.${k}`,
+const addrOf = (k: number, outside = false) => ({
+  // An address outside the tailnet ranges (a node imported with one) joins "*" as a source.
+  ipv4: outside ? `10.200.0.${k}` : `100.64.0.${k}`,
   ipv6: `fd7a:115c:a1e0::${k.toString(16)}`,
 });
 
@@ -74,11 +75,12 @@ const nodeArb = (id: number) =>
     user: fc.constantFrom(1, 2, 3),
     // Addresses are unique per node (as allocated); a node may move to its alternate one.
     alt: fc.boolean(),
+    outside: fc.boolean(),
     v6: fc.boolean(),
     advertised: fc.subarray(ROUTES, { maxLength: 3 }),
     approveMask: fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }),
   }).map((r): PolicyNode => {
-    const { ipv4, ipv6 } = addrOf(r.alt ? id + 12 : id);
+    const { ipv4, ipv6 } = addrOf(r.alt ? id + 12 : id, r.alt && r.outside);
     return {
       id,
       name: `n${id}`,

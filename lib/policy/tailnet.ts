@@ -170,7 +170,7 @@ export class Tailnet {
     if (n.advertisedSubnetRoutes.length > 0) this.advertisers.add(n.id);
     if (n.isExit) this.exits.add(n.id);
     if (n.subnetRoutes.length > 0) this.routeSetCache = null;
-    this.outsideCache = null;
+    if (hasOutsideAddress(n)) this.outsideCache = null;
   }
 
   private detach(n: NodeRec): void {
@@ -179,7 +179,9 @@ export class Tailnet {
     if (this.routers.delete(n.id)) this.routeSetCache = null;
     this.advertisers.delete(n.id);
     this.exits.delete(n.id);
-    this.outsideCache = null;
+    // Only a node with such an address changes the set: rebuilding it on every join made a
+    // join storm quadratic (every node's addresses scanned once per join).
+    if (hasOutsideAddress(n)) this.outsideCache = null;
   }
 
   bySlot(slot: number): NodeRec {
@@ -202,9 +204,7 @@ export class Tailnet {
       const all: IPRange[] = [];
       for (const n of this.nodes.values()) {
         for (const ip of n.ips) {
-          if (!TAILNET_ADDRESSES.contains(ip.family, ip.value)) {
-            all.push({ family: ip.family, lo: ip.value, hi: ip.value });
-          }
+          if (isOutside(ip)) all.push({ family: ip.family, lo: ip.value, hi: ip.value });
         }
       }
       this.outsideCache = IPSet.of(all);
@@ -229,4 +229,12 @@ export class Tailnet {
   allSlots(): Bitset {
     return this.membersOf("*");
   }
+}
+
+function isOutside(ip: { family: 4 | 6; value: bigint }): boolean {
+  return !TAILNET_ADDRESSES.contains(ip.family, ip.value);
+}
+
+function hasOutsideAddress(n: NodeRec): boolean {
+  return n.ips.some(isOutside);
 }
