@@ -322,6 +322,7 @@ function build(v: Map<string, unknown>): Config {
       nodeStoreBatchTimeoutMs: n("tuning.node_store_batch_timeout"),
       httpRequestTimeoutMs: n("tuning.http_request_timeout"),
       maxConnections: n("tuning.max_connections"),
+      maxConnectingNodes: n("tuning.max_connecting_nodes"),
     },
   };
 }
@@ -447,6 +448,7 @@ function validate(c: Config, v: Map<string, unknown>, errors: string[], warnings
     err("tuning.http_request_timeout", "must be at least 1s");
   }
   if (c.tuning.maxConnections < 1) err("tuning.max_connections", "must be at least 1");
+  if (c.tuning.maxConnectingNodes < 1) err("tuning.max_connecting_nodes", "must be at least 1");
   if (!Number.isInteger(c.unixSocketPermission) || c.unixSocketPermission > 0o777) {
     err("unix_socket_permission", "must be an octal file mode like 0770");
   }

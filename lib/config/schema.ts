@@ -151,6 +151,9 @@ export const SCHEMA: Record<string, KeySpec> = {
   "tuning.http_request_timeout": { kind: "duration", default: "30s" },
   // Each node holds two connections (/ts2021 and DERP): 50,000 covers 10,000 nodes with room.
   "tuning.max_connections": { kind: "int", default: 50_000 },
+  // Not in headscale's file. Nodes set up at once (handshake to first map); the rest wait their
+  // turn, so a restart under thousands of nodes drains instead of thrashing.
+  "tuning.max_connecting_nodes": { kind: "int", default: 64 },
 };
 
 /** Keys headscale removed; a config that sets one is refused with the hint. */

@@ -57,6 +57,8 @@ class MapStream implements MapSink {
   private queueOffset = 0;
   private queuedBytes = 0;
   private writing = false;
+  /** Called once, when the first message (the full map) has been handed to the stream. */
+  private firstWritten: (() => void) | undefined;
 
   constructor(
     readonly nodeId: number,
@@ -69,7 +71,10 @@ class MapStream implements MapSink {
       dump?: MapResponseDump;
     },
     private readonly log: Logger,
-  ) {}
+    firstWritten?: () => void,
+  ) {
+    this.firstWritten = firstWritten;
+  }
 
   get isClosed(): boolean {
     return this.closed;
@@ -104,6 +109,9 @@ class MapStream implements MapSink {
     if (this.writing || this.aborted || this.res.destroyed) return;
     const frame = this.queue[0];
     if (frame === undefined) {
+      const first = this.firstWritten;
+      this.firstWritten = undefined;
+      first?.();
       if (this.closed && !this.res.writableEnded) this.res.end();
       return;
     }
@@ -202,7 +210,16 @@ export class MapService {
   }
 
   /** Serves one map request from the Noise peer `machineKey`. Throws HttpError before replying. */
-  handle(req: MapRequest, machineKey: MachineKey, res: Http2ServerResponse): void {
+  /**
+   * `setupDone` (the connection's set-up slot, setup_gate.ts) is called once the answer — a
+   * stream's full map, or a one-shot response — has been handed over.
+   */
+  handle(
+    req: MapRequest,
+    machineKey: MachineKey,
+    res: Http2ServerResponse,
+    setupDone?: () => void,
+  ): void {
     const { state, mapper, notifier, ephemeral, log } = this.deps;
     const nodeKey = usableKey(req.NodeKey, "nodekey:");
     if (!nodeKey) throw new HttpError(400, "NodeKey is missing or not a valid nodekey");
@@ -220,6 +237,7 @@ export class MapService {
         this.stats.liteUpdates++;
         res.writeHead(200);
         res.end();
+        setupDone?.();
         return;
       }
       const msg = mapper.fullMapMessage(id);
@@ -227,16 +245,23 @@ export class MapService {
       this.stats.fullMapsSent++;
       this.deps.dump?.write(id, msg.json);
       res.writeHead(200, { "content-type": "application/octet-stream" });
-      res.end(msg.frame(zstd));
+      res.end(msg.frame(zstd), () => setupDone?.());
       return;
     }
 
-    const stream = new MapStream(id, res, zstd, {
-      keepAliveMs: this.keepAliveMs,
-      jitterMs: this.jitterMs,
-      maxBufferedBytes: this.maxBufferedBytes,
-      dump: this.deps.dump,
-    }, log.child({ node: id }));
+    const stream = new MapStream(
+      id,
+      res,
+      zstd,
+      {
+        keepAliveMs: this.keepAliveMs,
+        jitterMs: this.jitterMs,
+        maxBufferedBytes: this.maxBufferedBytes,
+        dump: this.deps.dump,
+      },
+      log.child({ node: id }),
+      setupDone,
+    );
     res.writeHead(200, { "content-type": "application/octet-stream" });
     // Opened before the old stream (if any) is closed, so the node does not flap offline.
     state.streamOpened(id);

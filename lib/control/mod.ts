@@ -83,7 +83,13 @@ export interface ControlPlaneDeps {
 }
 
 export interface ControlPlane {
-  handleNoiseConnection(conn: Duplex, machineKey: MachineKey, capVersion: number): void;
+  /** `setupDone`: given back once the connection's first map answer is out (setup_gate.ts). */
+  handleNoiseConnection(
+    conn: Duplex,
+    machineKey: MachineKey,
+    capVersion: number,
+    setupDone?: () => void,
+  ): void;
   registerPage(req: IncomingMessage, res: ServerResponse): void;
   authPage(req: IncomingMessage, res: ServerResponse): void;
   /** `GET /oidc/callback` (answers 404 without OIDC). */

@@ -47,7 +47,7 @@ export interface ControlHandlerDeps {
 }
 
 export type ControlHandler =
-  & ((conn: Duplex, machineKey: MachineKey, capVersion: number) => void)
+  & ((conn: Duplex, machineKey: MachineKey, capVersion: number, setupDone?: () => void) => void)
   & {
     /** Open Noise connections being served. */
     readonly connectionCount: number;
@@ -100,6 +100,7 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
     res: Http2ServerResponse,
     machineKey: MachineKey,
     log: Logger,
+    setupDone: (() => void) | undefined,
   ): Promise<void> {
     const path = (req.url ?? "/").split("?")[0];
     const method = req.method;
@@ -109,7 +110,7 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
       const body = await readJsonObject(req, isMap ? limits.map : limits.register);
       checkVersion(body);
       if (isMap) {
-        deps.maps.handle(body as unknown as MapRequest, machineKey, res);
+        deps.maps.handle(body as unknown as MapRequest, machineKey, res, setupDone);
         return;
       }
       const abort = new AbortController();
@@ -155,7 +156,12 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
     throw new HttpError(404, "not found");
   }
 
-  const handle = (conn: Duplex, machineKey: MachineKey, capVersion: number): void => {
+  const handle = (
+    conn: Duplex,
+    machineKey: MachineKey,
+    capVersion: number,
+    setupDone?: () => void,
+  ): void => {
     const log = deps.log.child({ machine: machineKey.slice(0, 13) });
     if (closing) {
       conn.destroy();
@@ -174,7 +180,7 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
     server.on("sessionError", (e) => log.debug("http2 session error", { error: e }));
     server.on("request", (req, res) => {
       req.on("error", (e) => log.debug("http2 request error", { error: e }));
-      route(req, res, machineKey, log).catch((e) => {
+      route(req, res, machineKey, log, setupDone).catch((e) => {
         if (e instanceof HttpError) {
           if (e.status >= 500 && e.status !== 501) log.warn("control request failed", { error: e });
           else log.debug("control request refused", { status: e.status, reason: e.message });

@@ -41,6 +41,8 @@ export interface Ts2021ConnectionInfo {
   challenge?: KeyPair;
   /** "http" for the plain upgrade, "websocket" for the js/wasm variant. */
   transport: "http" | "websocket";
+  /** What the caller passed with the upgrade (the connection's set-up slot), handed on. */
+  setupDone?: () => void;
 }
 
 export interface Ts2021UpgradeOptions {
@@ -57,15 +59,22 @@ export interface Ts2021UpgradeOptions {
   log?: Logger;
 }
 
-/** Prepares the options once (public key) and returns a Router-compatible upgrade handler. */
+/** The options plus what one call carries along. */
+type UpgradeCall = Ts2021UpgradeOptions & { setupDone?: () => void };
+
+/**
+ * Prepares the options once (public key) and returns a Router-compatible upgrade handler;
+ * `setupDone`, when given, reaches onConnection in the connection's info.
+ */
 export function ts2021UpgradeHandler(
   opts: Ts2021UpgradeOptions,
-): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+): (req: IncomingMessage, socket: Duplex, head: Buffer, setupDone?: () => void) => void {
   const prepared = {
     ...opts,
     serverPublicKey: opts.serverPublicKey ?? publicKeyOf(opts.serverPrivateKey),
   };
-  return (req, socket, head) => handleTs2021Upgrade(req, socket, head, prepared);
+  return (req, socket, head, setupDone) =>
+    handleTs2021Upgrade(req, socket, head, setupDone ? { ...prepared, setupDone } : prepared);
 }
 
 /** Handles one `/ts2021` upgrade. Never throws; failures close this socket only. */
@@ -73,7 +82,7 @@ export function handleTs2021Upgrade(
   req: IncomingMessage,
   socket: Duplex,
   head: Buffer,
-  opts: Ts2021UpgradeOptions,
+  opts: UpgradeCall,
 ): void {
   // A late socket error must not become an uncaught exception.
   socket.on("error", (e) => opts.log?.debug("ts2021 socket error", { error: e }));
@@ -85,7 +94,7 @@ export function handleTs2021Upgrade(
   }
 }
 
-function accept(req: IncomingMessage, socket: Duplex, head: Buffer, opts: Ts2021UpgradeOptions) {
+function accept(req: IncomingMessage, socket: Duplex, head: Buffer, opts: UpgradeCall) {
   const log = opts.log;
   const remote = clientAddress(req);
   if (req.method !== "POST" && req.method !== "GET") {
@@ -125,7 +134,7 @@ function finishHandshake(
   stream: Duplex,
   initiation: Uint8Array,
   head: Uint8Array | undefined,
-  opts: Ts2021UpgradeOptions,
+  opts: UpgradeCall,
   isWebSocket: boolean,
 ): void {
   const log = opts.log;
@@ -210,6 +219,7 @@ function finishHandshake(
     request: req,
     challenge,
     transport: isWebSocket ? "websocket" : "http",
+    setupDone: opts.setupDone,
   });
 }
 

@@ -56,8 +56,11 @@ export interface TestControl {
     tags?: string[];
     expiration?: Date | null;
   }): Promise<string>;
-  /** A client connection as if Noise had authenticated `machineKey`. */
-  connect(machineKey: MachineKey, capVersion?: number): ControlClient;
+  /**
+   * A client connection as if Noise had authenticated `machineKey`; `setupDone` as the set-up
+   * gate passes it.
+   */
+  connect(machineKey: MachineKey, capVersion?: number, setupDone?: () => void): ControlClient;
   close(): Promise<void>;
 }
 
@@ -134,9 +137,9 @@ export async function startTestControl(opts: {
       });
       return key;
     },
-    connect(machineKey, capVersion = 130) {
+    connect(machineKey, capVersion = 130, setupDone) {
       const [serverEnd, clientEnd] = duplexPair();
-      control.handleNoiseConnection(serverEnd, machineKey, capVersion);
+      control.handleNoiseConnection(serverEnd, machineKey, capVersion, setupDone);
       const client = ControlClient.over(clientEnd);
       clients.push(client);
       return client;
