@@ -56,9 +56,12 @@ func (b *bench) convergedCount(epoch int32) int {
 }
 
 // sampleMemory keeps the server tree's peak resident size (sampled VmRSS and the kernel's VmHWM).
+// With -memprofile it also writes F.peak: the generator's heap when its own resident size was
+// highest (profiled again whenever it grows by a quarter), since the end of a run hides the peak.
 func (b *bench) sampleMemory(ctx context.Context) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
+	profiledKB := int64(64 << 10)
 	for {
 		select {
 		case <-ctx.Done():
@@ -69,8 +72,33 @@ func (b *bench) sampleMemory(ctx context.Context) {
 			if v > b.peakKB.Load() {
 				b.peakKB.Store(v)
 			}
+			if own, _ := selfRSSKB(); b.o.memProfile != "" && own > profiledKB*5/4 {
+				profiledKB = own
+				writeHeapProfile(b.o.memProfile + ".peak")
+			}
 		}
 	}
+}
+
+// writeGoroutines: the count and stacks of every goroutine (a leak on reconnects shows here).
+func writeGoroutines(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		log.Printf("goroutine profile: %v", err)
+		return
+	}
+	defer f.Close()
+	pprof.Lookup("goroutine").WriteTo(f, 1)
+}
+
+func writeHeapProfile(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		log.Printf("heap profile: %v", err)
+		return
+	}
+	defer f.Close()
+	pprof.WriteHeapProfile(f)
 }
 
 func (b *bench) runAll(ctx context.Context, res *Results) {
@@ -101,10 +129,8 @@ func (b *bench) runAll(ctx context.Context, res *Results) {
 	}
 	b.correctness(res)
 	if b.o.memProfile != "" { // while every node is still connected
-		if f, err := os.Create(b.o.memProfile); err == nil {
-			pprof.WriteHeapProfile(f)
-			f.Close()
-		}
+		writeHeapProfile(b.o.memProfile)
+		writeGoroutines(b.o.memProfile + ".goroutines")
 	}
 
 	for _, nd := range b.nodes {
