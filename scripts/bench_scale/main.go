@@ -51,6 +51,7 @@ type options struct {
 	out             string
 	label           string
 	srcIPs          int
+	h2Window        int
 	seed            uint64
 	gcPercent       int
 	cpuProfile      string
@@ -79,6 +80,7 @@ func parseFlags(args []string) (*options, *flag.FlagSet) {
 	fs.StringVar(&o.out, "out", "", "write result.json here")
 	fs.StringVar(&o.label, "label", "", "label for the result")
 	fs.IntVar(&o.srcIPs, "src-ips", 16, "spread connections over this many loopback source addresses (127.0.0.2…) against local port exhaustion; 0: off")
+	fs.IntVar(&o.h2Window, "h2-window", 0, "HTTP/2 receive window per map stream in bytes (twice that per connection); 0: Go's defaults, as real clients")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed for picking the nodes that change")
 	fs.IntVar(&o.gcPercent, "gc-percent", 200, "GOGC for the generator (larger: less CPU on collection, more memory)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the generator's CPU profile here")
