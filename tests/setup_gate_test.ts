@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
 import { PassThrough } from "node:stream";
+import { createServer as createHttpServer } from "node:http";
+import { once } from "node:events";
+import { noiseClientConnect } from "../lib/noise/client.ts";
+import type { NoiseConn } from "../lib/noise/conn.ts";
+import { ts2021UpgradeHandler } from "../lib/noise/upgrade.ts";
+import { generateKeyPair } from "../lib/tailcfg/keys.ts";
 import { type SetupDone, SetupGate } from "../lib/control/setup_gate.ts";
 import { randomKey, startTestControl } from "./helpers/control.ts";
 
@@ -128,5 +134,70 @@ Deno.test("control: a connection's set-up is done once its first full map is out
     stream.close();
   } finally {
     await t.close();
+  }
+});
+
+Deno.test("setup gate: a waiter that hangs up is dropped at once; bytes it sent stay unread", async () => {
+  const gate = new SetupGate({ limit: 1, maxHoldMs: 60_000 });
+  let release: SetupDone = () => {};
+  gate.admit(socket(), (done) => release = done);
+  const quitter = socket();
+  const talker = socket();
+  const started: string[] = [];
+  gate.admit(quitter, () => started.push("quitter"));
+  gate.admit(talker, () => started.push("talker"));
+  quitter.end(); // the client's FIN while it waits
+  talker.write("early bytes");
+  await new Promise((r) => setTimeout(r, 10));
+  assert.ok(quitter.destroyed, "a hang-up while waiting destroys the socket");
+  assert.ok(!talker.destroyed);
+  release();
+  assert.deepEqual(started, ["talker"]);
+  assert.equal(String(talker.read()), "early bytes");
+});
+
+Deno.test("setup gate over real sockets: a client that gave up while waiting costs no handshake", async () => {
+  const serverKey = generateKeyPair();
+  const gate = new SetupGate({ limit: 1, maxHoldMs: 60_000 });
+  const conns: NoiseConn[] = [];
+  let handshakes = 0;
+  const ts2021 = ts2021UpgradeHandler({
+    serverPrivateKey: serverKey.privateKey,
+    // Read what comes (as the HTTP/2 server would), so a hang-up is noticed.
+    onConnection: (conn) => conns.push(conn.resume()),
+  });
+  const server = createHttpServer();
+  server.on("upgrade", (req, sock, head) =>
+    gate.admit(sock, (done) => {
+      handshakes++;
+      ts2021(req, sock, head, done);
+    }));
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const port = (server.address() as { port: number }).port;
+  const dial = (timeoutMs?: number) =>
+    noiseClientConnect({
+      host: "127.0.0.1",
+      port,
+      serverPublicKey: serverKey.publicKey,
+      machinePrivateKey: generateKeyPair().privateKey,
+      capVersion: 130,
+      timeoutMs,
+    });
+  try {
+    const first = await dial();
+    assert.equal(handshakes, 1);
+    // The second client's dial times out while it waits behind the first.
+    await assert.rejects(dial(300));
+    const third = dial();
+    await until(() => gate.waiting === 2);
+    first.conn.destroy(); // the first connection closes: its slot is free
+    const { conn } = await third;
+    assert.equal(handshakes, 2, "the client that gave up got no handshake");
+    assert.equal(conns.length, 2);
+    conn.destroy();
+  } finally {
+    for (const c of conns) c.destroy();
+    server.close();
   }
 });

@@ -27,6 +27,8 @@ export type SetupDone = () => void;
 interface Waiter {
   socket: Duplex;
   start: (done: SetupDone) => void;
+  /** Stops watching a waiting socket and leaves it paused, its bytes unread. */
+  stopWatching?: () => void;
 }
 
 export class SetupGate {
@@ -54,7 +56,7 @@ export class SetupGate {
     if (this.#active < this.opts.limit) return this.#run({ socket, start });
     // Until its turn nothing else listens: a reset must not become an uncaught error.
     socket.on("error", ignore);
-    this.#waiting.push({ socket, start });
+    this.#waiting.push({ socket, start, stopWatching: watchForHangUp(socket) });
   }
 
   /** Drops the waiting connections (shutdown). */
@@ -93,6 +95,7 @@ export class SetupGate {
         this.#waiting = this.#waiting.slice(this.#head);
         this.#head = 0;
       }
+      w.stopWatching?.();
       if (w.socket.destroyed || w.socket.closed) continue;
       this.#run(w);
     }
@@ -100,3 +103,26 @@ export class SetupGate {
 }
 
 function ignore(): void {}
+
+/**
+ * A client that gives up while waiting (its dial timeout) hangs up, and a paused socket never
+ * notices: its turn would then spend a handshake and a full map on a dead connection (at
+ * 10,000 nodes reconnecting, most of a restart storm's CPU). So a waiting socket flows: its
+ * end destroys it at once, and the first bytes it sends (a client does not send any before its
+ * 101) pause it again, put back to be read in turn.
+ */
+function watchForHangUp(socket: Duplex): () => void {
+  const onEnd = () => socket.destroy();
+  const onData = (chunk: Buffer) => {
+    stop();
+    socket.unshift(chunk);
+  };
+  const stop = () => {
+    socket.off("end", onEnd);
+    socket.off("data", onData);
+    socket.pause();
+  };
+  socket.on("end", onEnd);
+  socket.on("data", onData);
+  return stop;
+}
