@@ -7,14 +7,9 @@ import { HealthSampler, RingBuffer } from "../lib/ui/health_sampler.ts";
 import { sparkline } from "../lib/ui/health_sparkline.ts";
 import { collectHealth } from "../lib/ui/health_status.ts";
 import { healthView } from "../lib/ui/health_view.ts";
-import { loadConfig } from "../lib/config/load.ts";
-import { silentLogger } from "../lib/log/log.ts";
-import { startServer } from "../lib/server/server.ts";
-import { runCli } from "../lib/cli/run.ts";
 import { versionInfo } from "../lib/version.ts";
-import { captureIO } from "./helpers/cli_io.ts";
-import { freePort, writeConfig } from "./helpers/server_process.ts";
-import { Browser, signInWithLink, type UiServer } from "./helpers/ui.ts";
+import { Browser, signInWithLink, startUiServer } from "./helpers/ui.ts";
+import { registerTestNode } from "./helpers/memory_state.ts";
 
 Deno.test("the ring buffer keeps the newest items, oldest first", () => {
   const r = new RingBuffer<number>(3);
@@ -153,45 +148,17 @@ Deno.test("the page shows the figures it was given and escapes DERP region names
 });
 
 Deno.test("ui health page: the real figures of a small in-process server, region names escaped", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "hsd-ui-health-" });
-  const port = freePort();
-  const configPath = writeConfig(dir, port);
-  const { config } = loadConfig({ path: configPath });
-  config.derp.server.enabled = true;
-  config.derp.server.stunEnabled = false;
-  config.derp.server.regionName = `Home <b>&</b> "away"`;
-  const server = await startServer(config, silentLogger());
-  const ui: UiServer = {
-    server,
-    base: `http://127.0.0.1:${port}`,
-    dir,
-    configPath,
-    async cli(...args) {
-      const io = captureIO();
-      const code = await runCli(["-c", configPath, ...args], io);
-      return { code, out: io.out.join("\n"), err: io.err.join("\n") };
-    },
-    async close() {
-      await server.close();
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
+  const ui = await startUiServer("", (config) => {
+    config.derp.server.enabled = true;
+    config.derp.server.stunEnabled = false;
+    config.derp.server.regionName = `Home <b>&</b> "away"`;
+  });
+  const { server } = ui;
   try {
     const { state } = server;
     const alice = await state.createUser({ name: "alice" });
     for (const n of [1, 2, 3]) {
-      await state.registerNode({
-        machineKey: `mkey:${n.toString(16).padStart(64, "0")}`,
-        nodeKey: `nodekey:${n.toString(16).padStart(64, "0")}`,
-        hostname: `host${n}`,
-        hostinfo: { Hostname: `host${n}` },
-        userId: alice.id,
-        tags: [],
-        authKeyId: null,
-        method: "cli",
-        ephemeral: false,
-        expiry: null,
-      });
+      await registerTestNode(state, alice.id, `host${n}`);
     }
     state.streamOpened(state.listNodes()[0].id);
     const b = new Browser(ui.base);

@@ -3,6 +3,7 @@
  * its socket, and a small browser: a cookie jar and form posts with the CSRF token taken from the
  * page, as a browser would send them.
  */
+import type { Config } from "../../lib/config/config.ts";
 import { loadConfig } from "../../lib/config/load.ts";
 import { silentLogger } from "../../lib/log/log.ts";
 import { type RunningServer, startServer } from "../../lib/server/server.ts";
@@ -20,11 +21,16 @@ export interface UiServer {
   close(): Promise<void>;
 }
 
-export async function startUiServer(extraConfig = ""): Promise<UiServer> {
+/** `configure` adjusts the loaded config (values the YAML helper does not write). */
+export async function startUiServer(
+  extraConfig = "",
+  configure?: (config: Config) => void,
+): Promise<UiServer> {
   const dir = await Deno.makeTempDir({ prefix: "hsd-ui-" });
   const port = freePort();
   const configPath = writeConfig(dir, port, extraConfig);
   const { config } = loadConfig({ path: configPath });
+  configure?.(config);
   const server = await startServer(config, silentLogger());
   return {
     server,
