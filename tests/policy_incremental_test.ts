@@ -250,6 +250,33 @@ Deno.test("policy incremental: upsert/remove match a from-scratch engine and rep
   );
 });
 
+// Found by the property above (seed -1687663116): nodes of one user shared a filter recipe
+// although a CapGrant to "*" covers only their addresses in the tailnet ranges, so a node
+// imported with an outside IPv4 address made its classmates lose their own IPv4 Dst.
+Deno.test("policy incremental: a CapGrant's Dsts are each node's own, whatever a classmate's addresses", () => {
+  const policy = parsePolicy(policyText([
+    { grant: { src: ["*"], dst: ["100.64.0.2"], app: { "tailscale.com/cap/drive": [{}] } } },
+  ]));
+  const node = (id: number, outside: boolean): PolicyNode => ({
+    id,
+    name: `n${id}`,
+    ...addrOf(outside ? id + 12 : id, outside),
+    userId: 1,
+    tags: [],
+    advertisedRoutes: [],
+    approvedRoutes: [],
+  });
+  const imported = node(2, true);
+  const plain = node(8, false);
+  const dsts = (e: PolicyEngine, id: number) =>
+    e.filterFor(id).flatMap((r) => r.CapGrant ?? [])
+      .flatMap((g) => g.Dsts);
+  const engine = new PolicyEngine(policy, USERS, [imported, plain]);
+  assert.deepEqual(dsts(engine, 2), ["fd7a:115c:a1e0::e/128"], "the outside IPv4 is not in *");
+  assert.deepEqual(dsts(engine, 8), ["100.64.0.8/32", "fd7a:115c:a1e0::8/128"]);
+  assert.deepEqual(dsts(new PolicyEngine(policy, USERS, [plain]), 8), dsts(engine, 8));
+});
+
 Deno.test("policy incremental: setUsers and setPolicy report every node", () => {
   const nodes: PolicyNode[] = [1, 2, 3].map((id) => ({
     id,

@@ -282,9 +282,15 @@ const MARK = "\u0000own";
 
 /**
  * Filters per class of equivalent nodes. Nodes holding the same membership keys, with the
- * same address families and the same address-rule memberships, get filters that differ only
- * in their own addresses: the class keeps one recipe with placeholders and fills them in.
- * Routers and exit nodes are computed on their own.
+ * same address families and the same memberships of each of their addresses (in the tailnet
+ * ranges, in the internet, in each address rule), get filters that differ only in their own
+ * addresses: the class keeps one recipe with placeholders and fills them in. Routers and exit
+ * nodes are computed on their own.
+ *
+ * Membership is per address, not per node: a CapGrant lists only the node's addresses inside
+ * its destination ("*" is the tailnet ranges), so a node imported with an address outside
+ * them gets the grant on its IPv6 address alone, and must not share a recipe with a node that
+ * gets it on both.
  */
 export class FilterRecipes {
   private readonly recipes = new Map<string, FilterRule[]>();
@@ -296,12 +302,16 @@ export class FilterRecipes {
   /** The node's class, or null for routers and exit nodes (computed on their own). */
   signature(rs: Resolver, n: NodeRec): string | null {
     if (n.subnetRoutes.length > 0 || n.isExit) return null;
-    let sig = n.keys.join("\u0001") + "|" + n.ips.map((ip) => ip.family).join("");
+    let sig = n.keys.join("\u0001") + "|";
+    for (const ip of n.ips) {
+      sig += ip.family + (TAILNET_ADDRESSES.contains(ip.family, ip.value) ? "t" : "-") +
+        (INTERNET.contains(ip.family, ip.value) ? "i" : "-");
+    }
     for (const i of rs.addressDst) {
       for (const d of rs.compiled.templates[i].dst) {
-        if (d.sel.t === "addr") {
-          sig += d.sel.set.ranges().some((r) => nodeInRange(n, r)) ? "1" : "0";
-        }
+        if (d.sel.t !== "addr") continue;
+        sig += "|";
+        for (const ip of n.ips) sig += d.sel.set.contains(ip.family, ip.value) ? "1" : "0";
       }
     }
     return sig;
