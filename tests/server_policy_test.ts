@@ -136,7 +136,10 @@ Deno.test("policy manager: routes an autoApprover covers are approved", async ()
     state.applyReport(web.id, {
       hostinfo: { Hostname: "node2", RoutableIPs: ["10.1.2.0/24", "192.168.0.0/24"] },
     });
-    for (let i = 0; i < 50 && state.getNode(web.id)!.approvedRoutes.length === 0; i++) {
+    // The approval is written to the store before it is in force: wait for it (a slow machine
+    // may take a while; only a route never approved reaches the deadline).
+    const deadline = Date.now() + 10_000;
+    while (state.getNode(web.id)!.approvedRoutes.length === 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 10));
     }
     assert.deepEqual(state.getNode(web.id)!.approvedRoutes, ["10.1.2.0/24"]);
