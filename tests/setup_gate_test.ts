@@ -9,8 +9,13 @@ import { generateKeyPair } from "../lib/tailcfg/keys.ts";
 import { type SetupDone, SetupGate } from "../lib/control/setup_gate.ts";
 import { randomKey, startTestControl } from "./helpers/control.ts";
 
-async function until(ok: () => boolean): Promise<void> {
-  for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
+/** Waits for `ok`, as long as a slow machine needs; fails saying what never came. */
+async function until(ok: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!ok()) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 function socket(): PassThrough {
@@ -117,7 +122,7 @@ Deno.test("control: a connection's set-up is done once its first full map is out
     const first = await stream.next();
     assert.ok(first?.Node, "the first message is the full map");
     // The server learns its last piece was taken just after the client has it.
-    await until(() => done > 0);
+    await until(() => done > 0, "the set-up to be done");
     assert.equal(done, 1);
     // A one-shot request on another connection ends its set-up too.
     let liteDone = 0;
@@ -129,7 +134,7 @@ Deno.test("control: a connection's set-up is done once its first full map is out
       Stream: false,
     });
     assert.equal(r.status, 200);
-    await until(() => liteDone > 0);
+    await until(() => liteDone > 0, "the one-shot set-up to be done");
     assert.equal(liteDone, 1);
     stream.close();
   } finally {
@@ -175,22 +180,27 @@ Deno.test("setup gate over real sockets: a client that gave up while waiting cos
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   const port = (server.address() as { port: number }).port;
-  const dial = (timeoutMs?: number) =>
+  const dial = (signal?: AbortSignal) =>
     noiseClientConnect({
       host: "127.0.0.1",
       port,
       serverPublicKey: serverKey.publicKey,
       machinePrivateKey: generateKeyPair().privateKey,
       capVersion: 130,
-      timeoutMs,
+      signal,
     });
   try {
     const first = await dial();
     assert.equal(handshakes, 1);
-    // The second client's dial times out while it waits behind the first.
-    await assert.rejects(dial(300));
+    // The second client gives up while it waits behind the first, as its dial timeout would
+    // (aborted once it is seen waiting: a fixed timeout could fire before its request is out).
+    const giveUp = new AbortController();
+    const second = dial(giveUp.signal);
+    await until(() => gate.waiting === 1, "the second client to wait");
+    giveUp.abort();
+    await assert.rejects(second);
     const third = dial();
-    await until(() => gate.waiting === 2);
+    await until(() => gate.waiting === 2, "the third client to wait");
     first.conn.destroy(); // the first connection closes: its slot is free
     const { conn } = await third;
     assert.equal(handshakes, 2, "the client that gave up got no handshake");
