@@ -1,9 +1,9 @@
 /**
- * The JS memory a map session holds (both ends of it: HTTP/2 session and stream, MapStream,
+ * The JS memory a map session holds (both ends of it: HTTP/2 connection and stream, MapStream,
  * notifier entry, client) must not depend on how many peers it has: full maps are built from
  * shared caches and sent from shared frames, peer sets are interned. Measured in a subprocess
- * with a forced GC (tests/helpers/session_memory_probe.ts); what the native HTTP/2 layer keeps
- * per stream is pinned by map_stream_memory_test.ts.
+ * with a forced GC (tests/helpers/session_memory_probe.ts); how much a slow reader makes the
+ * server's HTTP/2 layer hold is pinned by h2_server_test.ts.
  */
 import assert from "node:assert/strict";
 

@@ -2,7 +2,12 @@
  * Small helpers for the HTTP/2 handlers inside Noise: bounded JSON bodies and error replies.
  * Anyone who completes a Noise handshake reaches these handlers, so every body is bounded.
  */
-import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
+import {
+  BodyTooLargeError,
+  type H2Request,
+  type H2Response,
+  RequestAbortedError,
+} from "../h2/server.ts";
 
 /** A request that gets a non-200 answer; the message is sent as the plain-text body. */
 export class HttpError extends Error {
@@ -13,56 +18,19 @@ export class HttpError extends Error {
 }
 
 /** Reads the whole body, refusing (413) more than `limit` bytes. */
-export function readBody(req: Http2ServerRequest, limit: number): Promise<Uint8Array> {
-  const declared = Number(req.headers["content-length"]);
-  if (Number.isFinite(declared) && declared > limit) {
-    return Promise.reject(new HttpError(413, `request body larger than ${limit} bytes`));
+export async function readBody(req: H2Request, limit: number): Promise<Uint8Array> {
+  try {
+    return await req.body(limit);
+  } catch (e) {
+    if (e instanceof BodyTooLargeError) throw new HttpError(413, e.message);
+    if (e instanceof RequestAbortedError) throw new HttpError(400, "request aborted");
+    throw e;
   }
-  return new Promise((resolve, reject) => {
-    const chunks: Uint8Array[] = [];
-    let size = 0;
-    let done = false;
-    const finish = (err: Error | null) => {
-      if (done) return;
-      done = true;
-      req.off("data", onData);
-      req.off("end", onEnd);
-      req.off("error", onError);
-      req.off("aborted", onAborted);
-      if (err) {
-        reject(err);
-        return;
-      }
-      const out = new Uint8Array(size);
-      let off = 0;
-      for (const c of chunks) {
-        out.set(c, off);
-        off += c.byteLength;
-      }
-      resolve(out);
-    };
-    const onData = (chunk: Uint8Array) => {
-      size += chunk.byteLength;
-      if (size > limit) {
-        req.pause();
-        finish(new HttpError(413, `request body larger than ${limit} bytes`));
-        return;
-      }
-      chunks.push(chunk);
-    };
-    const onEnd = () => finish(null);
-    const onError = (e: Error) => finish(new HttpError(400, `reading request body: ${e.message}`));
-    const onAborted = () => finish(new HttpError(400, "request aborted"));
-    req.on("data", onData);
-    req.on("end", onEnd);
-    req.on("error", onError);
-    req.on("aborted", onAborted);
-  });
 }
 
 /** Parses a JSON object body; 400 with the reason when it is not one. */
 export async function readJsonObject(
-  req: Http2ServerRequest,
+  req: H2Request,
   limit: number,
 ): Promise<Record<string, unknown>> {
   const body = await readBody(req, limit);
@@ -78,16 +46,16 @@ export async function readJsonObject(
   return value as Record<string, unknown>;
 }
 
-export function sendJson(res: Http2ServerResponse, status: number, body: unknown): void {
-  if (res.headersSent || res.destroyed) return;
+export function sendJson(res: H2Response, status: number, body: unknown): void {
+  if (res.headersSent || res.closed) return;
   const text = JSON.stringify(body);
   res.writeHead(status, { "content-type": "application/json; charset=utf-8" });
   res.end(text);
 }
 
-export function sendText(res: Http2ServerResponse, status: number, text: string): void {
-  if (res.headersSent || res.destroyed) {
-    if (!res.writableEnded && !res.destroyed) res.end();
+export function sendText(res: H2Response, status: number, text: string): void {
+  if (res.headersSent || res.closed) {
+    if (!res.ended && !res.closed) res.end();
     return;
   }
   res.writeHead(status, { "content-type": "text/plain; charset=utf-8" });

@@ -7,7 +7,7 @@
  * - Stream:false, OmitPeers:false — one full map, then end.
  * Every request carries Hostinfo/Endpoints/DiscoKey; they are applied before the map is built.
  */
-import type { Http2ServerResponse } from "node:http2";
+import type { H2Response } from "../h2/server.ts";
 import type { Logger } from "../log/log.ts";
 import type { State } from "../state/state.ts";
 import type { NodeReport } from "../state/state.ts";
@@ -35,15 +35,6 @@ export interface MapServiceDeps {
   dump?: MapResponseDump;
 }
 
-/**
- * Bytes handed to the HTTP/2 stream at a time. Deno's node:http2 copies every write into a
- * per-stream buffer that keeps its largest size for the stream's life, so writing a whole full
- * map (MBs at 10,000 nodes) would leave every long poll holding that much: memory growing with
- * the square of the tailnet. Written a piece at a time, each after the previous one was taken,
- * a stream keeps at most one piece; what waits is a view of the shared frame.
- */
-export const WRITE_PIECE_BYTES = 16 << 10;
-
 /** One open long poll. */
 class MapStream implements MapSink {
   private closed = false;
@@ -51,18 +42,12 @@ class MapStream implements MapSink {
   private keepAliveTimer: ReturnType<typeof setTimeout> | undefined;
   /** When the next keep-alive is due (performance.now() time). */
   private keepAliveDue = 0;
-  /** Frames (shared between sessions) not yet handed to the HTTP/2 stream, oldest first. */
-  private readonly queue: Uint8Array[] = [];
-  /** How far the first queued frame has been written. */
-  private queueOffset = 0;
-  private queuedBytes = 0;
-  private writing = false;
-  /** Called once, when the first message (the full map) has been handed to the stream. */
+  /** Called once, when the first message (the full map) has been handed to the transport. */
   private firstWritten: (() => void) | undefined;
 
   constructor(
     readonly nodeId: number,
-    private readonly res: Http2ServerResponse,
+    private readonly res: H2Response,
     private readonly zstd: boolean,
     private readonly opts: {
       keepAliveMs: number;
@@ -80,72 +65,28 @@ class MapStream implements MapSink {
     return this.closed;
   }
 
-  /** Bytes queued here or in the HTTP/2 stream, not yet taken by it. */
+  /** Bytes queued on the stream or in its connection's transport, not yet sent. */
   get bufferedBytes(): number {
-    return this.queuedBytes - this.queueOffset + this.res.writableLength;
+    return this.res.bufferedBytes;
   }
 
+  /**
+   * Queues the message's frame — shared between sessions and never copied here; the HTTP/2
+   * connection frames and seals it as flow control and the socket allow.
+   */
   send(msg: SharedMessage): void {
-    if (this.closed || this.aborted || this.res.destroyed) return;
+    if (this.closed || this.aborted || this.res.closed) return;
     if (this.bufferedBytes > this.opts.maxBufferedBytes) {
       this.log.warn("map stream too slow, closing it", { node: this.nodeId });
-      this.dropQueue();
+      this.aborted = true;
       this.close("client too slow");
       return;
     }
     if (this.opts.dump && msg !== KEEP_ALIVE) this.opts.dump.write(this.nodeId, msg.json);
-    const frame = msg.frame(this.zstd);
-    this.queue.push(frame);
-    this.queuedBytes += frame.byteLength;
-    this.pump();
+    const first = this.firstWritten;
+    this.firstWritten = undefined;
+    this.res.write(msg.frame(this.zstd), first);
     this.armKeepAlive();
-  }
-
-  /**
-   * Writes the next piece of the queue once the previous one was taken; after close, ends the
-   * response when the queue is empty.
-   */
-  private pump(): void {
-    if (this.writing || this.aborted || this.res.destroyed) return;
-    const frame = this.queue[0];
-    if (frame === undefined) {
-      const first = this.firstWritten;
-      this.firstWritten = undefined;
-      first?.();
-      if (this.closed && !this.res.writableEnded) this.res.end();
-      return;
-    }
-    const end = Math.min(frame.byteLength, this.queueOffset + WRITE_PIECE_BYTES);
-    const piece = frame.subarray(this.queueOffset, end);
-    if (end === frame.byteLength) {
-      this.queue.shift();
-      this.queuedBytes -= frame.byteLength;
-      this.queueOffset = 0;
-    } else {
-      this.queueOffset = end;
-    }
-    this.writing = true;
-    try {
-      this.res.write(piece, (e) => {
-        this.writing = false;
-        if (e) this.writeFailed(e);
-        else this.pump();
-      });
-    } catch (e) {
-      this.writing = false;
-      this.writeFailed(e);
-    }
-  }
-
-  private writeFailed(error: unknown): void {
-    this.log.debug("map stream write failed", { node: this.nodeId, error });
-    this.dropQueue();
-    this.close("write failed");
-  }
-
-  private dropQueue(): void {
-    this.queue.length = 0;
-    this.queuedBytes = this.queueOffset = 0;
   }
 
   /**
@@ -187,12 +128,11 @@ class MapStream implements MapSink {
     if (this.keepAliveTimer !== undefined) clearTimeout(this.keepAliveTimer);
     this.keepAliveTimer = undefined;
     this.log.debug("map stream closed", { node: this.nodeId, reason });
-    if (this.aborted) {
-      this.dropQueue();
-      if (!this.res.stream.destroyed) this.res.stream.destroy();
-    } else {
-      this.pump();
-    }
+    const first = this.firstWritten;
+    this.firstWritten = undefined;
+    first?.();
+    if (this.aborted) this.res.destroy();
+    else this.res.end();
   }
 }
 
@@ -217,7 +157,7 @@ export class MapService {
   handle(
     req: MapRequest,
     machineKey: MachineKey,
-    res: Http2ServerResponse,
+    res: H2Response,
     setupDone?: () => void,
   ): void {
     const { state, mapper, notifier, ephemeral, log } = this.deps;
@@ -245,7 +185,8 @@ export class MapService {
       this.stats.fullMapsSent++;
       this.deps.dump?.write(id, msg.json);
       res.writeHead(200, { "content-type": "application/octet-stream" });
-      res.end(msg.frame(zstd), () => setupDone?.());
+      res.write(msg.frame(zstd), setupDone);
+      res.end();
       return;
     }
 
@@ -279,15 +220,11 @@ export class MapService {
       state.streamClosed(id);
       if (!state.isOnline(id)) ephemeral.schedule(id);
     };
-    // A client that cancels its poll sends RST_STREAM: 'aborted' is the reliable signal (Deno
-    // may not emit 'close' for a stream reset while it has writes in flight).
-    res.on("close", cleanUp);
-    res.stream.on("close", cleanUp);
-    res.stream.on("aborted", () => {
+    // Finished, reset by the client or its connection gone: nothing more can be written.
+    res.onClose(() => {
       stream.abort();
       cleanUp();
     });
-    res.on("error", (e) => log.debug("map stream error", { node: id, error: e }));
 
     const msg = mapper.fullMapMessage(id);
     if (msg === null) {

@@ -1,11 +1,16 @@
 /**
- * HTTP/2 inside Noise: one node:http2 server per Noise connection (it knows that connection's
- * machine key), routing by path. Every request is bound to the peer's machine key; bodies are
- * bounded; bad input gets a 4xx with the reason and never throws out of a handler.
+ * HTTP/2 inside Noise: one HTTP/2 server connection (lib/h2) per Noise connection (it knows that
+ * connection's machine key), routing by path. Every request is bound to the peer's machine key;
+ * bodies are bounded; bad input gets a 4xx with the reason and never throws out of a handler.
  */
-import { createServer, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
-import type { Http2Session } from "node:http2";
 import type { Duplex } from "node:stream";
+import {
+  type H2Request,
+  type H2Response,
+  H2ServerConnection,
+  type H2Transport,
+} from "../h2/server.ts";
+import { NoiseConn } from "../noise/conn.ts";
 import type { Logger } from "../log/log.ts";
 import type { State } from "../state/state.ts";
 import { UnavailableError } from "../state/errors.ts";
@@ -67,7 +72,7 @@ const OPTIONAL_OK: Record<string, string> = {
 export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
   const minCap = deps.minCapVersion ?? MIN_CAP_VERSION;
   const limits = { ...DEFAULT_BODY_LIMITS, ...deps.limits };
-  const sessions = new Set<Http2Session>();
+  const sessions = new Set<H2ServerConnection>();
   let closing = false;
 
   const checkVersion = (body: Record<string, unknown>): number => {
@@ -96,13 +101,13 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
   };
 
   async function route(
-    req: Http2ServerRequest,
-    res: Http2ServerResponse,
+    req: H2Request,
+    res: H2Response,
     machineKey: MachineKey,
     log: Logger,
     setupDone: (() => void) | undefined,
   ): Promise<void> {
-    const path = (req.url ?? "/").split("?")[0];
+    const path = req.path.split("?")[0];
     const method = req.method;
     if (path === "/machine/register" || path === "/machine/map") {
       if (method !== "POST") throw new HttpError(405, "method not allowed; use POST");
@@ -113,13 +118,10 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
         deps.maps.handle(body as unknown as MapRequest, machineKey, res, setupDone);
         return;
       }
-      const abort = new AbortController();
-      res.on("close", () => abort.abort());
-      res.stream.on("aborted", () => abort.abort());
       const reply = await deps.register.handle(
         body as unknown as RegisterRequest,
         machineKey,
-        abort.signal,
+        req.signal,
       );
       sendJson(res, 200, reply);
       return;
@@ -127,16 +129,13 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
     const sshAction = SSH_ACTION_PATH.exec(path);
     if (sshAction && deps.sshChecks) {
       if (method !== "GET") throw new HttpError(405, "method not allowed; use GET");
-      const query = new URLSearchParams((req.url ?? "").split("?")[1] ?? "");
-      const abort = new AbortController();
-      res.on("close", () => abort.abort());
-      res.stream.on("aborted", () => abort.abort());
+      const query = new URLSearchParams(req.path.split("?")[1] ?? "");
       const action = await deps.sshChecks.action(
         Number(sshAction[1]),
         Number(sshAction[2]),
         query.get("auth_id") || null,
         machineKey,
-        abort.signal,
+        req.signal,
       );
       sendJson(res, 200, action);
       return;
@@ -167,39 +166,32 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
       conn.destroy();
       return;
     }
-    const server = createServer({
-      settings: { maxConcurrentStreams: deps.maxConcurrentStreams ?? 250 },
-      // Go's client announces a 1 GiB connection window; map streams can be many MiB.
-      maxSessionMemory: 64,
-    });
-    server.on("session", (session) => {
-      sessions.add(session);
-      session.on("close", () => sessions.delete(session));
-      session.on("error", (e) => log.debug("http2 session error", { error: e }));
-    });
-    server.on("sessionError", (e) => log.debug("http2 session error", { error: e }));
-    server.on("request", (req, res) => {
-      req.on("error", (e) => log.debug("http2 request error", { error: e }));
+    const transport = transportOf(conn);
+    const session = new H2ServerConnection(transport.h2, (req, res) => {
       route(req, res, machineKey, log, setupDone).catch((e) => {
         if (e instanceof HttpError) {
           if (e.status >= 500 && e.status !== 501) log.warn("control request failed", { error: e });
           else log.debug("control request refused", { status: e.status, reason: e.message });
+          // Once answered, a refused upload still streaming in is reset by the connection.
           sendText(res, e.status, e.message);
-          // A refused upload may still be streaming in: reset it once the answer is out.
-          if (!req.complete) res.on("finish", () => req.stream.close());
         } else if (e instanceof UnavailableError) {
           // The client retries a 5xx; the admin learns from the log what to fix.
-          log.warn("control request failed", { path: req.url, error: e.message });
+          log.warn("control request failed", { path: req.path, error: e.message });
           sendText(res, 503, e.message);
         } else {
-          log.error("control request failed", { path: req.url, error: e });
+          log.error("control request failed", { path: req.path, error: e });
           sendText(res, 500, "internal error");
         }
       });
+    }, {
+      maxConcurrentStreams: deps.maxConcurrentStreams ?? 250,
+      maxBodyBytes: Math.max(limits.register, limits.map, limits.other),
     });
+    sessions.add(session);
+    session.onClose(() => sessions.delete(session));
+    transport.attach(session);
     conn.on("error", (e) => log.debug("noise connection error", { error: e }));
     log.debug("serving control connection", { cap_version: capVersion });
-    server.emit("connection", conn);
   };
 
   Object.defineProperty(handle, "connectionCount", { get: () => sessions.size });
@@ -211,8 +203,58 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
       while (sessions.size > 0 && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 20));
       }
-      for (const s of sessions) s.destroy();
+      for (const s of [...sessions]) s.destroy();
       sessions.clear();
     },
   }) as ControlHandler;
+}
+
+/**
+ * The HTTP/2 connection's way out and in: a NoiseConn in direct mode (seal and write in the
+ * caller's turn), or any Duplex (tests serve plain pipes).
+ */
+function transportOf(conn: Duplex): {
+  h2: H2Transport;
+  attach(session: H2ServerConnection): void;
+} {
+  if (conn instanceof NoiseConn) {
+    return {
+      h2: {
+        write: (pieces, total) => conn.writePlain(pieces, total),
+        get bufferedBytes() {
+          return conn.socketBufferedBytes;
+        },
+        end: () => conn.endSocket(),
+        destroy: () => conn.destroy(),
+      },
+      attach(session) {
+        conn.attachDirect((plain) => session.receive(plain));
+        conn.onSocketDrain(() => session.drained());
+        conn.on("close", () => session.transportClosed());
+        conn.on("end", () => session.transportClosed());
+      },
+    };
+  }
+  return {
+    h2: {
+      write(pieces, total) {
+        if (conn.destroyed) return;
+        conn.write(pieces.length === 1 ? pieces[0] : Buffer.concat(pieces, total));
+      },
+      get bufferedBytes() {
+        return conn.writableLength;
+      },
+      end: () => conn.end(),
+      destroy: () => conn.destroy(),
+    },
+    attach(session) {
+      conn.on("data", (chunk: Uint8Array) => session.receive(chunk));
+      conn.on("drain", () => session.drained());
+      conn.on("close", () => session.transportClosed());
+      conn.on("end", () => {
+        session.transportClosed();
+        conn.end();
+      });
+    },
+  };
 }

@@ -45,6 +45,8 @@ export class NoiseConn extends Duplex {
   /** Bytes of an incomplete frame carried over to the next chunk. */
   #pending: Buffer | null = null;
   #socketEnded = false;
+  /** Direct mode: plaintext goes here instead of the Readable side. */
+  #direct: ((plain: Buffer) => void) | undefined;
 
   constructor(opts: NoiseConnOptions) {
     // Half-open makes no sense for HTTP/2 inside Noise: when one side ends, so do we.
@@ -137,6 +139,54 @@ export class NoiseConn extends Duplex {
     return this;
   }
 
+  /**
+   * Direct mode, for the server's own HTTP/2 (lib/h2): received plaintext is handed to `onPlain`
+   * as it is opened, and `writePlain` seals and writes in the caller's turn. Both skip the
+   * stream machinery, which costs more than the sealing itself at one write per peer change.
+   */
+  attachDirect(onPlain: (plain: Buffer) => void): void {
+    this.#direct = onPlain;
+  }
+
+  /** Seals `pieces` (in order) into records and writes them to the socket as one write. */
+  writePlain(pieces: Uint8Array[], totalBytes: number): void {
+    if (this.destroyed) return;
+    let plain: Uint8Array;
+    if (pieces.length === 1) plain = pieces[0];
+    else {
+      const buf = Buffer.allocUnsafe(totalBytes);
+      let off = 0;
+      for (const p of pieces) {
+        buf.set(p, off);
+        off += p.length;
+      }
+      plain = buf;
+    }
+    let frames: Buffer;
+    try {
+      frames = this.#sealer.seal(plain);
+    } catch (e) {
+      this.destroy(e as Error);
+      return;
+    }
+    this.#socket.write(frames);
+  }
+
+  /** Bytes written to the socket and not yet taken by the OS. */
+  get socketBufferedBytes(): number {
+    return this.#socket.writableLength;
+  }
+
+  /** Runs `listener` whenever the socket's write buffer empties. */
+  onSocketDrain(listener: () => void): void {
+    this.#socket.on("drain", listener);
+  }
+
+  /** Ends the socket once what was written has gone out. */
+  endSocket(): void {
+    this.#socket.end();
+  }
+
   #onData = (chunk: Buffer): void => {
     if (this.destroyed) return;
     let buf = this.#pending ? Buffer.concat([this.#pending, chunk]) : chunk;
@@ -155,7 +205,9 @@ export class NoiseConn extends Duplex {
         if (buf.length - off < HEADER_LEN + length) break;
         const plain = this.#opener.open(buf.subarray(off + HEADER_LEN, off + HEADER_LEN + length));
         off += HEADER_LEN + length;
-        if (plain.length > 0 && !this.push(plain)) this.#socket.pause();
+        if (plain.length === 0) continue;
+        if (this.#direct) this.#direct(plain);
+        else if (!this.push(plain)) this.#socket.pause();
       }
     } catch (e) {
       this.destroy(e as Error);
