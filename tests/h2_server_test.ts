@@ -66,7 +66,7 @@ function serve(end: Duplex, handler: H2Handler, opts?: H2ServerOptions): H2Serve
   const conn = new H2ServerConnection(transport, handler, opts);
   // duplexPair hands a write to the other side's "data" listeners in the same call, so the
   // client's answer to our write would re-enter the connection from inside its own
-  // transport.write. A socket never does that (see the BUG test on re-entrant delivery below);
+  // transport.write. A socket never does that (the re-entrant case has its own test below);
   // what the client sends is delivered on a later microtask, in order, like a socket's reads.
   const later = (f: () => void) => queueMicrotask(f);
   end.on("data", (chunk: Uint8Array) => later(() => conn.receive(chunk)));
@@ -1123,13 +1123,12 @@ function bytes(...parts: Uint8Array[]): Uint8Array {
 const text = (s: string) => new TextEncoder().encode(s);
 
 Deno.test({
-  name: "BUG: a stream that finishes last in the round-robin strands another stream's queued data",
-  ignore: !Deno.env.get("H2_BUGS"),
+  name:
+    "a stream that finishes last in the round-robin does not strand another stream's queued data",
   fn() {
-    // flush() removes a finished stream from #ready with `continue` and the same index; when
-    // it was the last entry, `i < #ready.length` ends the loop although earlier streams still
-    // have data, room and window. Nothing flushes again until the client sends a frame or the
-    // transport drains, so the data waits (on an idle map stream: indefinitely).
+    // A regression test: flush() once ended its loop when the stream it took off #ready was the
+    // last entry, although earlier streams still had data, room and window; nothing flushed
+    // again until an unrelated event (on an idle map stream: never).
     const t = new FakeTransport();
     const res: H2Response[] = [];
     const conn = new H2ServerConnection(t, (_req, r) => res.push(r), { highWaterBytes: 1000 });
@@ -1147,17 +1146,16 @@ Deno.test({
     t.bufferedBytes = 0;
     conn.drained(); // the socket caught up
     assert.equal(t.ended1(3), true);
-    // Fails: only the x's went out; the y's wait for an unrelated event.
+    // Before the fix only the x's went out.
     assert.equal(t.dataOf(1), "x".repeat(100) + "y".repeat(100));
   },
 });
 
 Deno.test({
-  name: "BUG: a zero-length write stalls its stream and every stream after it",
-  ignore: !Deno.env.get("H2_BUGS"),
+  name: "a zero-length write is taken and stalls nothing",
   fn() {
-    // flush() takes n === 0 for an empty queued item as "the connection window is shut" and
-    // breaks out of the loop; the item is never dequeued, so every later flush stops there.
+    // A regression test: flush() once took an empty queued item for "the connection window is
+    // shut" and stopped there for good.
     const t = new FakeTransport();
     const res: H2Response[] = [];
     const conn = new H2ServerConnection(t, (_req, r) => res.push(r));
@@ -1180,16 +1178,12 @@ Deno.test({
 });
 
 Deno.test({
-  name:
-    "BUG: a WINDOW_UPDATE delivered from inside transport.write is lost (flush re-entry dropped)",
-  ignore: !Deno.env.get("H2_BUGS"),
+  name: "a WINDOW_UPDATE delivered from inside transport.write is acted on (flush re-entry)",
   fn() {
     // A transport that hands the peer's answer back in the same call (duplexPair does; so
     // would any in-process pipe) makes receive() → flush() run while flush() is writing. That
-    // inner flush returns at once (#flushing) and nothing re-runs it: the stream the update
-    // reopened, and control frames queued meanwhile (here a PING ACK), wait for the next event.
-    // The same re-entry also lets receive() run inside receive(), which processes the newer
-    // bytes before the rest of the outer chunk.
+    // inner flush must be re-run once the outer one is done, and a receive() inside receive()
+    // must wait for the rest of the outer chunk, or frames are stranded or reordered.
     const t = new FakeTransport();
     let res: H2Response | undefined;
     const conn = new H2ServerConnection(t, (_req, r) => res = r);
@@ -1211,21 +1205,18 @@ Deno.test({
     };
     res!.write(text("a".repeat(30)));
     assert.equal(answered, true);
-    // Fails: only the first 10 bytes and no PING ACK, until some later event (here, none).
+    // Before the fix: only the first 10 bytes and no PING ACK.
     assert.equal(t.dataOf(1), "a".repeat(30));
     assert.ok(t.frames().some((f) => f.type === FrameType.PING && f.flags & Flag.ACK), "PING ACK");
   },
 });
 
 Deno.test({
-  name: "BUG: trailers on a stream the server already answered and reset kill the connection",
-  ignore: !Deno.env.get("H2_BUGS"),
+  name: "trailers on a stream the server already answered and reset are ignored",
   async fn() {
     // RFC 9113 §5.1: after sending RST_STREAM, frames that arrive on that stream MUST be
     // ignored. The server answers early (say 413) and resets the upload with NO_ERROR; the
-    // client's trailers, already in flight, hit #headersComplete with no stream in the map and
-    // an id <= #highestStreamId: "bad stream id 1", GOAWAY PROTOCOL_ERROR for the whole
-    // connection. (DATA in the same position is ignored correctly.)
+    // client's trailers, already in flight, must not become "bad stream id 1" and a GOAWAY.
     const { peer, close } = rawSetup((req, res) => {
       if (req.method === "POST") return sendText(res, 413, "too large");
       res.end("ok");
@@ -1251,12 +1242,10 @@ Deno.test({
 });
 
 Deno.test({
-  name: "BUG: body(limit) with a limit above maxBodyBytes resolves with a truncated body",
-  ignore: !Deno.env.get("H2_BUGS"),
+  name: "body(limit) with a limit above maxBodyBytes refuses instead of truncating",
   async fn() {
-    // Bytes past maxBodyBytes are counted in overflowBytes but not kept; body() only compares
-    // the count with its own limit, so a handler whose limit is above the connection's
-    // maxBodyBytes gets the first maxBodyBytes bytes as if they were the whole body.
+    // Bytes past maxBodyBytes are counted but not kept, so a handler whose limit is above the
+    // connection's maxBodyBytes must get an error, never the first bytes as the whole body.
     let got: unknown;
     const t = await setup((req, res) => {
       req.body(10_000).then((b) => {
@@ -1272,7 +1261,7 @@ Deno.test({
         request(t.client, { ":method": "POST", ":path": "/" }, split(pattern(3_000), 500)),
         "the answer",
       );
-      // Either the whole 3000 bytes or an error; today: a prefix of at most 1000.
+      // Either the whole 3000 bytes or an error, never a prefix.
       assert.ok(got === 3_000 || got instanceof Error, `got ${got}`);
     } finally {
       await t.close();

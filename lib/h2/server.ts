@@ -131,6 +131,8 @@ class Stream implements H2Request, H2Response {
   inReady = false;
   bodyChunks: Uint8Array[] = [];
   bodyBytes = 0;
+  /** Of bodyBytes, those still counted against the connection's unread-body budget. */
+  heldBytes = 0;
   /** Body bytes past maxBodyBytes: counted so the handler's limit still sees them. */
   overflowBytes = 0;
   #bodyWaiter: (() => void) | undefined;
@@ -166,9 +168,10 @@ class Stream implements H2Request, H2Response {
     }
     return new Promise((resolve, reject) => {
       const check = () => {
-        if (this.bodyBytes + this.overflowBytes > limit) {
+        // Past maxBodyBytes nothing was kept: refuse rather than hand over a truncated body.
+        if (this.bodyBytes + this.overflowBytes > limit || this.overflowBytes > 0) {
           this.#bodyWaiter = undefined;
-          reject(new BodyTooLargeError(limit));
+          reject(new BodyTooLargeError(Math.min(limit, this.bodyBytes)));
         } else if (this.remoteEnded) {
           this.#bodyWaiter = undefined;
           const out = new Uint8Array(this.bodyBytes);
@@ -178,6 +181,7 @@ class Stream implements H2Request, H2Response {
             off += c.length;
           }
           this.bodyChunks = [];
+          this.conn.releaseBody(this);
           resolve(out);
         } else if (this.closed) {
           this.#bodyWaiter = undefined;
@@ -260,6 +264,12 @@ export class H2ServerConnection {
   #control: Uint8Array[] = [];
   #controlBytes = 0;
   #input: Uint8Array | null = null;
+  readonly #inbox: Uint8Array[] = [];
+  /** Streams we reset before the client finished sending (the newest 128): late frames are ok. */
+  readonly #resetIds = new Set<number>();
+  #receiving = false;
+  /** flush() was asked for while flushing: go round again. */
+  #flushAgain = false;
   #prefaceSeen = false;
   #settingsSeen = false;
   #highestStreamId = 0;
@@ -311,9 +321,24 @@ export class H2ServerConnection {
     else this.#onClose.push(listener);
   }
 
-  /** Plaintext from the client. */
+  /**
+   * Plaintext from the client. A chunk that arrives while one is being handled (a transport that
+   * delivers the peer's answer inside our write) waits its turn, so frames stay in order.
+   */
   receive(chunk: Uint8Array): void {
     if (this.#closed) return;
+    this.#inbox.push(chunk);
+    if (this.#receiving) return;
+    this.#receiving = true;
+    try {
+      while (this.#inbox.length > 0 && !this.#closed) this.#process(this.#inbox.shift()!);
+    } finally {
+      this.#receiving = false;
+    }
+    this.flush();
+  }
+
+  #process(chunk: Uint8Array): void {
     let buf = chunk;
     if (this.#input) {
       buf = new Uint8Array(this.#input.length + chunk.length);
@@ -359,7 +384,6 @@ export class H2ServerConnection {
       return;
     }
     if (off < buf.length && !this.#closed) this.#input = buf.slice(off);
-    this.flush();
   }
 
   /** The transport took its buffered bytes: send more. */
@@ -390,6 +414,12 @@ export class H2ServerConnection {
 
   // --- used by Stream
 
+  /** The stream's body was handed over (or dropped): it no longer counts as unread. */
+  releaseBody(s: Stream): void {
+    this.#heldBodyBytes -= s.heldBytes;
+    s.heldBytes = 0;
+  }
+
   sendHeaders(streamId: number, block: Uint8Array): void {
     // Our header blocks are a few dozen bytes; they always fit one frame.
     this.#queueControl(frame(FrameType.HEADERS, Flag.END_HEADERS, streamId, block));
@@ -419,7 +449,18 @@ export class H2ServerConnection {
 
   /** Frames what the windows and the transport's buffer allow, as one transport write. */
   flush(): void {
-    if (this.#closed || this.#flushing) return;
+    if (this.#closed) return;
+    if (this.#flushing) {
+      this.#flushAgain = true;
+      return;
+    }
+    do {
+      this.#flushAgain = false;
+      this.#flushOnce();
+    } while (this.#flushAgain && !this.#closed);
+  }
+
+  #flushOnce(): void {
     this.#flushing = true;
     const taken: (() => void)[] = [];
     try {
@@ -428,20 +469,18 @@ export class H2ServerConnection {
       this.#control = [];
       this.#controlBytes = 0;
       const room = () => this.#highWater - this.#transport.bufferedBytes - total;
+      const ready = this.#ready;
       let i = 0;
-      while (this.#ready.length > 0 && room() > 0 && i < this.#ready.length) {
-        const s = this.#ready[i];
-        if (s.closed) {
-          this.#ready.splice(i, 1);
-          s.inReady = false;
-          continue;
-        }
+      // Every turn either sends bytes or takes a stream off the ready list, so this ends.
+      while (ready.length > 0 && room() > 0) {
+        if (i >= ready.length) i = 0;
+        const s = ready[i];
         const item = s.queue[0];
-        if (item === undefined) {
-          // Nothing queued: END_STREAM if it was asked for.
-          this.#ready.splice(i, 1);
+        if (s.closed || item === undefined) {
+          ready.splice(i, 1);
           s.inReady = false;
-          if (s.ended && !s.localEnded) {
+          // Nothing queued: END_STREAM if it was asked for.
+          if (!s.closed && s.ended && !s.localEnded) {
             const f = frameHeader(0, FrameType.DATA, Flag.END_STREAM, s.streamId);
             pieces.push(f);
             total += f.length;
@@ -450,23 +489,28 @@ export class H2ServerConnection {
           }
           continue;
         }
+        const left = item.data.length - item.offset;
+        if (left === 0) {
+          // An empty write: nothing to frame, but its caller waits to hear it was taken.
+          s.queue.shift();
+          if (item.onTaken) taken.push(item.onTaken);
+          continue;
+        }
+        if (this.#sendConnWindow <= 0) break; // nobody can send until the client opens it
+        if (s.sendWindow <= 0) {
+          // Out of window: a WINDOW_UPDATE puts it back.
+          ready.splice(i, 1);
+          s.inReady = false;
+          continue;
+        }
         const n = Math.min(
-          item.data.length - item.offset,
+          left,
           this.#peerMaxFrame,
           s.sendWindow,
           this.#sendConnWindow,
           Math.max(room(), 1024),
         );
-        if (n <= 0) {
-          // Out of window: wait for a WINDOW_UPDATE (which puts it back).
-          if (s.sendWindow <= 0) {
-            this.#ready.splice(i, 1);
-            s.inReady = false;
-            continue;
-          }
-          break; // the connection window is shut: nobody can send
-        }
-        const last = item.offset + n === item.data.length;
+        const last = n === left;
         const endNow = last && s.queue.length === 1 && s.ended;
         const h = frameHeader(n, FrameType.DATA, endNow ? Flag.END_STREAM : 0, s.streamId);
         pieces.push(h, item.data.subarray(item.offset, item.offset + n));
@@ -482,13 +526,13 @@ export class H2ServerConnection {
         }
         if (endNow) {
           s.localEnded = true;
-          this.#ready.splice(i, 1);
+          ready.splice(i, 1);
           s.inReady = false;
           this.#afterLocalEnd(s);
           continue;
         }
         // Round-robin: a stream sends a frame, then the next one has a turn.
-        i = i + 1 >= this.#ready.length ? 0 : i + 1;
+        i++;
       }
       // Frames queued while framing (an RST after an early answer) go in the same write.
       for (const f of this.#control) pieces.push(f);
@@ -519,8 +563,14 @@ export class H2ServerConnection {
   }
 
   #closeStream(s: Stream, aborted: boolean): void {
+    if (!s.remoteEnded) {
+      this.#resetIds.add(s.streamId);
+      if (this.#resetIds.size > 128) {
+        this.#resetIds.delete(this.#resetIds.values().next().value!);
+      }
+    }
     if (this.#streams.get(s.streamId) === s) this.#streams.delete(s.streamId);
-    this.#heldBodyBytes -= s.bodyBytes;
+    this.releaseBody(s);
     s.finish(aborted);
     this.#maybeFinish();
   }
@@ -720,6 +770,7 @@ export class H2ServerConnection {
         }
         s.bodyChunks.push(data.slice());
         s.bodyBytes += data.length;
+        s.heldBytes += data.length;
         this.#heldBodyBytes += data.length;
       }
       // Keep the stream's window open while we are still keeping what it sends.
@@ -781,7 +832,13 @@ export class H2ServerConnection {
       if (existing.localEnded) this.#closeStream(existing, false);
       return;
     }
-    if (streamId % 2 === 0 || streamId <= this.#highestStreamId) {
+    if (streamId % 2 === 0) {
+      throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `bad stream id ${streamId}`);
+    }
+    if (streamId <= this.#highestStreamId) {
+      // Trailers (they end the stream) of one we already answered and reset are ignored
+      // (RFC 9113 §5.1); a HEADERS that would reopen an old id is a protocol error.
+      if (endStream && this.#resetIds.has(streamId)) return;
       throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `bad stream id ${streamId}`);
     }
     this.#highestStreamId = streamId;
