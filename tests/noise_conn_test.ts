@@ -252,3 +252,38 @@ Deno.test("conn: an error with no listener of the caller does not crash the proc
   await closed(server);
   assert.ok(server.closeError instanceof NoiseProtocolError);
 });
+
+Deno.test("conn: direct mode reads a socket that was paused before (the set-up gate pauses waiting ones)", async () => {
+  const { srv, cli } = keys();
+  const { a, b, close } = await tcpPair();
+  // The gate pauses a waiting socket and puts back what it read; direct mode must resume it.
+  b.pause();
+  const client = connOver(a, cli);
+  const server = connOver(b, srv);
+  const got: Buffer[] = [];
+  const arrived = new Promise<void>((resolve) =>
+    server.attachDirect((plain) => {
+      got.push(plain);
+      if (Buffer.concat(got).length >= 5000) resolve();
+    })
+  );
+  const up = pattern(5000, 13);
+  client.write(up);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stalled = new Promise<void>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error("nothing arrived: the socket stayed paused")),
+      10_000,
+    );
+  });
+  await Promise.race([arrived, stalled]).finally(() => clearTimeout(timer));
+  assert.ok(Buffer.concat(got).equals(up));
+  // And the way back: sealed in the caller's turn.
+  const down = pattern(300, 17);
+  const gotDown = collect(client, down.length);
+  server.writePlain([down.subarray(0, 9), down.subarray(9)], down.length);
+  assert.ok((await gotDown).equals(down));
+  client.end();
+  await once(server, "close");
+  close();
+});
