@@ -231,7 +231,6 @@ function transportOf(conn: Duplex): {
         conn.attachDirect((plain) => session.receive(plain));
         conn.onSocketDrain(() => session.drained());
         conn.on("close", () => session.transportClosed());
-        conn.on("end", () => session.transportClosed());
       },
     };
   }

@@ -468,11 +468,12 @@ export class H2ServerConnection {
       let total = this.#controlBytes;
       this.#control = [];
       this.#controlBytes = 0;
-      const room = () => this.#highWater - this.#transport.bufferedBytes - total;
+      // The transport's buffer does not change before the one write at the end.
+      const budget = this.#highWater - this.#transport.bufferedBytes;
       const ready = this.#ready;
       let i = 0;
       // Every turn either sends bytes or takes a stream off the ready list, so this ends.
-      while (ready.length > 0 && room() > 0) {
+      while (ready.length > 0 && budget - total > 0) {
         if (i >= ready.length) i = 0;
         const s = ready[i];
         const item = s.queue[0];
@@ -508,7 +509,7 @@ export class H2ServerConnection {
           this.#peerMaxFrame,
           s.sendWindow,
           this.#sendConnWindow,
-          Math.max(room(), 1024),
+          Math.max(budget - total, 1024),
         );
         const last = n === left;
         const endNow = last && s.queue.length === 1 && s.ended;

@@ -154,25 +154,8 @@ export class NoiseConn extends Duplex {
   /** Seals `pieces` (in order) into records and writes them to the socket as one write. */
   writePlain(pieces: Uint8Array[], totalBytes: number): void {
     if (this.destroyed) return;
-    let plain: Uint8Array;
-    if (pieces.length === 1) plain = pieces[0];
-    else {
-      const buf = Buffer.allocUnsafe(totalBytes);
-      let off = 0;
-      for (const p of pieces) {
-        buf.set(p, off);
-        off += p.length;
-      }
-      plain = buf;
-    }
-    let frames: Buffer;
-    try {
-      frames = this.#sealer.seal(plain);
-    } catch (e) {
-      this.destroy(e as Error);
-      return;
-    }
-    this.#socket.write(frames);
+    const plain = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces, totalBytes);
+    this.#send(plain);
   }
 
   /** Bytes written to the socket and not yet taken by the OS. */
@@ -242,15 +225,21 @@ export class NoiseConn extends Duplex {
     );
   }
 
-  #send(plain: Buffer, cb: (e?: Error | null) => void): void {
+  /**
+   * Seals and writes. Without `cb` (direct mode's hot path, one call per peer change) no
+   * closure is made: a sealing error destroys the conn, a socket error reaches it as 'error'.
+   */
+  #send(plain: Uint8Array, cb?: (e?: Error | null) => void): void {
     let frames: Buffer;
     try {
       frames = this.#sealer.seal(plain);
     } catch (e) {
-      cb(e as Error);
+      if (cb) cb(e as Error);
+      else this.destroy(e as Error);
       return;
     }
-    this.#socket.write(frames, (e) => cb(e ?? null));
+    if (cb) this.#socket.write(frames, (e) => cb(e ?? null));
+    else this.#socket.write(frames);
   }
 
   override _final(cb: (e?: Error | null) => void): void {
