@@ -253,10 +253,10 @@ Deno.test("conn: an error with no listener of the caller does not crash the proc
   assert.ok(server.closeError instanceof NoiseProtocolError);
 });
 
-Deno.test("conn: direct mode reads a socket that was paused before (the set-up gate pauses waiting ones)", async () => {
+Deno.test("conn: direct mode reads a socket that was paused before the handshake", async () => {
   const { srv, cli } = keys();
   const { a, b, close } = await tcpPair();
-  // The gate pauses a waiting socket and puts back what it read; direct mode must resume it.
+  // A socket paused before the conn takes it (bytes waiting unread): direct mode must resume it.
   b.pause();
   const client = connOver(a, cli);
   const server = connOver(b, srv);

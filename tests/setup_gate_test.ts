@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
-import { PassThrough } from "node:stream";
-import { createServer as createHttpServer } from "node:http";
-import { once } from "node:events";
-import { noiseClientConnect } from "../lib/noise/client.ts";
-import type { NoiseConn } from "../lib/noise/conn.ts";
-import { ts2021UpgradeHandler } from "../lib/noise/upgrade.ts";
-import { generateKeyPair } from "../lib/tailcfg/keys.ts";
 import { type SetupDone, SetupGate } from "../lib/control/setup_gate.ts";
+import { MapService } from "../lib/control/map_session.ts";
+import { HttpError } from "../lib/control/http_util.ts";
+import type { H2Response } from "../lib/h2/server.ts";
+import { decodeFrames } from "../lib/mapper/framing.ts";
+import { EphemeralGc } from "../lib/state/ephemeral_gc.ts";
+import { silentLogger } from "../lib/log/log.ts";
+import type { MachineKey } from "../lib/tailcfg/keys.ts";
 import { randomKey, startTestControl } from "./helpers/control.ts";
 
 /** Waits for `ok`, as long as a slow machine needs; fails saying what never came. */
@@ -18,16 +18,12 @@ async function until(ok: () => boolean, what: string): Promise<void> {
   }
 }
 
-function socket(): PassThrough {
-  return new PassThrough();
-}
-
 Deno.test("setup gate: at most `limit` at once, the rest in arrival order as slots free", () => {
   const gate = new SetupGate({ limit: 2, maxHoldMs: 60_000 });
   const started: number[] = [];
   const dones = new Map<number, SetupDone>();
   for (let i = 0; i < 5; i++) {
-    gate.admit(socket(), (done) => {
+    gate.admit((done) => {
       started.push(i);
       dones.set(i, done);
     });
@@ -48,166 +44,188 @@ Deno.test("setup gate: at most `limit` at once, the rest in arrival order as slo
   assert.equal(gate.waiting, 0);
 });
 
-Deno.test("setup gate: a closed connection gives its slot back; a closed waiter is skipped", async () => {
+Deno.test("setup gate: a cancelled waiter is skipped; cancelling a running one frees its slot", () => {
   const gate = new SetupGate({ limit: 1, maxHoldMs: 60_000 });
   const started: string[] = [];
-  const first = socket();
-  const gone = socket();
-  gate.admit(first, () => started.push("first"));
-  gate.admit(gone, () => started.push("gone"));
-  gate.admit(socket(), (done) => {
-    started.push("third");
-    done();
-  });
-  gone.destroy();
-  await new Promise((r) => setTimeout(r, 0));
-  first.destroy(); // its 'close' gives the slot back
-  await new Promise((r) => setTimeout(r, 0));
+  const first = gate.admit(() => started.push("first"));
+  const gone = gate.admit(() => started.push("gone"));
+  gate.admit(() => started.push("third"));
+  assert.equal(gate.waiting, 2);
+  gone.cancel();
+  gone.cancel(); // twice is once
+  assert.equal(gate.waiting, 1);
+  first.cancel(); // the request went away while its answer was being written
   assert.deepEqual(started, ["first", "third"]);
-  assert.equal(gate.active, 0);
+  assert.equal(gate.active, 1);
   assert.equal(gate.waiting, 0);
 });
 
 Deno.test("setup gate: a slot held too long is given back", async () => {
   const gate = new SetupGate({ limit: 1, maxHoldMs: 20 });
   const started: string[] = [];
-  gate.admit(socket(), () => started.push("slow"));
-  gate.admit(socket(), (done) => {
+  gate.admit(() => started.push("slow"));
+  gate.admit((done) => {
     started.push("next");
     done();
   });
   assert.deepEqual(started, ["slow"]);
-  await new Promise((r) => setTimeout(r, 60));
+  await until(() => started.length === 2, "the held slot to be given back");
   assert.deepEqual(started, ["slow", "next"]);
   assert.equal(gate.active, 0);
 });
 
 Deno.test("setup gate: a start that throws frees its slot; close drops the waiters", () => {
   const gate = new SetupGate({ limit: 1, maxHoldMs: 60_000 });
-  const s = socket();
-  gate.admit(s, () => {
+  gate.admit(() => {
     throw new Error("boom");
   });
-  assert.ok(s.destroyed);
   assert.equal(gate.active, 0);
-  gate.admit(socket(), () => {});
-  const waiting = socket();
-  gate.admit(waiting, () => assert.fail("must not start after close"));
+  let release: SetupDone = () => {};
+  gate.admit((done) => release = done);
+  gate.admit(() => assert.fail("must not start after close"));
   gate.close();
-  assert.ok(waiting.destroyed);
   assert.equal(gate.waiting, 0);
-  const late = socket();
-  gate.admit(late, () => assert.fail("must not start after close"));
-  assert.ok(late.destroyed);
+  release(); // the running one finishes: the dropped waiter still does not start
+  gate.admit(() => assert.fail("must not start after close"));
+  assert.equal(gate.active, 0);
 });
 
-Deno.test("control: a connection's set-up is done once its first full map is out, not before", async () => {
+/** An H2Response that records what is written and hands a write over only when told to. */
+class FakeResponse implements H2Response {
+  headersSent = false;
+  ended = false;
+  closed = false;
+  status = 0;
+  readonly frames: Uint8Array[] = [];
+  readonly untaken: (() => void)[] = [];
+  #closeListeners: (() => void)[] = [];
+  get bufferedBytes(): number {
+    return 0;
+  }
+  writeHead(status: number): void {
+    if (this.headersSent) return;
+    this.headersSent = true;
+    this.status = status;
+  }
+  write(data: Uint8Array, onTaken?: () => void): void {
+    if (this.closed || this.ended) return;
+    this.writeHead(200);
+    this.frames.push(data);
+    if (onTaken) this.untaken.push(onTaken);
+  }
+  end(): void {
+    this.writeHead(200);
+    this.ended = true;
+  }
+  destroy(): void {
+    this.close();
+  }
+  onClose(listener: () => void): void {
+    this.#closeListeners.push(listener);
+  }
+  /** The client went away. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const l of this.#closeListeners.splice(0)) l();
+  }
+  /** The transport takes everything written so far. */
+  take(): void {
+    for (const cb of this.untaken.splice(0)) cb();
+  }
+  messages(): Record<string, unknown>[] {
+    return this.frames.flatMap((f) => decodeFrames(f, false).messages.map((m) => JSON.parse(m)));
+  }
+}
+
+Deno.test("map gate: a full map waits for its turn with its headers out and keep-alives; a lite update never waits", async () => {
   const t = await startTestControl();
+  const ephemeral = new EphemeralGc({ state: t.state, timeoutMs: 60_000, log: silentLogger() });
+  const gate = new SetupGate({ limit: 1, maxHoldMs: 60_000 });
+  const maps = new MapService({
+    state: t.state,
+    mapper: t.mapper,
+    notifier: t.notifier,
+    ephemeral,
+    log: silentLogger(),
+    keepAliveMs: 20,
+    keepAliveJitterMs: 1,
+    gate,
+  });
   try {
     const user = await t.user("alice");
     const key = await t.authKey({ user, reusable: true });
-    const mkey = randomKey("mkey:");
-    const nkey = randomKey("nodekey:");
-    let done = 0;
-    const client = t.connect(mkey, 130, () => done++);
-    const reply = await client.register({
-      Version: 130,
-      NodeKey: nkey,
-      Auth: { AuthKey: key },
-      Hostinfo: { Hostname: "a", OS: "linux" },
-    });
-    assert.equal(reply.status, 200, reply.text);
-    assert.equal(done, 0, "a registration alone does not end the set-up");
-    const stream = client.map({ Version: 130, NodeKey: nkey, Stream: true, Compress: "zstd" });
-    const first = await stream.next();
-    assert.ok(first?.Node, "the first message is the full map");
-    // The server learns its last piece was taken just after the client has it.
-    await until(() => done > 0, "the set-up to be done");
-    assert.equal(done, 1);
-    // A one-shot request on another connection ends its set-up too.
-    let liteDone = 0;
-    const lite = t.connect(mkey, 130, () => liteDone++);
-    const r = await lite.post("/machine/map", {
-      Version: 130,
-      NodeKey: nkey,
-      OmitPeers: true,
-      Stream: false,
-    });
-    assert.equal(r.status, 200);
-    await until(() => liteDone > 0, "the one-shot set-up to be done");
-    assert.equal(liteDone, 1);
-    stream.close();
+    const nodes: { mkey: MachineKey; nkey: string }[] = [];
+    for (let i = 0; i < 3; i++) {
+      const mkey = randomKey("mkey:");
+      const nkey = randomKey("nodekey:");
+      const reply = await t.connect(mkey).register({
+        Version: 130,
+        NodeKey: nkey as `nodekey:${string}`,
+        Auth: { AuthKey: key },
+        Hostinfo: { Hostname: `n${i}`, OS: "linux" },
+      });
+      assert.equal(reply.status, 200, reply.text);
+      nodes.push({ mkey, nkey });
+    }
+    const stream = (i: number, res: FakeResponse) =>
+      maps.handle(
+        { Version: 130, NodeKey: nodes[i].nkey, Stream: true } as never,
+        nodes[i].mkey,
+        res,
+      );
+
+    const a = new FakeResponse();
+    stream(0, a);
+    assert.equal(a.messages().length, 1);
+    assert.ok(a.messages()[0].Node, "a free slot: the full map at once");
+    assert.equal(gate.active, 1, "held until the transport has taken the full map");
+
+    const b = new FakeResponse();
+    const c = new FakeResponse();
+    stream(1, b);
+    stream(2, c);
+    assert.equal(gate.waiting, 2);
+    assert.ok(b.headersSent && b.status === 200, "a waiting request has its headers at once");
+    // Waiting clients hear keep-alives (Tailscale gives up after 120 s of silence).
+    await until(() => b.messages().length >= 2, "keep-alives while waiting");
+    assert.ok(b.messages().every((m) => m.KeepAlive === true && !m.Node));
+    assert.ok(!t.notifier.hasSession(t.state.nodeByNodeKey(nodes[1].nkey as never)!.id));
+
+    // A lite update from a waiting node is answered at once.
+    const lite = new FakeResponse();
+    maps.handle(
+      { Version: 130, NodeKey: nodes[1].nkey, Stream: false, OmitPeers: true } as never,
+      nodes[1].mkey,
+      lite,
+    );
+    assert.ok(lite.ended && lite.status === 200);
+
+    // An unknown node is refused before any waiting.
+    assert.throws(
+      () =>
+        maps.handle(
+          { Version: 130, NodeKey: randomKey("nodekey:"), Stream: true } as never,
+          nodes[0].mkey,
+          new FakeResponse(),
+        ),
+      (e) => e instanceof HttpError && e.status === 404,
+    );
+
+    c.close(); // gives up while waiting: skipped, no full map built for it
+    assert.equal(gate.waiting, 1);
+    a.take();
+    assert.equal(gate.waiting, 0);
+    const full = b.messages().filter((m) => m.Node);
+    assert.equal(full.length, 1, "its turn: the full map");
+    assert.equal((full[0].Peers as unknown[]).length, 2);
+    assert.equal(c.messages().filter((m) => m.Node).length, 0);
+    b.take();
+    assert.equal(gate.active, 0);
+    for (const r of [a, b]) r.close();
   } finally {
+    gate.close();
+    ephemeral.close();
     await t.close();
-  }
-});
-
-Deno.test("setup gate: a waiter that hangs up is dropped at once; bytes it sent stay unread", async () => {
-  const gate = new SetupGate({ limit: 1, maxHoldMs: 60_000 });
-  let release: SetupDone = () => {};
-  gate.admit(socket(), (done) => release = done);
-  const quitter = socket();
-  const talker = socket();
-  const started: string[] = [];
-  gate.admit(quitter, () => started.push("quitter"));
-  gate.admit(talker, () => started.push("talker"));
-  quitter.end(); // the client's FIN while it waits
-  talker.write("early bytes");
-  await new Promise((r) => setTimeout(r, 10));
-  assert.ok(quitter.destroyed, "a hang-up while waiting destroys the socket");
-  assert.ok(!talker.destroyed);
-  release();
-  assert.deepEqual(started, ["talker"]);
-  assert.equal(String(talker.read()), "early bytes");
-});
-
-Deno.test("setup gate over real sockets: a client that gave up while waiting costs no handshake", async () => {
-  const serverKey = generateKeyPair();
-  const gate = new SetupGate({ limit: 1, maxHoldMs: 60_000 });
-  const conns: NoiseConn[] = [];
-  let handshakes = 0;
-  const ts2021 = ts2021UpgradeHandler({
-    serverPrivateKey: serverKey.privateKey,
-    // Read what comes (as the HTTP/2 server would), so a hang-up is noticed.
-    onConnection: (conn) => conns.push(conn.resume()),
-  });
-  const server = createHttpServer();
-  server.on("upgrade", (req, sock, head) =>
-    gate.admit(sock, (done) => {
-      handshakes++;
-      ts2021(req, sock, head, done);
-    }));
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const port = (server.address() as { port: number }).port;
-  const dial = (signal?: AbortSignal) =>
-    noiseClientConnect({
-      host: "127.0.0.1",
-      port,
-      serverPublicKey: serverKey.publicKey,
-      machinePrivateKey: generateKeyPair().privateKey,
-      capVersion: 130,
-      signal,
-    });
-  try {
-    const first = await dial();
-    assert.equal(handshakes, 1);
-    // The second client gives up while it waits behind the first, as its dial timeout would
-    // (aborted once it is seen waiting: a fixed timeout could fire before its request is out).
-    const giveUp = new AbortController();
-    const second = dial(giveUp.signal);
-    await until(() => gate.waiting === 1, "the second client to wait");
-    giveUp.abort();
-    await assert.rejects(second);
-    const third = dial();
-    await until(() => gate.waiting === 2, "the third client to wait");
-    first.conn.destroy(); // the first connection closes: its slot is free
-    const { conn } = await third;
-    assert.equal(handshakes, 2, "the client that gave up got no handshake");
-    assert.equal(conns.length, 2);
-    conn.destroy();
-  } finally {
-    for (const c of conns) c.destroy();
-    server.close();
   }
 });

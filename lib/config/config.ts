@@ -125,7 +125,7 @@ export interface Config {
     httpRequestTimeoutMs: number;
     /** Connections open at once, per listener. */
     maxConnections: number;
-    /** ts2021 connections between their upgrade and their first map at once (setup_gate.ts). */
+    /** Full maps answered at once; other map requests wait their turn (setup_gate.ts). */
     maxConnectingNodes: number;
   };
 }

@@ -20,6 +20,8 @@ import type { EphemeralGc } from "../state/ephemeral_gc.ts";
 import { HttpError } from "./http_util.ts";
 import { sanitizeEndpoints, sanitizeHostinfo, usableKey } from "./sanitize.ts";
 import type { MachineKey } from "../tailcfg/keys.ts";
+import type { NodeRecord } from "../store/types.ts";
+import type { SetupGate } from "./setup_gate.ts";
 
 export interface MapServiceDeps {
   state: State;
@@ -33,6 +35,8 @@ export interface MapServiceDeps {
   maxBufferedBytes?: number;
   /** Also write every map response sent to disk (HEADSCALE_DEBUG_DUMP_MAPRESPONSE_PATH). */
   dump?: MapResponseDump;
+  /** Full maps answered at once (tuning.max_connecting_nodes); without it, no limit. */
+  gate?: SetupGate;
 }
 
 /** One open long poll. */
@@ -142,6 +146,8 @@ export class MapService {
   private readonly keepAliveMs: number;
   private readonly jitterMs: number;
   private readonly maxBufferedBytes: number;
+  /** Requests waiting for the gate, their headers sent. */
+  private readonly waiting = new Set<H2Response>();
 
   constructor(private readonly deps: MapServiceDeps) {
     this.keepAliveMs = deps.keepAliveMs ?? 50_000;
@@ -149,26 +155,71 @@ export class MapService {
     this.maxBufferedBytes = deps.maxBufferedBytes ?? 64 << 20;
   }
 
-  /** Serves one map request from the Noise peer `machineKey`. Throws HttpError before replying. */
   /**
-   * `setupDone` (the connection's set-up slot, setup_gate.ts) is called once the answer — a
-   * stream's full map, or a one-shot response — has been handed over.
+   * Serves one map request from the Noise peer `machineKey`. Throws HttpError before replying.
+   * With a gate, a request for a full map (a stream, or a one-shot map) waits for its turn with
+   * its headers sent and a keep-alive every keepAliveMs; a lite update never waits.
    */
-  handle(
-    req: MapRequest,
-    machineKey: MachineKey,
-    res: H2Response,
-    setupDone?: () => void,
-  ): void {
-    const { state, mapper, notifier, ephemeral, log } = this.deps;
+  handle(req: MapRequest, machineKey: MachineKey, res: H2Response): void {
+    const node = this.checkNode(req, machineKey);
+    const { gate } = this.deps;
+    if ((!req.Stream && req.OmitPeers) || !gate) return this.serve(req, node.id, res);
+    res.writeHead(200, { "content-type": "application/octet-stream" });
+    const zstd = req.Compress === "zstd";
+    let keepAlive: ReturnType<typeof setTimeout> | undefined;
+    const waitKeepAlive = () => {
+      keepAlive = setTimeout(() => {
+        res.write(KEEP_ALIVE.frame(zstd));
+        waitKeepAlive();
+      }, this.keepAliveMs);
+    };
+    waitKeepAlive();
+    this.waiting.add(res);
+    const ticket = gate.admit((done) => {
+      this.waiting.delete(res);
+      clearTimeout(keepAlive);
+      if (res.closed) return done();
+      try {
+        this.serve(req, node.id, res, done);
+      } catch (e) {
+        // The headers are out: the client learns of it as the end of the stream and asks again.
+        done();
+        this.deps.log.debug("map request failed after its turn", { node: node.id, error: e });
+        res.end();
+      }
+    });
+    res.onClose(() => {
+      this.waiting.delete(res);
+      clearTimeout(keepAlive);
+      ticket.cancel();
+    });
+  }
+
+  /** Ends the requests still waiting for their turn (shutdown: the gate is closed). */
+  endWaiting(): void {
+    for (const res of [...this.waiting]) res.end();
+    this.waiting.clear();
+  }
+
+  /** The node the request names, if it belongs to this machine (else an HttpError). */
+  private checkNode(req: MapRequest, machineKey: MachineKey): NodeRecord {
     const nodeKey = usableKey(req.NodeKey, "nodekey:");
     if (!nodeKey) throw new HttpError(400, "NodeKey is missing or not a valid nodekey");
-    const node = state.nodeByNodeKey(nodeKey);
+    const node = this.deps.state.nodeByNodeKey(nodeKey);
     if (!node) throw new HttpError(404, "node not found");
     if (node.machineKey !== machineKey) {
       throw new HttpError(404, "node key in request does not match the one of this machine key");
     }
-    const id = node.id;
+    return node;
+  }
+
+  /**
+   * Answers the request now. `setupDone` (its gate slot) is called once the answer — a stream's
+   * full map, or a one-shot response — has been handed over.
+   */
+  private serve(req: MapRequest, id: number, res: H2Response, setupDone?: () => void): void {
+    const { state, mapper, notifier, ephemeral, log } = this.deps;
+    if (!state.getNode(id)) throw new HttpError(404, "node not found");
     state.applyReport(id, reportOf(req));
     const zstd = req.Compress === "zstd";
 

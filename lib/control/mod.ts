@@ -38,6 +38,7 @@ import type { Notifier } from "../mapper/notifier.ts";
 import { MapResponseDump } from "../mapper/dump.ts";
 import type { EphemeralGc } from "../state/ephemeral_gc.ts";
 import { MapService } from "./map_session.ts";
+import { SetupGate } from "./setup_gate.ts";
 import { type BodyLimits, createControlHandler } from "./noise_server.ts";
 import { AuthRequestRegistry, type AuthRequests } from "../auth_requests/registry.ts";
 import { PendingAuths } from "./pending_auths.ts";
@@ -83,13 +84,7 @@ export interface ControlPlaneDeps {
 }
 
 export interface ControlPlane {
-  /** `setupDone`: given back once the connection's first map answer is out (setup_gate.ts). */
-  handleNoiseConnection(
-    conn: Duplex,
-    machineKey: MachineKey,
-    capVersion: number,
-    setupDone?: () => void,
-  ): void;
+  handleNoiseConnection(conn: Duplex, machineKey: MachineKey, capVersion: number): void;
   registerPage(req: IncomingMessage, res: ServerResponse): void;
   authPage(req: IncomingMessage, res: ServerResponse): void;
   /** `GET /oidc/callback` (answers 404 without OIDC). */
@@ -132,7 +127,10 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
     log,
     followupWaitMs: tuning.followupWaitMs,
   });
+  // tuning.max_connecting_nodes: full maps answered at once; the other requests wait their turn.
+  const mapGate = new SetupGate({ limit: config.tuning.maxConnectingNodes, maxHoldMs: 10_000 });
   const maps = new MapService({
+    gate: mapGate,
     state,
     mapper,
     notifier,
@@ -213,6 +211,8 @@ export function createControlPlane(deps: ControlPlaneDeps): ControlPlane {
     pingResponse: prober.pingResponse,
     policyChanged: () => sshChecks.forgetApprovals(),
     async close() {
+      mapGate.close();
+      maps.endWaiting();
       prober.close();
       if (!deps.authRequests) authRequests.close();
       await handler.close();

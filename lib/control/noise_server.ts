@@ -52,7 +52,7 @@ export interface ControlHandlerDeps {
 }
 
 export type ControlHandler =
-  & ((conn: Duplex, machineKey: MachineKey, capVersion: number, setupDone?: () => void) => void)
+  & ((conn: Duplex, machineKey: MachineKey, capVersion: number) => void)
   & {
     /** Open Noise connections being served. */
     readonly connectionCount: number;
@@ -105,7 +105,6 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
     res: H2Response,
     machineKey: MachineKey,
     log: Logger,
-    setupDone: (() => void) | undefined,
   ): Promise<void> {
     const path = req.path.split("?")[0];
     const method = req.method;
@@ -115,7 +114,7 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
       const body = await readJsonObject(req, isMap ? limits.map : limits.register);
       checkVersion(body);
       if (isMap) {
-        deps.maps.handle(body as unknown as MapRequest, machineKey, res, setupDone);
+        deps.maps.handle(body as unknown as MapRequest, machineKey, res);
         return;
       }
       const reply = await deps.register.handle(
@@ -155,12 +154,7 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
     throw new HttpError(404, "not found");
   }
 
-  const handle = (
-    conn: Duplex,
-    machineKey: MachineKey,
-    capVersion: number,
-    setupDone?: () => void,
-  ): void => {
+  const handle = (conn: Duplex, machineKey: MachineKey, capVersion: number): void => {
     const log = deps.log.child({ machine: machineKey.slice(0, 13) });
     if (closing) {
       conn.destroy();
@@ -168,7 +162,7 @@ export function createControlHandler(deps: ControlHandlerDeps): ControlHandler {
     }
     const transport = transportOf(conn);
     const session = new H2ServerConnection(transport.h2, (req, res) => {
-      route(req, res, machineKey, log, setupDone).catch((e) => {
+      route(req, res, machineKey, log).catch((e) => {
         if (e instanceof HttpError) {
           if (e.status >= 500 && e.status !== 501) log.warn("control request failed", { error: e });
           else log.debug("control request refused", { status: e.status, reason: e.message });

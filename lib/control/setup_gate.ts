@@ -1,34 +1,44 @@
 /**
- * Admission for connection set-up: at most `limit` ts2021 connections at a time are between
- * their upgrade and their first map written (handshake, registration, building and writing a
- * full map of every peer); the others wait, oldest first, before any work is spent on them.
+ * Admission for full maps: at most `limit` map requests at a time are being answered with a
+ * full map (built, then written until the client has taken it); the others wait, oldest first,
+ * before any work is spent on them.
  *
  * Why: when a server restarts under 10,000 nodes, all of them reconnect at once. Served all at
- * once, every full map progresses a little at a time, none finishes before its client gives up,
- * the clients reconnect and the work starts over (measured: not one node reconverged in 126 s at
- * 100 % CPU). Served a few at a time, each finishes in milliseconds and the queue drains.
+ * once, every full map progresses a little at a time and none finishes (measured: not one node
+ * reconverged in 126 s at 100 % CPU). Served a few at a time, each finishes in milliseconds and
+ * the queue drains.
  *
- * A slot is given back when the connection's first map has been written, when the connection
- * closes, or after `maxHoldMs` (a registration waiting for an interactive login, a client that
- * never asks for a map). A waiting connection whose socket closes leaves the queue.
+ * Why here and not before the Noise handshake: a client gives its dial (upgrade + handshake) 10
+ * s and then starts over with a new connection, while it waits 120 s for a map answer and hears
+ * keep-alives meanwhile. Gating the dial made a restart storm of 10,000 nodes time out ~230,000
+ * dials (each an accept, an HTTP parse and often a wasted handshake); gating the map costs each
+ * node one handshake and one wait.
+ *
+ * A slot is given back when the full map has been taken by the transport, when the request goes
+ * away, or after `maxHoldMs` (a client that never reads). A waiter whose request goes away is
+ * skipped when its turn comes.
  */
-import type { Duplex } from "node:stream";
 
 export interface SetupGateOptions {
-  /** Connections in set-up at once. */
+  /** Full maps being answered at once. */
   limit: number;
   /** A slot is given back after this long in any case. */
   maxHoldMs: number;
 }
 
-/** Call once the connection's set-up is done; later calls do nothing. */
+/** Call once the answer is out; later calls do nothing. */
 export type SetupDone = () => void;
 
+/** A place in the queue (or a running slot). */
+export interface SetupTicket {
+  /** The request went away: leave the queue, or give the slot back if it is running. */
+  cancel(): void;
+}
+
 interface Waiter {
-  socket: Duplex;
   start: (done: SetupDone) => void;
-  /** Stops watching a waiting socket and leaves it paused, its bytes unread. */
-  stopWatching?: () => void;
+  cancelled: boolean;
+  done?: SetupDone;
 }
 
 export class SetupGate {
@@ -36,35 +46,54 @@ export class SetupGate {
   #waiting: Waiter[] = [];
   /** Index of the oldest waiter in #waiting (dequeued ones before it are dropped in bulk). */
   #head = 0;
+  #waitingCount = 0;
   #closed = false;
 
   constructor(private readonly opts: SetupGateOptions) {}
 
-  /** Connections in set-up now. */
+  /** Answers in progress now. */
   get active(): number {
     return this.#active;
   }
 
-  /** Connections waiting for a slot. */
+  /** Requests waiting for a slot. */
   get waiting(): number {
-    return this.#waiting.length - this.#head;
+    return this.#waitingCount;
   }
 
-  /** Runs `start` now if a slot is free, else when one is (unless the socket closed first). */
-  admit(socket: Duplex, start: (done: SetupDone) => void): void {
-    if (this.#closed) return void socket.destroy();
-    if (this.#active < this.opts.limit) return this.#run({ socket, start });
-    // Until its turn nothing else listens: a reset must not become an uncaught error.
-    socket.on("error", ignore);
-    this.#waiting.push({ socket, start, stopWatching: watchForHangUp(socket) });
+  /**
+   * Runs `start` now if a slot is free, else when one is (unless cancelled first). After close,
+   * `start` never runs.
+   */
+  admit(start: (done: SetupDone) => void): SetupTicket {
+    const w: Waiter = { start, cancelled: false };
+    const ticket: SetupTicket = {
+      cancel: () => {
+        if (w.cancelled) return;
+        w.cancelled = true;
+        if (w.done) w.done();
+        else this.#waitingCount--;
+      },
+    };
+    if (this.#closed) {
+      w.cancelled = true;
+      return ticket;
+    }
+    if (this.#active < this.opts.limit) this.#run(w);
+    else {
+      this.#waiting.push(w);
+      this.#waitingCount++;
+    }
+    return ticket;
   }
 
-  /** Drops the waiting connections (shutdown). */
+  /** Drops the waiters (shutdown); they never start. */
   close(): void {
     this.#closed = true;
-    for (let i = this.#head; i < this.#waiting.length; i++) this.#waiting[i].socket.destroy();
+    for (let i = this.#head; i < this.#waiting.length; i++) this.#waiting[i].cancelled = true;
     this.#waiting = [];
     this.#head = 0;
+    this.#waitingCount = 0;
   }
 
   #run(w: Waiter): void {
@@ -74,16 +103,14 @@ export class SetupGate {
       if (released) return;
       released = true;
       clearTimeout(timer);
-      w.socket.off("close", done);
       this.#active--;
       this.#next();
     };
+    w.done = done;
     const timer = setTimeout(done, this.opts.maxHoldMs);
-    w.socket.once("close", done);
     try {
       w.start(done);
     } catch {
-      w.socket.destroy();
       done();
     }
   }
@@ -95,34 +122,9 @@ export class SetupGate {
         this.#waiting = this.#waiting.slice(this.#head);
         this.#head = 0;
       }
-      w.stopWatching?.();
-      if (w.socket.destroyed || w.socket.closed) continue;
+      if (w.cancelled) continue;
+      this.#waitingCount--;
       this.#run(w);
     }
   }
-}
-
-function ignore(): void {}
-
-/**
- * A client that gives up while waiting (its dial timeout) hangs up, and a paused socket never
- * notices: its turn would then spend a handshake and a full map on a dead connection (at
- * 10,000 nodes reconnecting, most of a restart storm's CPU). So a waiting socket flows: its
- * end destroys it at once, and the first bytes it sends (a client does not send any before its
- * 101) pause it again, put back to be read in turn.
- */
-function watchForHangUp(socket: Duplex): () => void {
-  const onEnd = () => socket.destroy();
-  const onData = (chunk: Buffer) => {
-    stop();
-    socket.unshift(chunk);
-  };
-  const stop = () => {
-    socket.off("end", onEnd);
-    socket.off("data", onData);
-    socket.pause();
-  };
-  socket.on("end", onEnd);
-  socket.on("data", onData);
-  return stop;
 }

@@ -147,7 +147,7 @@ export class NoiseConn extends Duplex {
   attachDirect(onPlain: (plain: Buffer) => void): void {
     this.#direct = onPlain;
     // Nobody reads the Readable side in this mode, so _read never resumes the socket: a socket
-    // paused before (the set-up gate pauses waiting ones) must be resumed here, or it stalls.
+    // paused before (by whoever held it before the handshake) must be resumed here, or it stalls.
     if (!this.#socketEnded) this.#socket.resume();
   }
 

@@ -41,8 +41,6 @@ export interface Ts2021ConnectionInfo {
   challenge?: KeyPair;
   /** "http" for the plain upgrade, "websocket" for the js/wasm variant. */
   transport: "http" | "websocket";
-  /** What the caller passed with the upgrade (the connection's set-up slot), handed on. */
-  setupDone?: () => void;
 }
 
 export interface Ts2021UpgradeOptions {
@@ -59,22 +57,15 @@ export interface Ts2021UpgradeOptions {
   log?: Logger;
 }
 
-/** The options plus what one call carries along. */
-type UpgradeCall = Ts2021UpgradeOptions & { setupDone?: () => void };
-
-/**
- * Prepares the options once (public key) and returns a Router-compatible upgrade handler;
- * `setupDone`, when given, reaches onConnection in the connection's info.
- */
+/** Prepares the options once (public key) and returns a Router-compatible upgrade handler. */
 export function ts2021UpgradeHandler(
   opts: Ts2021UpgradeOptions,
-): (req: IncomingMessage, socket: Duplex, head: Buffer, setupDone?: () => void) => void {
+): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
   const prepared = {
     ...opts,
     serverPublicKey: opts.serverPublicKey ?? publicKeyOf(opts.serverPrivateKey),
   };
-  return (req, socket, head, setupDone) =>
-    handleTs2021Upgrade(req, socket, head, setupDone ? { ...prepared, setupDone } : prepared);
+  return (req, socket, head) => handleTs2021Upgrade(req, socket, head, prepared);
 }
 
 /** Handles one `/ts2021` upgrade. Never throws; failures close this socket only. */
@@ -82,7 +73,7 @@ export function handleTs2021Upgrade(
   req: IncomingMessage,
   socket: Duplex,
   head: Buffer,
-  opts: UpgradeCall,
+  opts: Ts2021UpgradeOptions,
 ): void {
   // A late socket error must not become an uncaught exception.
   socket.on("error", (e) => opts.log?.debug("ts2021 socket error", { error: e }));
@@ -94,7 +85,7 @@ export function handleTs2021Upgrade(
   }
 }
 
-function accept(req: IncomingMessage, socket: Duplex, head: Buffer, opts: UpgradeCall) {
+function accept(req: IncomingMessage, socket: Duplex, head: Buffer, opts: Ts2021UpgradeOptions) {
   const log = opts.log;
   const remote = clientAddress(req);
   if (req.method !== "POST" && req.method !== "GET") {
@@ -134,7 +125,7 @@ function finishHandshake(
   stream: Duplex,
   initiation: Uint8Array,
   head: Uint8Array | undefined,
-  opts: UpgradeCall,
+  opts: Ts2021UpgradeOptions,
   isWebSocket: boolean,
 ): void {
   const log = opts.log;
@@ -219,7 +210,6 @@ function finishHandshake(
     request: req,
     challenge,
     transport: isWebSocket ? "websocket" : "http",
-    setupDone: opts.setupDone,
   });
 }
 

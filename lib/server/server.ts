@@ -30,7 +30,6 @@ import { EphemeralGc } from "../state/ephemeral_gc.ts";
 import { MIN_CAP_VERSION } from "../tailcfg/capver.ts";
 import { PolicyManager } from "../policy_manager/manager.ts";
 import { ts2021UpgradeHandler } from "../noise/upgrade.ts";
-import { SetupGate } from "../control/setup_gate.ts";
 import { AuthRequestRegistry } from "../auth_requests/registry.ts";
 import { formatKey, publicKeyOf } from "../tailcfg/keys.ts";
 import { createDerp, type EmbeddedDerp } from "./derp.ts";
@@ -201,18 +200,15 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     });
   }
 
-  // tuning.max_connecting_nodes: ts2021 connections set up at once; the others wait their turn.
-  const setupGate = new SetupGate({ limit: config.tuning.maxConnectingNodes, maxHoldMs: 10_000 });
   const ts2021 = ts2021UpgradeHandler({
     serverPrivateKey: noisePrivate,
     minCapVersion: MIN_CAP_VERSION,
     log: log.child({ component: "noise" }),
-    onConnection: (conn, info) =>
+    onConnection: (conn) =>
       control.handleNoiseConnection(
         conn,
         formatKey(conn.peerPublicKey, "mkey"),
         conn.protocolVersion,
-        info.setupDone,
       ),
   });
 
@@ -228,11 +224,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     .on("POST", "/oidc/confirm", control.oidcConfirm)
     .on("HEAD", "/machine/ping-response", control.pingResponse)
     .on("*", "/ts2021", (_req, res) => sendText(res, 400, "missing next protocol\n"))
-    .upgrade(
-      "/ts2021",
-      (req, socket, head) =>
-        setupGate.admit(socket, (setupDone) => ts2021(req, socket, head, setupDone)),
-    );
+    .upgrade("/ts2021", ts2021);
   derp.mount(router);
   if (adminUi) {
     const ui = adminUi;
@@ -318,7 +310,6 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       // Stop accepting first: clients that reconnect as their streams end must be refused (they
       // retry within milliseconds, reaching the next server as soon as it listens).
       shuttingDown = true;
-      setupGate.close();
       const httpClosed = new Promise<void>((resolve) => http.close(() => resolve()));
       await Promise.all(apiListeners.map((l) => l.close()));
       await metrics?.close();

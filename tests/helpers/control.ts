@@ -56,11 +56,8 @@ export interface TestControl {
     tags?: string[];
     expiration?: Date | null;
   }): Promise<string>;
-  /**
-   * A client connection as if Noise had authenticated `machineKey`; `setupDone` as the set-up
-   * gate passes it.
-   */
-  connect(machineKey: MachineKey, capVersion?: number, setupDone?: () => void): ControlClient;
+  /** A client connection as if Noise had authenticated `machineKey`. */
+  connect(machineKey: MachineKey, capVersion?: number): ControlClient;
   close(): Promise<void>;
 }
 
@@ -137,9 +134,9 @@ export async function startTestControl(opts: {
       });
       return key;
     },
-    connect(machineKey, capVersion = 130, setupDone) {
+    connect(machineKey, capVersion = 130) {
       const [serverEnd, clientEnd] = duplexPair();
-      control.handleNoiseConnection(serverEnd, machineKey, capVersion, setupDone);
+      control.handleNoiseConnection(serverEnd, machineKey, capVersion);
       const client = ControlClient.over(clientEnd);
       clients.push(client);
       return client;
