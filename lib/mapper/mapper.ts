@@ -251,6 +251,7 @@ export class Mapper {
   /** The node as it sees itself: its peer view plus its own capabilities. */
   selfNode(node: NodeRecord): Node {
     const self = this.nodeView(node);
+    self.Machine = node.machineKey;
     const capMap = this.selfCapMap(node.id);
     if (Object.keys(capMap).length > 0) self.CapMap = capMap;
     return self;

@@ -44,7 +44,9 @@ export function peerNode(node: NodeRecord, ctx: NodeViewContext): Node {
     Name: nodeFqdn(node.givenName, ctx.baseDomain),
     User: wireUserId(node),
     Key: node.nodeKey,
-    Machine: node.machineKey,
+    // No Machine key for peers (headscale sends it): Tailscale clients only compare it between
+    // netmaps, and it is a quarter of a peer's compressed bytes in every full map. The node's own
+    // entry has it (mapper.selfNode).
     Addresses: addresses,
     AllowedIPs: [...addresses, ...ctx.primaryRoutes, ...exitRoutes],
     Hostinfo: (node.hostinfo ?? { Hostname: node.hostname }) as Hostinfo,
