@@ -154,8 +154,7 @@ export class NoiseConn extends Duplex {
   /** Seals `pieces` (in order) into records and writes them to the socket as one write. */
   writePlain(pieces: Uint8Array[], totalBytes: number): void {
     if (this.destroyed) return;
-    const plain = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces, totalBytes);
-    this.#send(plain);
+    this.#send(pieces, totalBytes);
   }
 
   /** Bytes written to the socket and not yet taken by the OS. */
@@ -211,7 +210,7 @@ export class NoiseConn extends Duplex {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
-    this.#send(chunk, cb);
+    this.#send([chunk], chunk.length, cb);
   }
 
   override _writev(
@@ -219,20 +218,18 @@ export class NoiseConn extends Duplex {
     cb: (e?: Error | null) => void,
   ): void {
     // HTTP/2 writes many small frames: pack them into as few records as possible.
-    this.#send(
-      chunks.length === 1 ? chunks[0].chunk : Buffer.concat(chunks.map((c) => c.chunk)),
-      cb,
-    );
+    const pieces = chunks.map((c) => c.chunk);
+    this.#send(pieces, pieces.reduce((n, p) => n + p.length, 0), cb);
   }
 
   /**
    * Seals and writes. Without `cb` (direct mode's hot path, one call per peer change) no
    * closure is made: a sealing error destroys the conn, a socket error reaches it as 'error'.
    */
-  #send(plain: Uint8Array, cb?: (e?: Error | null) => void): void {
+  #send(pieces: readonly Uint8Array[], total: number, cb?: (e?: Error | null) => void): void {
     let frames: Buffer;
     try {
-      frames = this.#sealer.seal(plain);
+      frames = this.#sealer.sealPieces(pieces, total);
     } catch (e) {
       if (cb) cb(e as Error);
       else this.destroy(e as Error);

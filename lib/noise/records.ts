@@ -7,6 +7,7 @@
 import { createCipheriv, createDecipheriv } from "node:crypto";
 import { NONCE_LEN, TAG_LEN } from "./crypto.ts";
 import { HEADER_LEN, MAX_PLAINTEXT_LEN, MSG_RECORD } from "./messages.ts";
+import type { ChaChaSealEngine } from "./chacha_wasm.ts";
 
 /** A record failed to decrypt, or the counter ran out: the connection cannot go on. */
 export class NoiseRecordError extends Error {
@@ -34,14 +35,28 @@ class Counter {
   get value(): number {
     return this.#value;
   }
+
+  /** Takes `n` values at once; returns the first. */
+  take(n: number): number {
+    if (this.#value + n > MAX_COUNTER) {
+      throw new NoiseRecordError("cipher exhausted, no more nonces available for this key");
+    }
+    const first = this.#value;
+    this.#value += n;
+    return first;
+  }
 }
 
-/** Encrypts outgoing plaintext into record frames (type 0x04), splitting at 4077 bytes. */
+/**
+ * Encrypts outgoing plaintext into record frames (type 0x04), splitting at 4077 bytes. With an
+ * engine (chacha_wasm.ts, what the server uses) the sealing runs in WebAssembly; without one,
+ * node:crypto does it.
+ */
 export class RecordSealer {
   readonly #key: Buffer;
   readonly #counter = new Counter();
 
-  constructor(key: Uint8Array) {
+  constructor(key: Uint8Array, private readonly engine?: ChaChaSealEngine) {
     this.#key = Buffer.from(key);
   }
 
@@ -55,6 +70,16 @@ export class RecordSealer {
    * record). Returned as one buffer so it goes out in one socket write.
    */
   seal(plaintext: Uint8Array): Buffer {
+    return this.sealPieces([plaintext], plaintext.length);
+  }
+
+  /** As seal, for `pieces` taken in order as one plaintext of `total` bytes (not copied first). */
+  sealPieces(pieces: readonly Uint8Array[], total: number): Buffer {
+    if (this.engine) {
+      const records = Math.max(1, Math.ceil(total / MAX_PLAINTEXT_LEN));
+      return this.engine.sealRecords(this.#key, this.#counter.take(records), pieces, total);
+    }
+    const plaintext = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces, total);
     const records = Math.max(1, Math.ceil(plaintext.length / MAX_PLAINTEXT_LEN));
     const out = Buffer.allocUnsafe(plaintext.length + records * (HEADER_LEN + TAG_LEN));
     let src = 0;

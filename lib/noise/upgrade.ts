@@ -28,6 +28,7 @@ import {
   NoiseFrameError,
 } from "./messages.ts";
 import { RecordOpener, RecordSealer } from "./records.ts";
+import type { ChaChaSealEngine } from "./chacha_wasm.ts";
 import { MIN_CAP_VERSION } from "../tailcfg/capver.ts";
 import { acceptWebSocketUpgrade, isWebSocketUpgrade } from "./websocket.ts";
 
@@ -52,6 +53,8 @@ export interface Ts2021UpgradeOptions {
   minCapVersion?: number;
   /** Send the early payload with a fresh nodeKeyChallenge (default true; never on WebSocket). */
   sendEarlyPayload?: boolean;
+  /** Seals what the connections send (one for the whole server); node:crypto without it. */
+  sealEngine?: ChaChaSealEngine;
   /** Receives each established connection; should serve HTTP/2 on it. */
   onConnection(conn: NoiseConn, info: Ts2021ConnectionInfo): void;
   log?: Logger;
@@ -169,7 +172,7 @@ function finishHandshake(
     throw e;
   }
 
-  const sealer = new RecordSealer(hs.sendKey);
+  const sealer = new RecordSealer(hs.sendKey, opts.sealEngine);
   const opener = new RecordOpener(hs.receiveKey);
   let challenge: KeyPair | undefined;
   const out: Uint8Array[] = [...preamble, hs.response];

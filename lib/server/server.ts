@@ -30,6 +30,7 @@ import { EphemeralGc } from "../state/ephemeral_gc.ts";
 import { MIN_CAP_VERSION } from "../tailcfg/capver.ts";
 import { PolicyManager } from "../policy_manager/manager.ts";
 import { ts2021UpgradeHandler } from "../noise/upgrade.ts";
+import { ChaChaSealEngine } from "../noise/chacha_wasm.ts";
 import { AuthRequestRegistry } from "../auth_requests/registry.ts";
 import { formatKey, publicKeyOf } from "../tailcfg/keys.ts";
 import { createDerp, type EmbeddedDerp } from "./derp.ts";
@@ -202,6 +203,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
 
   const ts2021 = ts2021UpgradeHandler({
     serverPrivateKey: noisePrivate,
+    sealEngine: new ChaChaSealEngine(),
     minCapVersion: MIN_CAP_VERSION,
     log: log.child({ component: "noise" }),
     onConnection: (conn) =>
