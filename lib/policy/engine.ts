@@ -414,9 +414,64 @@ export class PolicyEngine {
   /** Adds or replaces a node; returns the ids of nodes whose outputs may have changed. */
   upsertNode(node: PolicyNode): number[] {
     const prev = this.tailnet.nodes.get(node.id);
+    // Endpoints, Hostinfo and online state change often and are not the policy's business.
+    if (prev && samePolicyInput(prev.input, node)) return [];
     const before = this.snapshotFor(prev);
     const { next } = this.tailnet.upsert(node);
     return this.afterChange(prev, next, before);
+  }
+
+  /**
+   * As upsertNode and removeNode, for when nobody asks who is affected (no policy in force):
+   * the tailnet is updated and the derived caches dropped, which costs nothing per peer. Working
+   * out the affected nodes of an allow-all tailnet walks every node on every join.
+   */
+  trackNode(node: PolicyNode): void {
+    const prev = this.tailnet.nodes.get(node.id);
+    if (prev && samePolicyInput(prev.input, node)) return;
+    const { next } = this.tailnet.upsert(node);
+    this.invalidateFor(prev, next);
+    this.dropClasses();
+  }
+
+  untrackNode(id: number): void {
+    const prev = this.tailnet.nodes.get(id);
+    if (!prev) return;
+    this.tailnet.remove(id);
+    this.invalidateFor(prev, undefined);
+    this.dropClasses();
+  }
+
+  private dropClasses(): void {
+    this.peerClasses.clear();
+    this.recipes.clear();
+    this.signatures = new WeakMap();
+  }
+
+  /** Drops what the resolver and SSH compiler derived from the node's old and new attributes. */
+  private invalidateFor(
+    prev: NodeRec | undefined,
+    next: NodeRec | undefined,
+  ): { routesChanged: boolean; touched: IPRange[] } {
+    const sameIPs = prev !== undefined && next !== undefined &&
+      prev.ipStrings.join() === next.ipStrings.join();
+    const oldKeys = new Set(prev?.keys ?? []);
+    const newKeys = new Set(next?.keys ?? []);
+    const changed = new Set<string>();
+    for (const k of oldKeys) if (!newKeys.has(k) || !sameIPs) changed.add(k);
+    for (const k of newKeys) if (!oldKeys.has(k) || !sameIPs) changed.add(k);
+    const routesChanged =
+      (prev?.subnetRouteStrings.join() ?? "") !== (next?.subnetRouteStrings.join() ?? "") ||
+      (prev?.isExit ?? false) !== (next?.isExit ?? false);
+    const touched: IPRange[] = [];
+    for (const x of [prev, next]) {
+      for (const ip of x?.ips ?? []) {
+        touched.push({ family: ip.family, lo: ip.value, hi: ip.value });
+      }
+    }
+    this.resolver.invalidate(changed, routesChanged, touched);
+    this.ssh.invalidate(changed, routesChanged);
+    return { routesChanged, touched };
   }
 
   /** Removes a node; returns the ids of nodes whose outputs may have changed. */
@@ -498,29 +553,9 @@ export class PolicyEngine {
     before: Snapshot,
   ): number[] {
     const tn = this.tailnet;
-    const sameIPs = prev !== undefined && next !== undefined &&
-      prev.ipStrings.join() === next.ipStrings.join();
-    const oldKeys = new Set(prev?.keys ?? []);
-    const newKeys = new Set(next?.keys ?? []);
-    const changed = new Set<string>();
-    for (const k of oldKeys) if (!newKeys.has(k) || !sameIPs) changed.add(k);
-    for (const k of newKeys) if (!oldKeys.has(k) || !sameIPs) changed.add(k);
-    const routesChanged =
-      (prev?.subnetRouteStrings.join() ?? "") !== (next?.subnetRouteStrings.join() ?? "") ||
-      (prev?.isExit ?? false) !== (next?.isExit ?? false);
-    const touched: IPRange[] = [];
-    for (const x of [prev, next]) {
-      for (const ip of x?.ips ?? []) {
-        touched.push({ family: ip.family, lo: ip.value, hi: ip.value });
-      }
-    }
-
-    this.resolver.invalidate(changed, routesChanged, touched);
-    this.ssh.invalidate(changed, routesChanged);
+    const { routesChanged, touched } = this.invalidateFor(prev, next);
     if (routesChanged) {
-      this.peerClasses.clear();
-      this.recipes.clear();
-      this.signatures = new WeakMap();
+      this.dropClasses();
       return this.nodeIds();
     }
 
@@ -677,4 +712,18 @@ export class PolicyEngine {
     });
     return out;
   }
+}
+
+/** The same attributes as far as the policy is concerned (all of PolicyNode). */
+function samePolicyInput(a: PolicyNode, b: PolicyNode): boolean {
+  return a.id === b.id && a.name === b.name && a.ipv4 === b.ipv4 && a.ipv6 === b.ipv6 &&
+    a.userId === b.userId && sameList(a.tags, b.tags) &&
+    sameList(a.advertisedRoutes, b.advertisedRoutes) &&
+    sameList(a.approvedRoutes, b.approvedRoutes);
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

@@ -154,10 +154,13 @@ export class PolicyManager {
         // A user with no node yet changes no node's outputs, so the ids that matter are the
         // upsert's.
         if (node.userId !== null && !this.knownUsers.has(node.userId)) this.syncUsers();
-        ids = this.engine.upsertNode(toPolicyNode(node));
+        // Without a policy nobody asks who is affected: keep the engine current, nothing more.
+        if (this.hasPolicy) ids = this.engine.upsertNode(toPolicyNode(node));
+        else this.engine.trackNode(toPolicyNode(node));
         this.autoApprove(node);
       } else if (c.kind === "node-removed") {
-        ids = this.engine.removeNode(c.nodeId);
+        if (this.hasPolicy) ids = this.engine.removeNode(c.nodeId);
+        else this.engine.untrackNode(c.nodeId);
       } else if (c.kind === "user-updated") {
         ids = this.syncUsers();
       }
