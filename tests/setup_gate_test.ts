@@ -18,7 +18,10 @@ async function until(ok: () => boolean, what: string): Promise<void> {
   }
 }
 
-Deno.test("setup gate: at most `limit` at once, the rest in arrival order as slots free", () => {
+/** A freed slot goes to the next waiter in a microtask, outside the caller's stack. */
+const tick = () => new Promise<void>((r) => queueMicrotask(r));
+
+Deno.test("setup gate: at most `limit` at once, the rest in arrival order as slots free", async () => {
   const gate = new SetupGate({ limit: 2, maxHoldMs: 60_000 });
   const started: number[] = [];
   const dones = new Map<number, SetupDone>();
@@ -33,18 +36,24 @@ Deno.test("setup gate: at most `limit` at once, the rest in arrival order as slo
   assert.equal(gate.waiting, 3);
   dones.get(1)!();
   dones.get(1)!(); // a second call gives nothing back twice
+  // A newcomer does not jump the queue while the freed slot is being handed on.
+  gate.admit(() => started.push(5));
+  await tick();
   assert.deepEqual(started, [0, 1, 2]);
   assert.equal(gate.active, 2);
   dones.get(0)!();
   dones.get(2)!();
+  await tick();
   assert.deepEqual(started, [0, 1, 2, 3, 4]);
   dones.get(3)!();
+  await tick();
+  assert.deepEqual(started, [0, 1, 2, 3, 4, 5]);
   dones.get(4)!();
-  assert.equal(gate.active, 0);
+  assert.equal(gate.active, 1);
   assert.equal(gate.waiting, 0);
 });
 
-Deno.test("setup gate: a cancelled waiter is skipped; cancelling a running one frees its slot", () => {
+Deno.test("setup gate: a cancelled waiter is skipped; cancelling a running one frees its slot", async () => {
   const gate = new SetupGate({ limit: 1, maxHoldMs: 60_000 });
   const started: string[] = [];
   const first = gate.admit(() => started.push("first"));
@@ -55,6 +64,7 @@ Deno.test("setup gate: a cancelled waiter is skipped; cancelling a running one f
   gone.cancel(); // twice is once
   assert.equal(gate.waiting, 1);
   first.cancel(); // the request went away while its answer was being written
+  await tick();
   assert.deepEqual(started, ["first", "third"]);
   assert.equal(gate.active, 1);
   assert.equal(gate.waiting, 0);
@@ -215,7 +225,7 @@ Deno.test("map gate: a full map waits for its turn with its headers out and keep
     c.close(); // gives up while waiting: skipped, no full map built for it
     assert.equal(gate.waiting, 1);
     a.take();
-    assert.equal(gate.waiting, 0);
+    await until(() => gate.waiting === 0, "the next turn");
     const full = b.messages().filter((m) => m.Node);
     assert.equal(full.length, 1, "its turn: the full map");
     assert.equal((full[0].Peers as unknown[]).length, 2);

@@ -48,6 +48,8 @@ export class SetupGate {
   #head = 0;
   #waitingCount = 0;
   #closed = false;
+  /** A #next is queued. */
+  #scheduled = false;
 
   constructor(private readonly opts: SetupGateOptions) {}
 
@@ -79,7 +81,7 @@ export class SetupGate {
       w.cancelled = true;
       return ticket;
     }
-    if (this.#active < this.opts.limit) this.#run(w);
+    if (this.#active < this.opts.limit && this.#waitingCount === 0) this.#run(w);
     else {
       this.#waiting.push(w);
       this.#waitingCount++;
@@ -104,7 +106,16 @@ export class SetupGate {
       released = true;
       clearTimeout(timer);
       this.#active--;
-      this.#next();
+      // Not inside the caller's stack: a slot is often given back from deep in another
+      // connection's write (the last piece of a full map taken), and the notifier counts what
+      // runs in its flush as the flush's own cost.
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        queueMicrotask(() => {
+          this.#scheduled = false;
+          this.#next();
+        });
+      }
     };
     w.done = done;
     const timer = setTimeout(done, this.opts.maxHoldMs);
@@ -116,6 +127,7 @@ export class SetupGate {
   }
 
   #next(): void {
+    if (this.#closed) return;
     while (this.#active < this.opts.limit && this.#head < this.#waiting.length) {
       const w = this.#waiting[this.#head++];
       if (this.#head > 1024 && this.#head * 2 > this.#waiting.length) {

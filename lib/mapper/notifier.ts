@@ -53,20 +53,26 @@ export interface NotifierDeps {
   batchDelayMs: number;
   /**
    * Send at once when idle, coalesce only under load: the pause between flushes grows with how
-   * busy the process has been (CPU share since the last flush: none below LOAD_LOW, the whole
-   * batchDelayMs from LOAD_HIGH on) and is at least LOAD_FACTOR times what recent flushes took.
-   * A lone change at idle goes out in the next task; a join storm or heavy churn is batched as
-   * before. Without it every batch waits batchDelayMs (tests that flush by hand rely on that).
+   * busy the process is with other work (its CPU share between flushes: none below LOAD_LOW, the
+   * whole batchDelayMs from LOAD_HIGH on: registrations and full maps of a join or restart storm)
+   * and is at least LOAD_FACTOR times what recent flushes took (fan-out itself uses at most about
+   * a third of the core: churn). A lone change at idle goes out in the next task. Without it
+   * every batch waits batchDelayMs (tests that flush by hand rely on that).
    */
   adaptive?: boolean;
   now?: () => Date;
 }
 
 /** With `adaptive`, the pause after a flush is at least this many times what flushes cost. */
-const LOAD_FACTOR = 9;
+const LOAD_FACTOR = 2;
 /** With `adaptive`, CPU shares of one core between which the pause grows from 0 to the window. */
-const LOAD_LOW = 0.1;
-const LOAD_HIGH = 0.5;
+const LOAD_LOW = 0.2;
+const LOAD_HIGH = 0.6;
+/**
+ * With `adaptive`, the other work's CPU share is averaged over about this long: a GC pause or a
+ * burst of requests between two close flushes must not stretch the next pause to the window.
+ */
+const LOAD_SMOOTHING_MS = 2_000;
 
 function cpuMicros(): number {
   const { user, system } = process.cpuUsage();
@@ -85,7 +91,7 @@ export class Notifier {
   /** When the last flush ended (performance.now()), and what recent flushes cost (ms, smoothed). */
   private lastFlushEnd = -Infinity;
   private flushCostMs = 0;
-  /** The process's CPU time (µs) at the last flush's end, and its recent share of one core. */
+  /** The process's CPU time (µs) at the last flush's end; its recent share of one core between flushes. */
   private lastFlushCpu = 0;
   private load = 0;
 
@@ -179,31 +185,28 @@ export class Notifier {
     const b = this.batch;
     this.batch = emptyBatch();
     const started = performance.now();
+    if (this.deps.adaptive) {
+      // What the process did between flushes (registrations, full maps, requests), apart from
+      // the flushes themselves: a busy server batches more, a flush's own cost does not count.
+      const cpu = cpuMicros();
+      const wall = started - this.lastFlushEnd;
+      const share = Number.isFinite(wall) && wall > 0 ? (cpu - this.lastFlushCpu) / 1000 / wall : 0;
+      const weight = Number.isFinite(wall) && wall > 0
+        ? 1 - Math.exp(-wall / LOAD_SMOOTHING_MS)
+        : 1;
+      this.load += (Math.min(1, share) - this.load) * weight;
+    }
     try {
       this.sendDeltas(b);
     } catch (e) {
       this.deps.log.error("sending map updates failed", { error: e });
     }
+    // The sends frame, seal and write in this call (lib/h2 writes in the writer's turn), so
+    // this is the whole cost of the flush.
     const ended = performance.now();
-    if (this.deps.adaptive) {
-      // Most of a flush's cost comes after it: node:http2 writes the frames (HTTP/2 framing,
-      // Noise sealing, socket writes) in next-tick callbacks queued by the sends above, before
-      // this one. Counting only the synchronous part saw a fifth of it.
-      process.nextTick(() => {
-        const done = performance.now();
-        this.flushCostMs = (this.flushCostMs + (done - started)) / 2;
-        this.lastFlushEnd = done;
-      });
-      // Everything the process did since the last flush: registrations, writes, other flushes.
-      const cpu = cpuMicros();
-      const wall = ended - this.lastFlushEnd;
-      const share = Number.isFinite(wall) && wall > 0 ? (cpu - this.lastFlushCpu) / 1000 / wall : 0;
-      this.load = (this.load + Math.min(1, share)) / 2;
-      this.lastFlushCpu = cpu;
-    } else {
-      this.flushCostMs = (this.flushCostMs + (ended - started)) / 2;
-    }
+    this.flushCostMs = (this.flushCostMs + (ended - started)) / 2;
     this.lastFlushEnd = ended;
+    if (this.deps.adaptive) this.lastFlushCpu = cpuMicros();
   }
 
   /** A full map on a running stream (its policy outputs were already remembered). */
