@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { blake2s as nobleBlake2s } from "@noble/hashes/blake2.js";
 import { hkdf as nobleHkdf } from "@noble/hashes/hkdf.js";
-import { blake2s, hkdf2, x25519 } from "../lib/noise/crypto.ts";
+import { blake2s, hkdf2, hmacBlake2s, x25519 } from "../lib/noise/crypto.ts";
+import { createHmac } from "node:crypto";
 import {
   NoiseHandshakeError,
   prologue,
@@ -284,4 +285,18 @@ Deno.test("crypto: BLAKE2s and HKDF agree with an independent implementation (no
     assert.deepEqual(b, ref.subarray(32));
   }
   assert.deepEqual(blake2s(text("Noise_"), text("IK")), nobleBlake2s(text("Noise_IK")));
+});
+
+Deno.test("handshake: HMAC-BLAKE2s from two hashes equals node:crypto's HMAC for any key length", () => {
+  for (const keyLen of [0, 1, 32, 63, 64, 65, 100]) {
+    for (const msgLen of [0, 1, 32, 64, 200]) {
+      const key = Uint8Array.from({ length: keyLen }, (_, i) => (i * 7 + 3) & 0xff);
+      const msg = Uint8Array.from({ length: msgLen }, (_, i) => (i * 13 + 1) & 0xff);
+      const want = createHmac("blake2s256", key).update(msg).digest();
+      assert.deepEqual(
+        hmacBlake2s(key, msg.subarray(0, msgLen >> 1), msg.subarray(msgLen >> 1)),
+        new Uint8Array(want),
+      );
+    }
+  }
 });

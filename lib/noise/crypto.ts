@@ -6,8 +6,9 @@ import {
   createCipheriv,
   createDecipheriv,
   createHash,
-  createHmac,
   diffieHellman,
+  generateKeyPairSync,
+  type KeyObject,
 } from "node:crypto";
 import { x25519PrivateKeyObject, x25519PublicKeyObject } from "../tailcfg/keys.ts";
 
@@ -26,10 +27,21 @@ export function blake2s(...parts: Uint8Array[]): Uint8Array {
   return new Uint8Array(h.digest());
 }
 
-function hmacBlake2s(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
-  const h = createHmac("blake2s256", key);
-  for (const p of parts) h.update(p);
-  return new Uint8Array(h.digest());
+const BLAKE2S_BLOCK = 64;
+
+/**
+ * HMAC-BLAKE2s (RFC 2104) from two plain hashes: node:crypto's createHmac costs three times a
+ * hash here, and a handshake makes fifteen of them.
+ */
+export function hmacBlake2s(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array {
+  const k = key.length > BLAKE2S_BLOCK ? blake2s(key) : key;
+  const inner = new Uint8Array(BLAKE2S_BLOCK).fill(0x36);
+  const outer = new Uint8Array(BLAKE2S_BLOCK).fill(0x5c);
+  for (let i = 0; i < k.length; i++) {
+    inner[i] ^= k[i];
+    outer[i] ^= k[i];
+  }
+  return blake2s(outer, blake2s(inner, ...parts));
 }
 
 /**
@@ -43,16 +55,44 @@ export function hkdf2(chainingKey: Uint8Array, ikm: Uint8Array): [Uint8Array, Ui
   return [out1, out2];
 }
 
+/** An X25519 key in node:crypto's form: imported once, used for several DH operations. */
+export type X25519Key = KeyObject;
+
+/** Imports a raw public key; NoiseCryptoError when it is not 32 bytes. */
+export function x25519PublicKey(raw: Uint8Array): X25519Key {
+  try {
+    return x25519PublicKeyObject(raw);
+  } catch {
+    throw new NoiseCryptoError("X25519 public key is malformed");
+  }
+}
+
+export function x25519PrivateKey(raw: Uint8Array): X25519Key {
+  return x25519PrivateKeyObject(raw);
+}
+
+/** A fresh ephemeral key: the private half stays a KeyObject, only the public half is raw. */
+export function x25519Ephemeral(): { privateKey: X25519Key; publicKey: Uint8Array } {
+  const { privateKey, publicKey } = generateKeyPairSync("x25519");
+  const jwk = publicKey.export({ format: "jwk" });
+  return { privateKey, publicKey: new Uint8Array(Buffer.from(jwk.x as string, "base64url")) };
+}
+
 /**
- * X25519(privateKey, publicKey). Throws NoiseCryptoError when the result would be all zeros
- * (a low-order public key), as Go's curve25519.X25519 does.
+ * X25519(privateKey, publicKey), raw keys or imported ones. Throws NoiseCryptoError when the
+ * result would be all zeros (a low-order public key), as Go's curve25519.X25519 does.
  */
-export function x25519(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
+export function x25519(
+  privateKey: Uint8Array | X25519Key,
+  publicKey: Uint8Array | X25519Key,
+): Uint8Array {
   let shared: Uint8Array;
   try {
     shared = new Uint8Array(diffieHellman({
-      privateKey: x25519PrivateKeyObject(privateKey),
-      publicKey: x25519PublicKeyObject(publicKey),
+      privateKey: privateKey instanceof Uint8Array
+        ? x25519PrivateKeyObject(privateKey)
+        : privateKey,
+      publicKey: publicKey instanceof Uint8Array ? x25519PublicKeyObject(publicKey) : publicKey,
     }));
   } catch {
     throw new NoiseCryptoError("X25519 failed (low-order or malformed public key)");

@@ -10,7 +10,19 @@
  * initiation header (the client's capability version). Split gives k1 for client→server records
  * and k2 for server→client records.
  */
-import { aeadOpen, aeadSeal, blake2s, hkdf2, KEY_LEN, NONCE_LEN, x25519 } from "./crypto.ts";
+import {
+  aeadOpen,
+  aeadSeal,
+  blake2s,
+  hkdf2,
+  KEY_LEN,
+  NONCE_LEN,
+  x25519,
+  x25519Ephemeral,
+  type X25519Key,
+  x25519PrivateKey,
+  x25519PublicKey,
+} from "./crypto.ts";
 import { decodeInitiation, decodeResponse, encodeInitiation, encodeResponse } from "./messages.ts";
 import { generateKeyPair, type KeyPair, publicKeyOf } from "../tailcfg/keys.ts";
 
@@ -58,7 +70,7 @@ class SymmetricState {
     this.h = blake2s(this.h, data);
   }
 
-  mixDH(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
+  mixDH(privateKey: Uint8Array | X25519Key, publicKey: Uint8Array | X25519Key): Uint8Array {
     const [ck, k] = hkdf2(this.ck, x25519(privateKey, publicKey));
     this.ck = ck;
     return k;
@@ -88,7 +100,12 @@ function checkVersion(version: number): void {
   }
 }
 
-function dh(s: SymmetricState, priv: Uint8Array, pub: Uint8Array, step: string): Uint8Array {
+function dh(
+  s: SymmetricState,
+  priv: Uint8Array | X25519Key,
+  pub: Uint8Array | X25519Key,
+  step: string,
+): Uint8Array {
   try {
     return s.mixDH(priv, pub);
   } catch (e) {
@@ -163,6 +180,17 @@ export interface ServerHandshakeOptions {
   initiation: Uint8Array;
   /** Fixed ephemeral key, for test vectors only. */
   ephemeral?: KeyPair;
+  /** serverPrivateKey imported once (ts2021UpgradeHandler keeps it), saving an import per DH. */
+  serverKey?: X25519Key;
+}
+
+/** Imports a key the peer sent, once for its two DH operations. */
+function peerKey(raw: Uint8Array, what: string): X25519Key {
+  try {
+    return x25519PublicKey(raw);
+  } catch (e) {
+    throw new NoiseHandshakeError(`${what}: ${(e as Error).message}`);
+  }
 }
 
 /**
@@ -181,16 +209,24 @@ export function respondToHandshake(
   s.mixHash(prologue(init.version));
   s.mixHash(serverPublic);
 
+  const serverKey = opts.serverKey ?? x25519PrivateKey(opts.serverPrivateKey);
   s.mixHash(init.ephemeralPublic);
-  let k = dh(s, opts.serverPrivateKey, init.ephemeralPublic, "es");
+  const clientEphemeral = peerKey(init.ephemeralPublic, "client ephemeral key");
+  let k = dh(s, serverKey, clientEphemeral, "es");
   const machineKey = s.decryptAndHash(k, init.encryptedStatic, "machine key");
-  k = dh(s, opts.serverPrivateKey, machineKey, "ss");
+  const clientStatic = peerKey(machineKey, "client machine key");
+  k = dh(s, serverKey, clientStatic, "ss");
   s.decryptAndHash(k, init.tag, "initiation tag");
 
-  const e = opts.ephemeral ?? generateKeyPair();
+  const e = opts.ephemeral
+    ? {
+      privateKey: x25519PrivateKey(opts.ephemeral.privateKey),
+      publicKey: opts.ephemeral.publicKey,
+    }
+    : x25519Ephemeral();
   s.mixHash(e.publicKey);
-  dh(s, e.privateKey, init.ephemeralPublic, "ee");
-  k = dh(s, e.privateKey, machineKey, "se");
+  dh(s, e.privateKey, clientEphemeral, "ee");
+  k = dh(s, e.privateKey, clientStatic, "se");
   const tag = s.encryptAndHash(k, EMPTY);
   const [k1, k2] = s.split();
 

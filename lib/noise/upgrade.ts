@@ -29,6 +29,7 @@ import {
 } from "./messages.ts";
 import { RecordOpener, RecordSealer } from "./records.ts";
 import type { ChaChaSealEngine } from "./chacha_wasm.ts";
+import { type X25519Key, x25519PrivateKey } from "./crypto.ts";
 import { MIN_CAP_VERSION } from "../tailcfg/capver.ts";
 import { acceptWebSocketUpgrade, isWebSocketUpgrade } from "./websocket.ts";
 
@@ -53,6 +54,8 @@ export interface Ts2021UpgradeOptions {
   minCapVersion?: number;
   /** Send the early payload with a fresh nodeKeyChallenge (default true; never on WebSocket). */
   sendEarlyPayload?: boolean;
+  /** serverPrivateKey imported once (ts2021UpgradeHandler does it). */
+  serverKey?: X25519Key;
   /** Seals what the connections send (one for the whole server); node:crypto without it. */
   sealEngine?: ChaChaSealEngine;
   /** Receives each established connection; should serve HTTP/2 on it. */
@@ -67,6 +70,7 @@ export function ts2021UpgradeHandler(
   const prepared = {
     ...opts,
     serverPublicKey: opts.serverPublicKey ?? publicKeyOf(opts.serverPrivateKey),
+    serverKey: opts.serverKey ?? x25519PrivateKey(opts.serverPrivateKey),
   };
   return (req, socket, head) => handleTs2021Upgrade(req, socket, head, prepared);
 }
@@ -158,6 +162,7 @@ function finishHandshake(
     hs = respondToHandshake({
       serverPrivateKey: opts.serverPrivateKey,
       serverPublicKey: opts.serverPublicKey,
+      serverKey: opts.serverKey,
       initiation,
     });
   } catch (e) {
