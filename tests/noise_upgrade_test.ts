@@ -321,3 +321,33 @@ Deno.test("upgrade: bytes pipelined after the request head reach the record pars
     await srv.close();
   }
 });
+
+Deno.test("upgrade: an upgrade read after the client's dial timeout is dropped without a handshake", async () => {
+  let connectedAt = 0;
+  const srv = await startServer({ connectedAt: () => connectedAt });
+  try {
+    connectedAt = performance.now() - 11_000; // as if it waited behind a restart storm
+    await assert.rejects(
+      noiseClientConnect({
+        host: "127.0.0.1",
+        port: srv.port,
+        serverPublicKey: srv.serverKey.publicKey,
+        machinePrivateKey: generateKeyPair().privateKey,
+        capVersion: 130,
+      }),
+    );
+    assert.equal(srv.conns.length, 0, "no handshake, no connection");
+    connectedAt = performance.now();
+    const { conn } = await noiseClientConnect({
+      host: "127.0.0.1",
+      port: srv.port,
+      serverPublicKey: srv.serverKey.publicKey,
+      machinePrivateKey: generateKeyPair().privateKey,
+      capVersion: 130,
+    });
+    assert.equal(srv.conns.length, 1);
+    conn.destroy();
+  } finally {
+    await srv.close();
+  }
+});

@@ -54,6 +54,11 @@ export interface Ts2021UpgradeOptions {
   minCapVersion?: number;
   /** Send the early payload with a fresh nodeKeyChallenge (default true; never on WebSocket). */
   sendEarlyPayload?: boolean;
+  /**
+   * When the connection was accepted (performance.now()), if known. An upgrade read more than
+   * CLIENT_DIAL_BUDGET_MS later is dropped without a handshake: its client has given up.
+   */
+  connectedAt?: (socket: Duplex) => number | undefined;
   /** serverPrivateKey imported once (ts2021UpgradeHandler does it). */
   serverKey?: X25519Key;
   /** Seals what the connections send (one for the whole server); node:crypto without it. */
@@ -92,9 +97,22 @@ export function handleTs2021Upgrade(
   }
 }
 
+/**
+ * A Tailscale client gives its whole dial (TCP, upgrade, handshake) 10 s, more only with a dial
+ * plan from control, which we never send. A restart storm of 10,000 nodes keeps the server busy
+ * long enough for the last upgrades to be read after that: a handshake for them is wasted.
+ */
+export const CLIENT_DIAL_BUDGET_MS = 10_000;
+
 function accept(req: IncomingMessage, socket: Duplex, head: Buffer, opts: Ts2021UpgradeOptions) {
   const log = opts.log;
   const remote = clientAddress(req);
+  const at = opts.connectedAt?.(socket);
+  if (at !== undefined && performance.now() - at > CLIENT_DIAL_BUDGET_MS) {
+    log?.debug("ts2021 dropped: read after the client's dial timeout", { remote });
+    socket.destroy();
+    return;
+  }
   if (req.method !== "POST" && req.method !== "GET") {
     return refuseHttp(socket, 405, "method not allowed");
   }

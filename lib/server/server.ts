@@ -201,8 +201,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     });
   }
 
+  // When each connection was accepted: an upgrade read after its client's dial timeout is dropped.
+  const connectedAt = new WeakMap<object, number>();
   const ts2021 = ts2021UpgradeHandler({
     serverPrivateKey: noisePrivate,
+    connectedAt: (socket) => connectedAt.get(socket),
     sealEngine: new ChaChaSealEngine(),
     minCapVersion: MIN_CAP_VERSION,
     log: log.child({ component: "noise" }),
@@ -246,6 +249,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     ? createTlsServer({ ...serverOptions, ...files.tls })
     : createServer(serverOptions);
   applyHttpLimits(http, limits);
+  const noteConnected = (socket: object) => connectedAt.set(socket, performance.now());
+  http.on(files.tls ? "secureConnection" : "connection", noteConnected);
   // trusted_proxies: every request learns its client address before it is routed.
   const resolveClient = trustedProxyHook(config.trustedProxies);
   http.on("request", (req, res) => {
