@@ -132,134 +132,69 @@ function sealFunction(block4: number) {
   // i32 locals 5..12, i64 locals 13..
   const [pos, ks, ctr, n, i, p, end, ta] = [5, 6, 7, 8, 9, 10, 11, 12];
   const tb = 13;
-  const L = 14;
-  const [r0, r1, r2, r3, r4, s1, s2, s3, s4] = [
-    L,
-    L + 1,
-    L + 2,
-    L + 3,
-    L + 4,
-    L + 5,
-    L + 6,
-    L + 7,
-    L + 8,
-  ];
-  const [h0, h1, h2, h3, h4] = [L + 9, L + 10, L + 11, L + 12, L + 13];
-  const [d0, d1, d2, d3, d4, c] = [L + 14, L + 15, L + 16, L + 17, L + 18, L + 19];
-  const [pad0, pad1, pad2, pad3] = [L + 20, L + 21, L + 22, L + 23];
-  const [g0, g1, g2, g3, g4, sel] = [L + 24, L + 25, L + 26, L + 27, L + 28, L + 29];
-  const I64_LOCALS = 30;
+  // i64 locals from 14 on: five limbs each of h, r, d (products) and g (h - p), r·5, the pad.
+  let next = 14;
+  const i64s = (n: number) => Array.from({ length: n }, () => next++);
+  const [h, r, d, gl, s, pad] = [i64s(5), i64s(5), i64s(5), i64s(5), i64s(5), i64s(4)];
+  const [c, sel] = i64s(2);
+  const I64_LOCALS = next - 14;
   const M = i64.const(0x3ffffff);
   const g = get;
   const mul = i64.mul;
   const add = i64.add;
-  const sum = (...terms: Code[]): Code => terms.reduce((a, b) => add(a, b));
+  const sum = (...terms: Code[]): Code => terms.reduce((x, y) => add(x, y));
   const shr = (e: Code, n: number) => i64.shrU(e, i64.const(n));
-  const limb = (ptr: Code, off: number, shift: number) =>
-    i64.and(shr(i64.load32(ptr, off), shift), M);
-
-  // One 16-byte block at `ptr` (the 2^128 bit set: every block of the AEAD's MAC input is full).
-  const polyBlock = (ptr: Code): Code =>
+  /** Limb k of a 16-byte little-endian number: 26 bits from byte LIMB[k][0], shifted right. */
+  const LIMB = [[0, 0], [3, 2], [6, 4], [9, 6], [12, 8]];
+  const R_CLAMP = [0x3ffffff, 0x3ffff03, 0x3ffc0ff, 0x3f03fff, 0x00fffff];
+  const limb = (ptr: Code, k: number) => shr(i64.load32(ptr, LIMB[k][0]), LIMB[k][1]);
+  // c = x >> 26, x &= M, y += c·factor.
+  const carry = (x: number, y: number, factor = 1) =>
     cat(
-      set(h0, add(g(h0), limb(ptr, 0, 0))),
-      set(h1, add(g(h1), limb(ptr, 3, 2))),
-      set(h2, add(g(h2), limb(ptr, 6, 4))),
-      set(h3, add(g(h3), limb(ptr, 9, 6))),
-      set(h4, add(g(h4), i64.or(shr(i64.load32(ptr, 12), 8), i64.const(1 << 24)))),
-      set(
-        d0,
-        sum(
-          mul(g(h0), g(r0)),
-          mul(g(h1), g(s4)),
-          mul(g(h2), g(s3)),
-          mul(g(h3), g(s2)),
-          mul(g(h4), g(s1)),
-        ),
-      ),
-      set(
-        d1,
-        sum(
-          mul(g(h0), g(r1)),
-          mul(g(h1), g(r0)),
-          mul(g(h2), g(s4)),
-          mul(g(h3), g(s3)),
-          mul(g(h4), g(s2)),
-        ),
-      ),
-      set(
-        d2,
-        sum(
-          mul(g(h0), g(r2)),
-          mul(g(h1), g(r1)),
-          mul(g(h2), g(r0)),
-          mul(g(h3), g(s4)),
-          mul(g(h4), g(s3)),
-        ),
-      ),
-      set(
-        d3,
-        sum(
-          mul(g(h0), g(r3)),
-          mul(g(h1), g(r2)),
-          mul(g(h2), g(r1)),
-          mul(g(h3), g(r0)),
-          mul(g(h4), g(s4)),
-        ),
-      ),
-      set(
-        d4,
-        sum(
-          mul(g(h0), g(r4)),
-          mul(g(h1), g(r3)),
-          mul(g(h2), g(r2)),
-          mul(g(h3), g(r1)),
-          mul(g(h4), g(r0)),
-        ),
-      ),
-      set(c, shr(g(d0), 26)),
-      set(h0, i64.and(g(d0), M)),
-      set(d1, add(g(d1), g(c))),
-      set(c, shr(g(d1), 26)),
-      set(h1, i64.and(g(d1), M)),
-      set(d2, add(g(d2), g(c))),
-      set(c, shr(g(d2), 26)),
-      set(h2, i64.and(g(d2), M)),
-      set(d3, add(g(d3), g(c))),
-      set(c, shr(g(d3), 26)),
-      set(h3, i64.and(g(d3), M)),
-      set(d4, add(g(d4), g(c))),
-      set(c, shr(g(d4), 26)),
-      set(h4, i64.and(g(d4), M)),
-      set(h0, add(g(h0), mul(g(c), i64.const(5)))),
-      set(c, shr(g(h0), 26)),
-      set(h0, i64.and(g(h0), M)),
-      set(h1, add(g(h1), g(c))),
+      set(c, shr(g(x), 26)),
+      set(x, i64.and(g(x), M)),
+      set(y, add(g(y), factor === 1 ? g(c) : mul(g(c), i64.const(factor)))),
     );
 
-  const carry = (from: number, to: number) =>
-    cat(set(c, shr(g(from), 26)), set(from, i64.and(g(from), M)), set(to, add(g(to), g(c))));
-  const W32 = i64.const(0xffffffff);
-  const choose = (h: number, gv: number) =>
-    set(h, i64.or(i64.and(g(h), g(sel)), i64.and(g(gv), i64.xor(g(sel), i64.const(-1)))));
-  const word = (e: Code) => i64.and(e, W32);
+  // One 16-byte block at `ptr` (the 2^128 bit set: every block of the AEAD's MAC input is full).
+  // h = (h + m)·r mod 2^130 - 5: d_k = Σ h_i·r_(k-i), with 5·r where the index wraps.
+  const polyBlock = (ptr: Code): Code =>
+    cat(
+      ...h.map((hk, k) =>
+        set(
+          hk,
+          add(g(hk), k < 4 ? i64.and(limb(ptr, k), M) : i64.or(limb(ptr, k), i64.const(1 << 24))),
+        )
+      ),
+      ...d.map((dk, k) =>
+        set(dk, sum(...h.map((hi, i) => mul(g(hi), g(i <= k ? r[k - i] : s[5 + k - i])))))
+      ),
+      ...d.map((dk, k) =>
+        k < 4
+          ? cat(
+            set(c, shr(g(dk), 26)),
+            set(h[k], i64.and(g(dk), M)),
+            set(d[k + 1], add(g(d[k + 1]), g(c))),
+          )
+          : cat(
+            set(c, shr(g(dk), 26)),
+            set(h[4], i64.and(g(dk), M)),
+            set(h[0], add(g(h[0]), mul(g(c), i64.const(5)))),
+          )
+      ),
+      carry(h[0], h[1]),
+    );
+
+  const choose = (hk: number, gk: number) =>
+    set(hk, i64.or(i64.and(g(hk), g(sel)), i64.and(g(gk), i64.xor(g(sel), i64.const(-1)))));
   const outPlus = (k: number) => i32.add(g(out), i32.add(g(len), i32.const(k)));
 
   const body = cat(
     // Block 0 gives the Poly1305 key; blocks 1-3 the first 192 bytes of keystream.
     call(block4, i32.const(0), g(n1), g(n2)),
-    set(r0, i64.and(i64.load32(i32.const(KS), 0), i64.const(0x3ffffff))),
-    set(r1, i64.and(shr(i64.load32(i32.const(KS), 3), 2), i64.const(0x3ffff03))),
-    set(r2, i64.and(shr(i64.load32(i32.const(KS), 6), 4), i64.const(0x3ffc0ff))),
-    set(r3, i64.and(shr(i64.load32(i32.const(KS), 9), 6), i64.const(0x3f03fff))),
-    set(r4, i64.and(shr(i64.load32(i32.const(KS), 12), 8), i64.const(0x00fffff))),
-    set(s1, mul(g(r1), i64.const(5))),
-    set(s2, mul(g(r2), i64.const(5))),
-    set(s3, mul(g(r3), i64.const(5))),
-    set(s4, mul(g(r4), i64.const(5))),
-    set(pad0, i64.load32(i32.const(KS), 16)),
-    set(pad1, i64.load32(i32.const(KS), 20)),
-    set(pad2, i64.load32(i32.const(KS), 24)),
-    set(pad3, i64.load32(i32.const(KS), 28)),
+    ...r.map((rk, k) => set(rk, i64.and(limb(i32.const(KS), k), i64.const(R_CLAMP[k])))),
+    ...s.map((sk, k) => set(sk, mul(g(r[k]), i64.const(5)))),
+    ...pad.map((pk, k) => set(pk, i64.load32(i32.const(KS), 16 + 4 * k))),
     // Encrypt: data byte k takes keystream byte 64 + k.
     set(pos, i32.const(0)),
     set(ks, i32.const(64)),
@@ -303,11 +238,7 @@ function sealFunction(block4: number) {
       br(0),
     )),
     // MAC over ciphertext ‖ zero padding to 16 ‖ le64(0) ‖ le64(len).
-    set(h0, i64.const(0)),
-    set(h1, i64.const(0)),
-    set(h2, i64.const(0)),
-    set(h3, i64.const(0)),
-    set(h4, i64.const(0)),
+    ...h.map((hk) => set(hk, i64.const(0))),
     set(p, g(out)),
     set(end, i32.add(g(out), i32.and(g(len), i32.const(-16)))),
     block(loop(
@@ -333,45 +264,43 @@ function sealFunction(block4: number) {
     i64.store(i32.const(PAD), i64.extendU(g(len)), 8),
     polyBlock(i32.const(PAD)),
     // Full reduction mod 2^130 - 5, then + s mod 2^128.
-    carry(h1, h2),
-    carry(h2, h3),
-    carry(h3, h4),
-    set(c, shr(g(h4), 26)),
-    set(h4, i64.and(g(h4), M)),
-    set(h0, add(g(h0), mul(g(c), i64.const(5)))),
-    carry(h0, h1),
-    set(g0, add(g(h0), i64.const(5))),
-    set(c, shr(g(g0), 26)),
-    set(g0, i64.and(g(g0), M)),
-    set(g1, add(g(h1), g(c))),
-    set(c, shr(g(g1), 26)),
-    set(g1, i64.and(g(g1), M)),
-    set(g2, add(g(h2), g(c))),
-    set(c, shr(g(g2), 26)),
-    set(g2, i64.and(g(g2), M)),
-    set(g3, add(g(h3), g(c))),
-    set(c, shr(g(g3), 26)),
-    set(g3, i64.and(g(g3), M)),
-    set(g4, i64.sub(add(g(h4), g(c)), i64.const(1 << 26))),
+    carry(h[1], h[2]),
+    carry(h[2], h[3]),
+    carry(h[3], h[4]),
+    carry(h[4], h[0], 5),
+    carry(h[0], h[1]),
+    // g = h + 5 - 2^130 (= h - p), carried limb by limb.
+    ...gl.map((gk, k) =>
+      k < 4
+        ? cat(
+          set(gk, add(g(h[k]), k === 0 ? i64.const(5) : g(c))),
+          set(c, shr(g(gk), 26)),
+          set(gk, i64.and(g(gk), M)),
+        )
+        : set(gk, i64.sub(add(g(h[4]), g(c)), i64.const(1 << 26)))
+    ),
     // h - p is negative (h < p): keep h; else take h - p.
-    set(sel, i64.shrS(g(g4), i64.const(63))),
-    choose(h0, g0),
-    choose(h1, g1),
-    choose(h2, g2),
-    choose(h3, g3),
-    choose(h4, g4),
-    set(d0, word(i64.or(g(h0), i64.shl(g(h1), i64.const(26))))),
-    set(d1, word(i64.or(shr(g(h1), 6), i64.shl(g(h2), i64.const(20))))),
-    set(d2, word(i64.or(shr(g(h2), 12), i64.shl(g(h3), i64.const(14))))),
-    set(d3, word(i64.or(shr(g(h3), 18), i64.shl(g(h4), i64.const(8))))),
-    set(c, add(g(d0), g(pad0))),
-    i64.store32(outPlus(0), g(c)),
-    set(c, add(add(g(d1), g(pad1)), shr(g(c), 32))),
-    i64.store32(outPlus(4), g(c)),
-    set(c, add(add(g(d2), g(pad2)), shr(g(c), 32))),
-    i64.store32(outPlus(8), g(c)),
-    set(c, add(add(g(d3), g(pad3)), shr(g(c), 32))),
-    i64.store32(outPlus(12), g(c)),
+    set(sel, i64.shrS(g(gl[4]), i64.const(63))),
+    ...h.map((hk, k) => choose(hk, gl[k])),
+    // The 130-bit h as four 32-bit words, plus the pad with carries, is the tag.
+    ...[0, 1, 2, 3].map((k) =>
+      cat(
+        set(
+          c,
+          add(
+            add(
+              i64.and(
+                i64.or(shr(g(h[k]), 6 * k), i64.shl(g(h[k + 1]), i64.const(26 - 6 * k))),
+                i64.const(0xffffffff),
+              ),
+              g(pad[k]),
+            ),
+            k === 0 ? i64.const(0) : shr(g(c), 32),
+          ),
+        ),
+        i64.store32(outPlus(4 * k), g(c)),
+      )
+    ),
   );
   return {
     params: [I32, I32, I32, I32, I32],

@@ -2,7 +2,7 @@
  * A minimal WebAssembly assembler: expressions are byte arrays built by the helpers below (each
  * leaves its value on the stack), and `wasmModule` lays out the sections. Only what
  * chacha_wasm.ts needs: i32/i64 arithmetic, loads and stores, blocks and loops, a few SIMD
- * (v128) instructions, mutable-free functions and one exported memory.
+ * (v128) instructions, functions without results and one exported memory.
  */
 
 export type Code = number[];
@@ -56,12 +56,8 @@ export const i32 = {
   const: (n: number): Code => [0x41, ...sleb(n | 0)],
   load: (addr: Code, offset = 0): Code => cat(addr, 0x28, mem(offset)),
   load8: (addr: Code, offset = 0): Code => cat(addr, 0x2d, mem(offset)),
-  store: (addr: Code, value: Code, offset = 0): Code => cat(addr, value, 0x36, mem(offset)),
   store8: (addr: Code, value: Code, offset = 0): Code => cat(addr, value, 0x3a, mem(offset)),
-  eqz: (a: Code): Code => cat(a, 0x45),
   eq: (a: Code, b: Code): Code => cat(a, b, 0x46),
-  ne: (a: Code, b: Code): Code => cat(a, b, 0x47),
-  ltU: (a: Code, b: Code): Code => cat(a, b, 0x49),
   gtU: (a: Code, b: Code): Code => cat(a, b, 0x4b),
   geU: (a: Code, b: Code): Code => cat(a, b, 0x4f),
   add: (a: Code, b: Code): Code => cat(a, b, 0x6a),
@@ -71,7 +67,6 @@ export const i32 = {
   /** a < b ? a : b (unsigned). */
   minU: (a: Code, b: Code, ta: number, tb: number): Code =>
     cat(tee(ta, a), tee(tb, b), get(ta), get(tb), 0x49, 0x1b),
-  wrap: (a: Code): Code => cat(a, 0xa7),
 };
 
 export const i64 = {
