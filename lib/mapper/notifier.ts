@@ -91,7 +91,7 @@ export class Notifier {
   /** When the last flush ended (performance.now()), and what recent flushes cost (ms, smoothed). */
   private lastFlushEnd = -Infinity;
   private flushCostMs = 0;
-  /** The process's CPU time (µs) at the last flush's end; its recent share of one core between flushes. */
+  /** The process's CPU time (µs) at the last flush's end; other work's share of one core. */
   private lastFlushCpu = 0;
   private load = 0;
 
@@ -185,15 +185,12 @@ export class Notifier {
     const b = this.batch;
     this.batch = emptyBatch();
     const started = performance.now();
-    if (this.deps.adaptive) {
+    const wall = started - this.lastFlushEnd;
+    if (this.deps.adaptive && Number.isFinite(wall) && wall > 0) {
       // What the process did between flushes (registrations, full maps, requests), apart from
       // the flushes themselves: a busy server batches more, a flush's own cost does not count.
-      const cpu = cpuMicros();
-      const wall = started - this.lastFlushEnd;
-      const share = Number.isFinite(wall) && wall > 0 ? (cpu - this.lastFlushCpu) / 1000 / wall : 0;
-      const weight = Number.isFinite(wall) && wall > 0
-        ? 1 - Math.exp(-wall / LOAD_SMOOTHING_MS)
-        : 1;
+      const share = (cpuMicros() - this.lastFlushCpu) / 1000 / wall;
+      const weight = 1 - Math.exp(-wall / LOAD_SMOOTHING_MS);
       this.load += (Math.min(1, share) - this.load) * weight;
     }
     try {
