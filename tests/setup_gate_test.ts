@@ -3,7 +3,7 @@ import { type SetupDone, SetupGate } from "../lib/control/setup_gate.ts";
 import { MapService } from "../lib/control/map_session.ts";
 import { HttpError } from "../lib/control/http_util.ts";
 import type { H2Response } from "../lib/h2/server.ts";
-import { decodeFrames } from "../lib/mapper/framing.ts";
+import { decodeFrames, SharedMessage } from "../lib/mapper/framing.ts";
 import { EphemeralGc } from "../lib/state/ephemeral_gc.ts";
 import { silentLogger } from "../lib/log/log.ts";
 import type { MachineKey } from "../lib/tailcfg/keys.ts";
@@ -112,6 +112,8 @@ class FakeResponse implements H2Response {
   get bufferedBytes(): number {
     return 0;
   }
+  /** Written and not taken yet. */
+  queuedBytes = 0;
   writeHead(status: number): void {
     if (this.headersSent) return;
     this.headersSent = true;
@@ -121,6 +123,7 @@ class FakeResponse implements H2Response {
     if (this.closed || this.ended) return;
     this.writeHead(200);
     this.frames.push(data);
+    this.queuedBytes += data.length;
     if (onTaken) this.untaken.push(onTaken);
   }
   end(): void {
@@ -141,6 +144,7 @@ class FakeResponse implements H2Response {
   }
   /** The transport takes everything written so far. */
   take(): void {
+    this.queuedBytes = 0;
     for (const cb of this.untaken.splice(0)) cb();
   }
   messages(): Record<string, unknown>[] {
@@ -235,6 +239,43 @@ Deno.test("map gate: a full map waits for its turn with its headers out and keep
     for (const r of [a, b]) r.close();
   } finally {
     gate.close();
+    ephemeral.close();
+    await t.close();
+  }
+});
+
+Deno.test("map stream: a client that reads nothing is closed once its queue passes maxBufferedBytes", async () => {
+  const t = await startTestControl();
+  const ephemeral = new EphemeralGc({ state: t.state, timeoutMs: 60_000, log: silentLogger() });
+  const maps = new MapService({
+    state: t.state,
+    mapper: t.mapper,
+    notifier: t.notifier,
+    ephemeral,
+    log: silentLogger(),
+    maxBufferedBytes: 4096,
+  });
+  try {
+    const key = await t.authKey({ user: await t.user("alice"), reusable: true });
+    const mkey = randomKey("mkey:");
+    const nkey = randomKey("nodekey:");
+    const reply = await t.connect(mkey).register({
+      Version: 130,
+      NodeKey: nkey,
+      Auth: { AuthKey: key },
+      Hostinfo: { Hostname: "slow", OS: "linux" },
+    });
+    assert.equal(reply.status, 200, reply.text);
+    const res = new FakeResponse();
+    maps.handle({ Version: 130, NodeKey: nkey, Stream: true } as never, mkey, res);
+    const id = t.state.nodeByNodeKey(nkey)!.id;
+    const big = new SharedMessage(JSON.stringify({ Domain: "x".repeat(3000) }));
+    assert.ok(t.notifier.sendTo(id, big)); // checked before queueing: the queue was small
+    assert.ok(!res.closed);
+    // The queue is now past 4 KB (nothing taken): a further message closes the stream.
+    t.notifier.sendTo(id, big);
+    assert.ok(res.closed, "closed: the client reconnects and gets a fresh full map");
+  } finally {
     ephemeral.close();
     await t.close();
   }

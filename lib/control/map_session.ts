@@ -31,7 +31,7 @@ export interface MapServiceDeps {
   log: Logger;
   keepAliveMs?: number;
   keepAliveJitterMs?: number;
-  /** A stream with more unsent bytes than this is closed (the client reconnects). */
+  /** A stream with more bytes queued than this is closed (the client reconnects). */
   maxBufferedBytes?: number;
   /** Also write every map response sent to disk (HEADSCALE_DEBUG_DUMP_MAPRESPONSE_PATH). */
   dump?: MapResponseDump;
@@ -69,18 +69,14 @@ class MapStream implements MapSink {
     return this.closed;
   }
 
-  /** Bytes queued on the stream or in its connection's transport, not yet sent. */
-  get bufferedBytes(): number {
-    return this.res.bufferedBytes;
-  }
-
   /**
    * Queues the message's frame — shared between sessions and never copied here; the HTTP/2
    * connection frames and seals it as flow control and the socket allow.
    */
   send(msg: SharedMessage): void {
     if (this.closed || this.aborted || this.res.closed) return;
-    if (this.bufferedBytes > this.opts.maxBufferedBytes) {
+    // Per message and per session: the stream's own queue, not the socket's (at most ~256 KB).
+    if (this.res.queuedBytes > this.opts.maxBufferedBytes) {
       this.log.warn("map stream too slow, closing it", { node: this.nodeId });
       this.aborted = true;
       this.close("client too slow");

@@ -85,6 +85,11 @@ export interface H2Response {
   readonly closed: boolean;
   /** Bytes queued on this stream plus those waiting in the transport. */
   readonly bufferedBytes: number;
+  /**
+   * Bytes queued on this stream only: no look at the socket, whose share is bounded by the
+   * connection's high-water mark (~256 KB), for checks made on every write.
+   */
+  readonly queuedBytes: number;
   writeHead(status: number, headers?: Record<string, string>): void;
   /**
    * Queues `data` (not copied: it must not change) and sends what the windows allow now.
