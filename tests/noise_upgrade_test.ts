@@ -67,14 +67,19 @@ async function startServer(
   };
 }
 
-async function dial(srv: TestServer, capVersion = 145, machine = generateKeyPair()) {
-  const { conn, earlyPayload } = await noiseClientConnect({
+/** A Noise connection to the test server (machine key and options as given). */
+function noiseTo(srv: TestServer, capVersion = 145, machine = generateKeyPair()) {
+  return noiseClientConnect({
     host: "127.0.0.1",
     port: srv.port,
     serverPublicKey: srv.serverKey.publicKey,
     machinePrivateKey: machine.privateKey,
     capVersion,
   });
+}
+
+async function dial(srv: TestServer, capVersion = 145, machine = generateKeyPair()) {
+  const { conn, earlyPayload } = await noiseTo(srv, capVersion, machine);
   const session = http2.connect(`http://127.0.0.1:${srv.port}`, {
     createConnection: () => conn as unknown as Socket,
   });
@@ -327,24 +332,10 @@ Deno.test("upgrade: an upgrade read after the client's dial timeout is dropped w
   const srv = await startServer({ connectedAt: () => connectedAt });
   try {
     connectedAt = performance.now() - 11_000; // as if it waited behind a restart storm
-    await assert.rejects(
-      noiseClientConnect({
-        host: "127.0.0.1",
-        port: srv.port,
-        serverPublicKey: srv.serverKey.publicKey,
-        machinePrivateKey: generateKeyPair().privateKey,
-        capVersion: 130,
-      }),
-    );
+    await assert.rejects(noiseTo(srv));
     assert.equal(srv.conns.length, 0, "no handshake, no connection");
     connectedAt = performance.now();
-    const { conn } = await noiseClientConnect({
-      host: "127.0.0.1",
-      port: srv.port,
-      serverPublicKey: srv.serverKey.publicKey,
-      machinePrivateKey: generateKeyPair().privateKey,
-      capVersion: 130,
-    });
+    const { conn } = await noiseTo(srv);
     assert.equal(srv.conns.length, 1);
     conn.destroy();
   } finally {
