@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { parseConfigText } from "../lib/config/load.ts";
 import { randomKey, TEST_DERP_MAP } from "./helpers/control.ts";
 import { decodeFrames, splitZstdFrames } from "../lib/mapper/framing.ts";
@@ -79,7 +80,7 @@ Deno.test("full map from cached compressed slices equals the plain full map", ()
   const ids = [...Array.from({ length: 129 }, (_, i) => i + 1), 200, 300];
   const { mapper } = tailnet(ids);
   for (const self of [1, 64, 128, 129, 300]) {
-    const frame = mapper.fullMapMessage(self)!.frame(true);
+    const frame = mapper.fullMapMessages(self)![0].frame(true);
     assert.ok(splitZstdFrames(frame.subarray(4)).length >= 3, "several zstd frames");
     const viaSlices = normalized(decodeMessage(frame));
     const plain = normalized(JSON.parse(mapper.fullMapJson(self)!));
@@ -93,12 +94,12 @@ Deno.test("full map from cached compressed slices equals the plain full map", ()
 Deno.test("full map slices pick up node changes and membership changes", () => {
   const ids = Array.from({ length: 260 }, (_, i) => i + 1);
   const { nodes, mapper } = tailnet(ids);
-  mapper.fullMapMessage(1)!.frame(true); // warm every slice
+  mapper.fullMapMessages(1)![0].frame(true); // warm every slice
   nodes.get(200)!.givenName = "renamed";
   mapper.invalidateNode(200);
   nodes.delete(150);
   mapper.membershipChanged(150);
-  const m = decodeMessage(mapper.fullMapMessage(1)!.frame(true));
+  const m = decodeMessage(mapper.fullMapMessages(1)![0].frame(true));
   const byId = new Map(m.Peers!.map((p) => [p.ID, p]));
   assert.equal(byId.get(200)!.Name, "renamed.tailnet.internal.");
   assert.equal(byId.has(150), false);
@@ -107,10 +108,10 @@ Deno.test("full map slices pick up node changes and membership changes", () => {
 
 Deno.test("a lone node gets an empty peer list, and PeersRemoved on resync", () => {
   const { mapper } = tailnet([5]);
-  const m = decodeMessage(mapper.fullMapMessage(5)!.frame(true));
+  const m = decodeMessage(mapper.fullMapMessages(5)![0].frame(true));
   assert.deepEqual(m.Peers, []);
   assert.equal(m.Node!.ID, 5);
-  const plain = JSON.parse(mapper.fullMapMessage(5, { resync: true })!.json);
+  const plain = JSON.parse(mapper.fullMapMessages(5, { resync: true })![0].json);
   assert.equal(plain.PeersRemoved, undefined, "nobody to remove");
 });
 
@@ -142,4 +143,142 @@ Deno.test("a node's own capabilities are headscale's baseline: admin, SSH, Taild
     "https://tailscale.com/cap/ssh": [],
     "default-auto-update": [true],
   });
+});
+
+/** A tailnet whose online states, last-seen times and capability versions the test moves. */
+function volatileTailnet(ids: number[]) {
+  const base = tailnet(ids);
+  const online = new Set<number>(ids.filter((id) => id % 2 === 0));
+  const caps = new Map<number, number>();
+  const state = {
+    getNode: (id: number) => base.nodes.get(id),
+    getUser: (id: number) =>
+      id <= 3
+        ? {
+          id,
+          name: `user${id}`,
+          displayName: "",
+          email: "",
+          providerId: "",
+          provider: "",
+          profilePicUrl: "",
+          createdAt: new Date(0),
+        }
+        : undefined,
+    listNodes: () => [...base.nodes.values()],
+    isOnline: (id: number) => online.has(id),
+    primaryRoutesOf: () => [],
+    capVersionOf: (id: number) => caps.get(id),
+  };
+  const mapper = new Mapper({
+    state,
+    config,
+    derpMap: () => TEST_DERP_MAP,
+    now: () => new Date(0),
+  });
+  return { nodes: base.nodes, mapper, online, caps };
+}
+
+/** What a client holds after a full map and the messages after it (PeersChangedPatch only). */
+function clientView(msgs: { frame(zstd: boolean): Uint8Array }[]): MapResponse {
+  // The frames, as sent: a message's `json` is computed afresh, not read from its frame.
+  const [map, ...rest] = msgs.map((m) => decodeMessage(m.frame(true)));
+  const peers = new Map(map.Peers!.map((p) => [p.ID, { ...p }]));
+  for (const m of rest) {
+    assert.deepEqual(Object.keys(m), ["PeersChangedPatch"]);
+    for (const pc of m.PeersChangedPatch!) {
+      const p = peers.get(pc.NodeID)!;
+      assert.ok(p, `a patch names a peer of the map (${pc.NodeID})`);
+      if (pc.Online !== undefined) p.Online = pc.Online;
+      if (pc.LastSeen !== undefined) p.LastSeen = pc.LastSeen;
+      if (pc.Cap !== undefined) p.Cap = pc.Cap;
+    }
+  }
+  return { ...map, Peers: [...peers.values()] };
+}
+
+/** Clients show LastSeen for offline peers only; an online peer's old value is not compared. */
+function withoutOnlineLastSeen(m: MapResponse) {
+  const n = normalized(m);
+  return {
+    ...n,
+    Peers: n.Peers.map((p) => {
+      if (!p.Online) return p;
+      const { LastSeen: _, ...rest } = p;
+      return rest;
+    }),
+  };
+}
+
+Deno.test("full map slices: online, last-seen and cap changes are patched after the map, not rebuilt", () => {
+  const ids = Array.from({ length: 300 }, (_, i) => i + 1);
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.record({
+          id: fc.constantFrom(...ids),
+          what: fc.constantFrom("online", "offline", "cap"),
+          cap: fc.integer({ min: 1, max: 200 }),
+        }),
+        { maxLength: 60 },
+      ),
+      fc.constantFrom(1, 130, 300),
+      (changes, self) => {
+        const { nodes, mapper, online, caps } = volatileTailnet(ids);
+        mapper.fullMapMessages(1); // warm every slice
+        changes.forEach((c, k) => {
+          let patch;
+          if (c.what === "cap") {
+            caps.set(c.id, c.cap);
+            patch = { capVersion: c.cap };
+          } else if (c.what === "online") {
+            online.add(c.id);
+            patch = { online: true };
+          } else {
+            online.delete(c.id);
+            nodes.get(c.id)!.lastSeen = new Date(1_000 * (k + 1));
+            patch = { online: false, lastSeen: nodes.get(c.id)!.lastSeen! };
+          }
+          mapper.apply([{ kind: "node-patched", nodeId: c.id, patch }]);
+        });
+        const msgs = mapper.fullMapMessages(self)!;
+        assert.ok(msgs.length <= 2);
+        const plain = JSON.parse(mapper.fullMapJson(self)!);
+        assert.deepEqual(withoutOnlineLastSeen(clientView(msgs)), withoutOnlineLastSeen(plain));
+      },
+    ),
+    { numRuns: 60 },
+  );
+});
+
+Deno.test("full map slices: one node coming online leaves its slice cached; many rebuild it", () => {
+  const ids = Array.from({ length: 400 }, (_, i) => i + 1);
+  const { mapper, online } = volatileTailnet(ids);
+  const first = mapper.fullMapMessages(1)!;
+  assert.equal(first.length, 1);
+  online.add(201);
+  mapper.apply([{ kind: "node-patched", nodeId: 201, patch: { online: true } }]);
+  const after = mapper.fullMapMessages(1)!;
+  assert.equal(after.length, 2, "the slice was kept: a patch follows the map");
+  assert.deepEqual(decodeMessage(after[1].frame(true)), {
+    PeersChangedPatch: [{ NodeID: 201, Online: true }],
+  });
+  // More than maxStale (16) in another slice (256-383): it is rebuilt, nothing there is patched.
+  for (let id = 257; id <= 291; id += 2) {
+    online.add(id);
+    mapper.apply([{ kind: "node-patched", nodeId: id, patch: { online: true } }]);
+  }
+  const rebuilt = mapper.fullMapMessages(1)!;
+  assert.equal(rebuilt.length, 2, "node 201's slice is still patched");
+  const patched = decodeMessage(rebuilt[1].frame(true)).PeersChangedPatch!.map((
+    p: { NodeID: number },
+  ) => p.NodeID);
+  assert.deepEqual(patched, [201]);
+  // A one-shot map is current on its own.
+  const fresh = mapper.fullMapMessages(1, { fresh: true })!;
+  assert.equal(fresh.length, 1);
+  assert.equal(
+    JSON.parse(fresh[0].json).Peers.find((p: { ID: number }) => p.ID === 201).Online,
+    true,
+  );
 });

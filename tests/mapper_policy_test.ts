@@ -41,7 +41,7 @@ Deno.test("policy engine view: peers, filters, SSH and node attributes reach the
     derpMap: () => TEST_DERP_MAP,
     policy: policyEngineView(engine),
   });
-  const map = (id: number): MapResponse => JSON.parse(mapper.fullMapMessage(id)!.json);
+  const map = (id: number): MapResponse => JSON.parse(mapper.fullMapMessages(id)![0].json);
 
   const m1 = map(1);
   assert.deepEqual(m1.Peers!.map((p) => p.ID), [2]);

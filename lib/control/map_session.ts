@@ -227,8 +227,9 @@ export class MapService {
         setupDone?.();
         return;
       }
-      const msg = mapper.fullMapMessage(id);
-      if (msg === null) throw new HttpError(404, "node not found");
+      // A client reads one message of a one-shot map: it must be current on its own.
+      const msg = mapper.fullMapMessages(id, { fresh: true })?.[0];
+      if (msg === undefined) throw new HttpError(404, "node not found");
       this.stats.fullMapsSent++;
       this.deps.dump?.write(id, msg.json);
       res.writeHead(200, { "content-type": "application/octet-stream" });
@@ -273,12 +274,12 @@ export class MapService {
       cleanUp();
     });
 
-    const msg = mapper.fullMapMessage(id);
-    if (msg === null) {
+    const msgs = mapper.fullMapMessages(id);
+    if (msgs === null) {
       cleanUp();
       return;
     }
-    stream.send(msg);
+    for (const msg of msgs) stream.send(msg);
     this.stats.fullMapsSent++;
     log.debug("map stream opened", { node: id });
   }

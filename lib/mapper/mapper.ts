@@ -15,13 +15,13 @@ import type {
   SSHPolicy,
   UserProfile,
 } from "../tailcfg/types.ts";
-import { type Json, jsonArray, jsonKey, jsonMembers, toJson } from "../tailcfg/json.ts";
+import { type Json, jsonArray, jsonKey, jsonMembers, jsonObject, toJson } from "../tailcfg/json.ts";
 import { buildDnsConfig, usesNextDns, withNextDnsMetadata } from "../dns/dns_config.ts";
 import { type Change, type NodePatch, PATCH_FIELDS } from "../state/events.ts";
 import { peerNode } from "./node_view.ts";
 import { allowAllPolicy, type PolicyView } from "./policy_view.ts";
 import { frameParts, SharedMessage } from "./framing.ts";
-import { PeerChunks, zstd } from "./peer_chunks.ts";
+import { type Chunk, PeerChunks, type Volatile, zstd } from "./peer_chunks.ts";
 import { TAGGED_DEVICES, TAGGED_DEVICES_USER_ID, userProfile, wireUserId } from "./users.ts";
 
 /** What the mapper reads from the state (State satisfies it). */
@@ -67,10 +67,40 @@ export function peerChangeJson(nodeId: number, p: NodePatch): Json<PeerChange> {
   return JSON.stringify(change) as Json<PeerChange>;
 }
 
+/** Whether a patch only touches what a slice may show stale (PeerChunks' volatile values). */
+function onlyVolatile(p: NodePatch): boolean {
+  for (const [k, v] of Object.entries(p)) {
+    if (v !== undefined && k !== "online" && k !== "lastSeen" && k !== "capVersion") return false;
+  }
+  return true;
+}
+
+/** The patch from `was` to `now`, or null when a client would see no difference. */
+function volatileDiff(was: Volatile, now: Volatile): NodePatch | null {
+  const patch: NodePatch = {};
+  let any = false;
+  if (was.online !== now.online) {
+    patch.online = now.online;
+    any = true;
+  }
+  if (now.lastSeen && now.lastSeen.getTime() !== was.lastSeen?.getTime()) {
+    patch.lastSeen = now.lastSeen;
+    any = true;
+  }
+  if (now.cap !== undefined && now.cap !== was.cap) {
+    patch.capVersion = now.cap;
+    any = true;
+  }
+  return any ? patch : null;
+}
+
 export class Mapper {
   private readonly chunks: PeerChunks = new PeerChunks(this);
   /** Per node: its peer JSON and wire user id, until the node changes. */
-  private readonly peerJson = new Map<number, { json: Json<Node>; user: number }>();
+  private readonly peerJson = new Map<
+    number,
+    { json: Json<Node>; user: number; volatile: Volatile }
+  >();
   private readonly profileJson = new Map<number, Json<UserProfile>>();
   private sortedIds: number[] | null = null;
   private derpCache: { map: DERPMap; json: Json<DERPMap> } | null = null;
@@ -105,8 +135,13 @@ export class Mapper {
         case "node-removed":
           this.membershipChanged(c.nodeId);
           break;
-        case "node-updated":
         case "node-patched":
+          if (onlyVolatile(c.patch)) {
+            this.peerJson.delete(c.nodeId);
+            this.chunks.volatileChanged(c.nodeId);
+          } else this.invalidateNode(c.nodeId);
+          break;
+        case "node-updated":
         case "node-expired":
         case "primary-routes-changed":
           this.invalidateNode(c.nodeId);
@@ -169,13 +204,27 @@ export class Mapper {
     });
   }
 
-  /** A node's cached peer JSON and wire user, or null when it is gone. */
-  peerEntry(id: number): { json: Json<Node>; user: number } | null {
+  /** What a PeerChange could update about a node, as its peer JSON shows it now. */
+  private volatileOf(node: NodeRecord): Volatile {
+    const online = this.deps.state.isOnline(node.id);
+    return {
+      online,
+      lastSeen: !online && node.lastSeen ? node.lastSeen : null,
+      cap: this.deps.state.capVersionOf(node.id) || undefined,
+    };
+  }
+
+  /** A node's cached peer JSON, wire user and volatile values, or null when it is gone. */
+  peerEntry(id: number): { json: Json<Node>; user: number; volatile: Volatile } | null {
     let entry = this.peerJson.get(id);
     if (entry === undefined) {
       const node = this.deps.state.getNode(id);
       if (!node) return null;
-      entry = { json: toJson(this.nodeView(node)), user: wireUserId(node) };
+      entry = {
+        json: toJson(this.nodeView(node)),
+        user: wireUserId(node),
+        volatile: this.volatileOf(node),
+      };
       this.peerJson.set(id, entry);
     }
     return entry;
@@ -346,18 +395,24 @@ export class Mapper {
   }
 
   /**
-   * The full map as a message. When everyone sees everyone, its zstd frame reuses compressed
+   * The full map as messages. When everyone sees everyone, its zstd frame reuses compressed
    * slices of the peer list (PeerChunks): only the node's own slice, the head and the tail are
    * compressed per call. Peers then come grouped by id range, own range first; the client
-   * sorts them itself.
+   * sorts them itself. A slice built before some of its nodes went on- or offline (or told their
+   * capability version) still shows the old values: a second message patches them, since a
+   * MapResponse with Peers may carry no other peer change. `fresh` (a one-shot map, of which a
+   * client reads only the first message) builds one current message instead.
    */
-  fullMapMessage(nodeId: number, opts: { resync?: boolean } = {}): SharedMessage | null {
+  fullMapMessages(
+    nodeId: number,
+    opts: { resync?: boolean; fresh?: boolean } = {},
+  ): SharedMessage[] | null {
     const node = this.deps.state.getNode(nodeId);
     if (!node) return null;
     const json = () => this.fullMapJson(nodeId, opts) ?? "{}";
-    if (!this.policyView.seesEveryone?.()) {
+    if (opts.fresh || !this.policyView.seesEveryone?.()) {
       const text = this.fullMapJson(nodeId, opts);
-      return text === null ? null : new SharedMessage(text);
+      return text === null ? null : [new SharedMessage(text)];
     }
     const chunks = this.chunks;
     const ownKey = chunks.keyOf(nodeId);
@@ -366,11 +421,13 @@ export class Mapper {
     let firstJson = first.json;
     const users = new Set(first.users);
     let peerCount = first.ids.length;
+    const used: Chunk[] = [];
     while (firstJson === "" && keys.length > 0) {
       const c = chunks.build(keys.shift()!);
       firstJson = c.json;
       for (const u of c.users) users.add(u);
       peerCount += c.ids.length;
+      used.push(c);
     }
     const middle: Uint8Array[] = [];
     for (const key of keys) {
@@ -379,11 +436,33 @@ export class Mapper {
       for (const u of c.users) users.add(u);
       peerCount += c.ids.length;
       middle.push(chunks.compressedWithComma(key));
+      used.push(c);
     }
     const { head, tail } = this.fullMapFrame(node, users, peerCount, opts.resync ?? false);
-    return new SharedMessage(
+    const map = new SharedMessage(
       json,
       frameParts([zstd(head + firstJson), ...middle, zstd(tail)]),
     );
+    const patches = this.stalePatches(used);
+    if (patches.length === 0) return [map];
+    return [
+      map,
+      new SharedMessage(jsonObject<MapResponse>({ PeersChangedPatch: jsonArray(patches) })),
+    ];
+  }
+
+  /** PeerChanges from what the slices show to what is current (see PeerChunks). */
+  private stalePatches(used: readonly Chunk[]): Json<PeerChange>[] {
+    const out: Json<PeerChange>[] = [];
+    for (const c of used) {
+      for (const id of c.changed) {
+        const was = c.baked.get(id);
+        const node = this.deps.state.getNode(id);
+        if (!was || !node) continue;
+        const patch = volatileDiff(was, this.volatileOf(node));
+        if (patch) out.push(peerChangeJson(id, patch));
+      }
+    }
+    return out;
   }
 }

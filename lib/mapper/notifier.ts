@@ -208,8 +208,8 @@ export class Notifier {
 
   /** A full map on a running stream (its policy outputs were already remembered). */
   private sendFullMap(sink: MapSink): void {
-    const msg = this.deps.mapper.fullMapMessage(sink.nodeId, { resync: true });
-    if (msg !== null) sink.send(msg);
+    const msgs = this.deps.mapper.fullMapMessages(sink.nodeId, { resync: true });
+    for (const msg of msgs ?? []) sink.send(msg);
   }
 
   /**

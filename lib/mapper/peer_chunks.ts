@@ -4,6 +4,12 @@
  * joined and zstd-compressed once, as its own frame, until one of its nodes changes. A full map
  * is then a few small frames of its own plus the cached ones: zstd decoders (the client's
  * klauspost DecodeAll included) read concatenated frames as one stream.
+ *
+ * What a PeerChange can say on its own (online, last seen, capability version) does not rebuild
+ * a slice: those change for every node in a restart storm, and each rebuild recompressed 128
+ * peers. A slice remembers the values it was built with; a full map made from it is followed by
+ * a patch for the ones that moved on (mapper.ts), and a slice with more than `maxStale` of them
+ * is rebuilt.
  */
 import { constants, zstdCompressSync } from "node:zlib";
 
@@ -14,27 +20,43 @@ export function zstd(text: string): Uint8Array {
   return zstdCompressSync(encoder.encode(text), ZSTD_OPTS);
 }
 
-interface Chunk {
+/** A node's attributes a PeerChange carries without resending the node. */
+export interface Volatile {
+  online: boolean;
+  /** Only while offline (the peer JSON lists LastSeen only then). */
+  lastSeen: Date | null;
+  cap: number | undefined;
+}
+
+export interface Chunk {
   ids: number[];
   /** The peers' JSON joined with commas (no leading comma). */
   json: string;
   users: Set<number>;
   /** zstd of "," + json, built on first use. */
   withComma?: Uint8Array;
+  /** Per member, the volatile values its JSON was built with. */
+  baked: Map<number, Volatile>;
+  /** Members whose volatile values changed since (they may have changed back). */
+  changed: Set<number>;
 }
 
 export interface PeerSource {
   /** All node ids, ascending. */
   nodeIds(): readonly number[];
-  /** A node's cached peer JSON and wire user, or null when it is gone. */
-  peerEntry(id: number): { json: string; user: number } | null;
+  /** A node's cached peer JSON, wire user and volatile values, or null when it is gone. */
+  peerEntry(id: number): { json: string; user: number; volatile: Volatile } | null;
 }
 
 export class PeerChunks {
   private readonly chunks = new Map<number, Chunk>();
   private members: Map<number, number[]> | null = null;
 
-  constructor(private readonly source: PeerSource, readonly size = 128) {}
+  constructor(
+    private readonly source: PeerSource,
+    readonly size = 128,
+    readonly maxStale = 16,
+  ) {}
 
   keyOf(id: number): number {
     return Math.floor(id / this.size);
@@ -43,6 +65,15 @@ export class PeerChunks {
   /** A node's peer JSON changed. */
   invalidate(id: number): void {
     this.chunks.delete(this.keyOf(id));
+  }
+
+  /** Only a node's volatile values changed: its slice stays, up to `maxStale` such members. */
+  volatileChanged(id: number): void {
+    const key = this.keyOf(id);
+    const chunk = this.chunks.get(key);
+    if (!chunk) return;
+    chunk.changed.add(id);
+    if (chunk.changed.size > this.maxStale) this.chunks.delete(key);
   }
 
   /** A node joined or left. */
@@ -75,6 +106,7 @@ export class PeerChunks {
     const ids: number[] = [];
     const parts: string[] = [];
     const users = new Set<number>();
+    const baked = new Map<number, Volatile>();
     for (const id of this.groups().get(key) ?? []) {
       if (id === except) continue;
       const entry = this.source.peerEntry(id);
@@ -82,8 +114,9 @@ export class PeerChunks {
       ids.push(id);
       parts.push(entry.json);
       users.add(entry.user);
+      baked.set(id, entry.volatile);
     }
-    const chunk: Chunk = { ids, json: parts.join(","), users };
+    const chunk: Chunk = { ids, json: parts.join(","), users, baked, changed: new Set() };
     if (except === undefined) this.chunks.set(key, chunk);
     return chunk;
   }

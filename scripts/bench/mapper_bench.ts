@@ -164,7 +164,7 @@ Deno.bench(
   { group: "full" },
   () => {
     large.mapper.invalidateNode(1 + (touch++ % 10_000));
-    const frame = large.mapper.fullMapMessage(5_000)!.frame(true);
+    const frame = large.mapper.fullMapMessages(5_000)![0].frame(true);
     sizes.set("10k zstd, slices", frame.byteLength);
   },
 );
@@ -346,7 +346,9 @@ Deno.bench("before: full maps for 1,000 of the 10,000 sessions (synthetic policy
   n: 3,
 }, () => {
   let bytes = 0;
-  for (let id = 1; id <= 1_000; id++) bytes += ruled.mapper.fullMapMessage(id)!.frame(true).length;
+  for (let id = 1; id <= 1_000; id++) {
+    bytes += ruled.mapper.fullMapMessages(id)![0].frame(true).length;
+  }
   stats.set("before: full maps for 1,000 sessions", `${bytes} zstd bytes`);
 });
 

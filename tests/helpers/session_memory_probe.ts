@@ -34,7 +34,7 @@ for (let i = 0; i < nodes; i++) {
 }
 t.notifier.flush();
 // Build the shared caches (peer JSON, compressed chunks) before the baseline.
-t.mapper.fullMapMessage(members[members.length - 1].id);
+t.mapper.fullMapMessages(members[members.length - 1].id);
 await settle();
 const before = used();
 
