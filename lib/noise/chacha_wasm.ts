@@ -40,11 +40,6 @@ const KS = 64;
 const PAD = 320;
 const DATA = 1024;
 const PAGE = 65536;
-/** Output slabs: big enough for one HTTP/2 flush (256 KB high-water mark) sealed, plus slack. */
-const SLAB_BYTES = 320 << 10;
-const SLAB_MIN = 16 << 10;
-/** At most 32 free slabs (10 MB) are kept. */
-const MAX_FREE_SLABS = 32;
 
 /** block4(counter, n1, n2): keystream blocks counter..counter+3 at KS (nonce word 0 is zero). */
 function block4Function() {
@@ -328,9 +323,6 @@ function bswap32(x: number): number {
 export class ChaChaSealEngine {
   readonly #exports: Exports;
   #mem: Uint8Array;
-  /** Every slab this engine made (a buffer from anywhere else is never pooled). */
-  readonly #slabs = new WeakSet<ArrayBuffer>();
-  readonly #freeSlabs: ArrayBuffer[] = [];
 
   constructor() {
     const bytes = wasmModule([block4Function(), sealFunction(0)], 2);
@@ -388,31 +380,8 @@ export class ChaChaSealEngine {
       src += len;
       dst += HEADER_LEN + len + TAG_LEN;
     }
-    const frames = this.#output(outLen);
+    const frames = Buffer.allocUnsafe(outLen);
     frames.set(mem.subarray(outStart, outStart + outLen));
     return frames;
-  }
-
-  /**
-   * An output buffer. Writes of 16 KB up to a slab come from reused slabs: a fresh ArrayBuffer
-   * of a few hundred KB costs about 0.4 ms per MB (zeroing, page faults, GC accounting), a fifth
-   * of sealing it. The caller gives a slab back with `recycle` once the socket has its bytes.
-   */
-  #output(len: number): Buffer {
-    if (len < SLAB_MIN || len > SLAB_BYTES) return Buffer.allocUnsafe(len);
-    let slab = this.#freeSlabs.pop();
-    if (!slab) {
-      slab = new ArrayBuffer(SLAB_BYTES);
-      this.#slabs.add(slab);
-    }
-    return Buffer.from(slab, 0, len);
-  }
-
-  /** Takes back what sealRecords returned, once nothing reads it any more (any buffer is fine). */
-  recycle(frames: Uint8Array): void {
-    const slab = frames.buffer as ArrayBuffer;
-    if (this.#slabs.has(slab) && this.#freeSlabs.length < MAX_FREE_SLABS) {
-      this.#freeSlabs.push(slab);
-    }
   }
 }

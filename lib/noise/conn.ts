@@ -13,9 +13,6 @@ import { formatKey } from "../tailcfg/keys.ts";
 import { HEADER_LEN, MAX_CIPHERTEXT_LEN, MSG_ERROR, MSG_RECORD } from "./messages.ts";
 import { RecordOpener, RecordSealer } from "./records.ts";
 
-/** Frames this big may come from reusable memory (chacha_wasm.ts); smaller ones never do. */
-const RECYCLE_MIN = 16 << 10;
-
 /** The peer broke the framing (type, size) of the record stream. */
 export class NoiseProtocolError extends Error {
   override name = "NoiseProtocolError";
@@ -238,17 +235,8 @@ export class NoiseConn extends Duplex {
       else this.destroy(e as Error);
       return;
     }
-    // Big frames come from the engine's reusable slabs: given back when the socket is done.
-    if (cb) {
-      this.#socket.write(frames, (e) => {
-        this.#sealer.recycle(frames);
-        cb(e ?? null);
-      });
-    } else if (frames.length >= RECYCLE_MIN) {
-      this.#socket.write(frames, () => this.#sealer.recycle(frames));
-    } else {
-      this.#socket.write(frames);
-    }
+    if (cb) this.#socket.write(frames, (e) => cb(e ?? null));
+    else this.#socket.write(frames);
   }
 
   override _final(cb: (e?: Error | null) => void): void {

@@ -66,14 +66,6 @@ export class RecordSealer {
   }
 
   /**
-   * Hands back frames from seal/sealPieces once the socket has taken them (its write callback),
-   * so the engine can reuse the memory. Frames must not be read after this.
-   */
-  recycle(frames: Uint8Array): void {
-    this.engine?.recycle(frames);
-  }
-
-  /**
    * Frames for `plaintext`: ceil(len / 4077) records, one for an empty input (a legal empty
    * record). Returned as one buffer so it goes out in one socket write.
    */
