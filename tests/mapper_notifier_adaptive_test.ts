@@ -67,3 +67,56 @@ Deno.test("notifier (adaptive): a lone change goes out without waiting for the w
     await store.close();
   }
 });
+
+Deno.test("notifier (adaptive): under load a batch of status patches waits longer, and the next other change takes it along", async () => {
+  const { config } = parseConfigText("", { env: {} });
+  const { store, state } = await openMemoryState({ config });
+  const user = await state.createUser({ name: "alice" });
+  const ids: number[] = [];
+  for (let i = 0; i < 2; i++) ids.push((await registerTestNode(state, user.id, `n${i}`)).id);
+  const mapper = new Mapper({ state, config, derpMap: () => TEST_DERP_MAP });
+  // The process looks fully busy: its CPU time runs with the clock.
+  const notifier = new Notifier({
+    state,
+    mapper,
+    log: silentLogger(),
+    batchDelayMs: 1_000,
+    adaptive: true,
+    cpuMicros: () => performance.now() * 1_000,
+  });
+  state.subscribe((changes) => {
+    mapper.apply(changes);
+    notifier.apply(changes);
+  });
+  const [a, b] = ids.map((id) => new RecordingSink(id));
+  notifier.register(a);
+  notifier.register(b);
+  try {
+    // Two flushes 2.5 s apart teach the notifier the load (its average spans ~2 s).
+    state.applyReport(ids[0], { endpoints: ["192.0.2.1:41641"] });
+    await until("the first change", () => b.got.length > 0);
+    await new Promise((r) => setTimeout(r, 2_500));
+    state.applyReport(ids[0], { endpoints: ["192.0.2.2:41641"] });
+    await until("the second change", () => b.got.length > 1);
+    b.take();
+
+    // A status patch alone: under load it may wait four windows (4 s) instead of one.
+    const statusAt = performance.now();
+    state.noteCapVersion(ids[0], 77);
+    await new Promise((r) => setTimeout(r, 1_500));
+    assert.equal(b.got.length, 0, "a status patch under load did not go out within a window");
+    // Any other change goes out at the normal pace and takes the status patch with it.
+    state.applyReport(ids[0], { endpoints: ["192.0.2.3:41641"] });
+    await until("the endpoint change", () => b.got.length > 0);
+    assert.ok(performance.now() - statusAt < 3_900, "before the status patch's own time");
+    const msgs = b.take();
+    assert.equal(msgs.length, 1);
+    assert.deepEqual(msgs[0].PeersChangedPatch, [
+      { NodeID: ids[0], Cap: 77, Endpoints: ["192.0.2.3:41641"] },
+    ]);
+  } finally {
+    notifier.close();
+    await state.close();
+    await store.close();
+  }
+});

@@ -3,7 +3,13 @@
  * policy says are affected) go in; the notifier turns one Batch into deltas when the window
  * closes. Pure bookkeeping: no wire JSON, no sessions.
  */
-import { type Change, mergePatch, type NodePatch, patchable } from "../state/events.ts";
+import {
+  type Change,
+  isStatusPatch,
+  mergePatch,
+  type NodePatch,
+  patchable,
+} from "../state/events.ts";
 
 export interface Batch {
   /** Nodes peers need in full (PeersChanged). */
@@ -20,6 +26,8 @@ export interface Batch {
   policy: boolean;
   /** Sessions whose policy outputs may have changed (compared, then sent what changed). */
   resync: Set<number>;
+  /** Something besides status patches (isStatusPatch): it goes out at the normal pace. */
+  urgent: boolean;
 }
 
 export function emptyBatch(): Batch {
@@ -33,6 +41,7 @@ export function emptyBatch(): Batch {
     dns: false,
     policy: false,
     resync: new Set(),
+    urgent: false,
   };
 }
 
@@ -44,6 +53,7 @@ function addPatch(b: Batch, id: number, patch: NodePatch): void {
 /** Records what each change means for the wire. */
 export function addChanges(b: Batch, changes: readonly Change[]): void {
   for (const c of changes) {
+    if (c.kind !== "node-patched" || !isStatusPatch(c.patch)) b.urgent = true;
     switch (c.kind) {
       case "node-added":
       case "node-updated":

@@ -17,7 +17,7 @@ import type {
 } from "../tailcfg/types.ts";
 import { type Json, jsonArray, jsonKey, jsonMembers, jsonObject, toJson } from "../tailcfg/json.ts";
 import { buildDnsConfig, usesNextDns, withNextDnsMetadata } from "../dns/dns_config.ts";
-import { type Change, type NodePatch, PATCH_FIELDS } from "../state/events.ts";
+import { type Change, isStatusPatch, type NodePatch, PATCH_FIELDS } from "../state/events.ts";
 import { peerNode } from "./node_view.ts";
 import { allowAllPolicy, type PolicyView } from "./policy_view.ts";
 import { frameParts, SharedMessage } from "./framing.ts";
@@ -65,14 +65,6 @@ export function peerChangeJson(nodeId: number, p: NodePatch): Json<PeerChange> {
     change[wireName] = value instanceof Date ? value.toISOString() : value;
   }
   return JSON.stringify(change) as Json<PeerChange>;
-}
-
-/** Whether a patch only touches what a slice may show stale (PeerChunks' volatile values). */
-function onlyVolatile(p: NodePatch): boolean {
-  for (const [k, v] of Object.entries(p)) {
-    if (v !== undefined && k !== "online" && k !== "lastSeen" && k !== "capVersion") return false;
-  }
-  return true;
 }
 
 /** The patch from `was` to `now`, or null when a client would see no difference. */
@@ -136,7 +128,7 @@ export class Mapper {
           this.membershipChanged(c.nodeId);
           break;
         case "node-patched":
-          if (onlyVolatile(c.patch)) {
+          if (isStatusPatch(c.patch)) {
             this.peerJson.delete(c.nodeId);
             this.chunks.volatileChanged(c.nodeId);
           } else this.invalidateNode(c.nodeId);

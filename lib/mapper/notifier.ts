@@ -56,10 +56,13 @@ export interface NotifierDeps {
    * busy the process is with other work (its CPU share between flushes: none below LOAD_LOW, the
    * whole batchDelayMs from LOAD_HIGH on: registrations and full maps of a join or restart storm)
    * and is at least LOAD_FACTOR times what recent flushes took (fan-out itself uses at most about
-   * a third of the core: churn). A lone change at idle goes out in the next task. Without it
+   * a third of the core: churn). Status patches alone may wait up to STATUS_WINDOWS windows.
+   * A lone change at idle goes out in the next task. Without it
    * every batch waits batchDelayMs (tests that flush by hand rely on that).
    */
   adaptive?: boolean;
+  /** The process's CPU time in µs (process.cpuUsage); tests simulate load with it. */
+  cpuMicros?: () => number;
   now?: () => Date;
 }
 
@@ -74,6 +77,13 @@ const LOAD_HIGH = 0.6;
  */
 const LOAD_SMOOTHING_MS = 2_000;
 
+/**
+ * With `adaptive`, a batch of status patches only (online, last seen, capability version:
+ * isStatusPatch) may wait up to this many windows under load. In a restart storm every node
+ * comes online, and each flush of those writes to every session.
+ */
+const STATUS_WINDOWS = 4;
+
 function cpuMicros(): number {
   const { user, system } = process.cpuUsage();
   return user + system;
@@ -83,6 +93,8 @@ export class Notifier {
   private readonly sessions = new Map<number, MapSink>();
   private batch = emptyBatch();
   private timer: ReturnType<typeof setTimeout> | undefined;
+  /** Whether the pending timer was set for a batch with more than status patches. */
+  private timerUrgent = true;
   /** What each session was last sent of the policy's outputs. */
   readonly policySync: PolicySync;
   /** Totals since start (read by the metrics endpoint); a session gets a delta or a full map. */
@@ -95,8 +107,11 @@ export class Notifier {
   private lastFlushCpu = 0;
   private load = 0;
 
+  private readonly cpuMicros: () => number;
+
   constructor(private readonly deps: NotifierDeps) {
     this.policySync = new PolicySync(deps.mapper);
+    this.cpuMicros = deps.cpuMicros ?? cpuMicros;
   }
 
   get sessionCount(): number {
@@ -154,20 +169,30 @@ export class Notifier {
       if (sink.deleted && c.node) sink.deleted(this.deps.mapper.farewellMessage(c.node));
       else sink.close("node deleted");
     }
-    for (const id of affected) this.batch.resync.add(id);
+    for (const id of affected) {
+      this.batch.resync.add(id);
+      this.batch.urgent = true;
+    }
     this.scheduleFlush();
   }
 
   private scheduleFlush(): void {
-    if (this.timer !== undefined || this.closed) return;
+    if (this.closed) return;
+    if (this.timer !== undefined) {
+      // A wait that was long because the batch held only status patches ends with the first
+      // change of any other kind.
+      if (this.timerUrgent || !this.batch.urgent) return;
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
     let delay = this.deps.batchDelayMs;
+    this.timerUrgent = true;
     if (this.deps.adaptive) {
+      const window = this.deps.batchDelayMs * (this.batch.urgent ? 1 : STATUS_WINDOWS);
       const busy = Math.min(1, Math.max(0, (this.load - LOAD_LOW) / (LOAD_HIGH - LOAD_LOW)));
-      const gap = Math.min(
-        this.deps.batchDelayMs,
-        Math.max(busy * this.deps.batchDelayMs, this.flushCostMs * LOAD_FACTOR),
-      );
+      const gap = Math.min(window, Math.max(busy * window, this.flushCostMs * LOAD_FACTOR));
       delay = Math.max(0, gap - (performance.now() - this.lastFlushEnd));
+      this.timerUrgent = this.batch.urgent;
     }
     // Even at 0 the changes of the current task (one registration's events) go out together.
     this.timer = setTimeout(() => {
@@ -189,7 +214,7 @@ export class Notifier {
     if (this.deps.adaptive && Number.isFinite(wall) && wall > 0) {
       // What the process did between flushes (registrations, full maps, requests), apart from
       // the flushes themselves: a busy server batches more, a flush's own cost does not count.
-      const share = (cpuMicros() - this.lastFlushCpu) / 1000 / wall;
+      const share = (this.cpuMicros() - this.lastFlushCpu) / 1000 / wall;
       const weight = 1 - Math.exp(-wall / LOAD_SMOOTHING_MS);
       this.load += (Math.min(1, share) - this.load) * weight;
     }
@@ -203,7 +228,7 @@ export class Notifier {
     const ended = performance.now();
     this.flushCostMs = (this.flushCostMs + (ended - started)) / 2;
     this.lastFlushEnd = ended;
-    if (this.deps.adaptive) this.lastFlushCpu = cpuMicros();
+    if (this.deps.adaptive) this.lastFlushCpu = this.cpuMicros();
   }
 
   /** A full map on a running stream (its policy outputs were already remembered). */

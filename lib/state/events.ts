@@ -48,6 +48,18 @@ export function patchable(p: NodePatch): boolean {
   return p.keyExpiry !== null && p.homeDerp !== 0;
 }
 
+/**
+ * True when the patch only says how the node is doing — online, last seen, its capability
+ * version — and nothing a peer needs to reach it: full maps may show such values stale for a
+ * moment (mapper.ts), and under load they wait longer to go out (notifier.ts).
+ */
+export function isStatusPatch(p: NodePatch): boolean {
+  for (const [k, v] of Object.entries(p)) {
+    if (v !== undefined && k !== "online" && k !== "lastSeen" && k !== "capVersion") return false;
+  }
+  return true;
+}
+
 /** Merges a later patch into an earlier one (later values win). */
 export function mergePatch(into: NodePatch, later: NodePatch): NodePatch {
   for (const [k, v] of Object.entries(later)) {
