@@ -11,20 +11,34 @@
 import type { SharedMessage } from "./framing.ts";
 import type { PolicyView } from "./policy_view.ts";
 
-/** A set of items, as a path in the trie. */
-export class Group {
-  private children: Map<number, Group> | undefined;
+/** A set of items: the sessions that get exactly these share one message. */
+export interface Group {
+  /** Item indices, ascending. */
+  items(): number[];
+  /** No item at all. */
+  readonly empty: boolean;
   message: SharedMessage | undefined;
   /** Ids of the full nodes among the items (computed on first use). */
   fullIds: ReadonlySet<number> | undefined;
+}
 
-  constructor(readonly parent: Group | null, readonly item: number) {}
+/** A set of items as a path in a trie (items are added in order). */
+class TrieGroup implements Group {
+  private children: Map<number, TrieGroup> | undefined;
+  message: SharedMessage | undefined;
+  fullIds: ReadonlySet<number> | undefined;
 
-  with(item: number): Group {
+  constructor(readonly parent: TrieGroup | null, readonly item: number) {}
+
+  get empty(): boolean {
+    return this.parent === null;
+  }
+
+  with(item: number): TrieGroup {
     this.children ??= new Map();
     let child = this.children.get(item);
     if (!child) {
-      child = new Group(this, item);
+      child = new TrieGroup(this, item);
       this.children.set(item, child);
     }
     return child;
@@ -39,6 +53,22 @@ export class Group {
   }
 }
 
+/** A set of items as a list. */
+class ListGroup implements Group {
+  message: SharedMessage | undefined;
+  fullIds: ReadonlySet<number> | undefined;
+
+  constructor(private readonly list: number[]) {}
+
+  get empty(): boolean {
+    return this.list.length === 0;
+  }
+
+  items(): number[] {
+    return this.list;
+  }
+}
+
 export interface Fanout {
   /** Item `index` is about node `nodeId`: to everyone who sees it, never to the node itself. */
   add(index: number, nodeId: number): void;
@@ -49,29 +79,44 @@ export interface Fanout {
 
 /**
  * With a policy where everyone sees everyone, all sessions share one group and only a changed
- * node itself (which must not get itself as a peer, nor a patch about itself) branches off, so
- * the cost is per item, not per item × session.
+ * node itself (which must not get itself as a peer, nor a patch about itself) gets its own: all
+ * items but its own. Groups are lists made when asked for, so a batch of k changed nodes costs
+ * O(k) objects; a trie made each changed node a path of k groups (k² in all, which a restart
+ * storm's thousands of online flips turned into gigabytes).
  */
 export function createFanout(policy: PolicyView, hasSession: (id: number) => boolean): Fanout {
-  const root = new Group(null, -1);
-  const own = new Map<number, Group>();
   if (policy.seesEveryone?.()) {
-    let common = root;
+    const all: number[] = [];
+    /** Per changed node with a session: the indices of the items about it. */
+    const about = new Map<number, number[]>();
+    const groups = new Map<number, Group>();
+    const common = new ListGroup(all);
     return {
       add: (index, nodeId) => {
-        if (hasSession(nodeId) && !own.has(nodeId)) own.set(nodeId, common);
-        for (const [id, g] of own) {
-          if (id !== nodeId) own.set(id, g.with(index));
-        }
-        common = common.with(index);
+        all.push(index);
+        if (!hasSession(nodeId)) return;
+        const own = about.get(nodeId);
+        if (own) own.push(index);
+        else about.set(nodeId, [index]);
       },
       addToViewersOf: (index) => {
-        for (const [id, g] of own) own.set(id, g.with(index));
-        common = common.with(index);
+        all.push(index);
       },
-      groupOf: (id) => own.get(id) ?? common,
+      groupOf: (id) => {
+        const own = about.get(id);
+        if (!own) return common;
+        let group = groups.get(id);
+        if (!group) {
+          const skip = new Set(own);
+          group = new ListGroup(all.filter((i) => !skip.has(i)));
+          groups.set(id, group);
+        }
+        return group;
+      },
     };
   }
+  const root = new TrieGroup(null, -1);
+  const own = new Map<number, TrieGroup>();
   return {
     add: (index, nodeId) => {
       for (const r of policy.peersOf(nodeId)) {

@@ -322,7 +322,7 @@ export class Notifier {
           }
           if (policy) policy = withoutShared(policy, fullIdsOf(group), b.removed);
           if (policy) policyDeltas++;
-        } else if (tracksPeers && group.parent !== null) {
+        } else if (tracksPeers && !group.empty) {
           const fullIds = fullIdsOf(group);
           if (fullIds.size > 0) round.noteReceived(id, [...fullIds]);
         }
@@ -330,7 +330,7 @@ export class Notifier {
         const node = wantsSelf || b.dns ? this.deps.state.getNode(id) : undefined;
         const selfJson = wantsSelf && node ? toJson(mapper.selfNode(node)) : null;
         const dnsJson = b.dns && node ? mapper.dnsConfigJsonFor(node) : null;
-        if (group.parent === null && selfJson === null && dnsJson === null && policy === null) {
+        if (group.empty && selfJson === null && dnsJson === null && policy === null) {
           if (!hasEveryone) continue;
         }
         const own = selfJson !== null || policy !== null ||
