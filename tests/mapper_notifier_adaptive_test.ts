@@ -120,3 +120,54 @@ Deno.test("notifier (adaptive): under load a batch of status patches waits longe
     await store.close();
   }
 });
+
+Deno.test("notifier (adaptive): under load the pause is at least eight times what flushes cost, even past the window", async () => {
+  const { config } = parseConfigText("", { env: {} });
+  const { store, state } = await openMemoryState({ config });
+  const user = await state.createUser({ name: "alice" });
+  const ids: number[] = [];
+  for (let i = 0; i < 2; i++) ids.push((await registerTestNode(state, user.id, `n${i}`)).id);
+  const mapper = new Mapper({ state, config, derpMap: () => TEST_DERP_MAP });
+  const notifier = new Notifier({
+    state,
+    mapper,
+    log: silentLogger(),
+    batchDelayMs: 100,
+    adaptive: true,
+    cpuMicros: () => performance.now() * 1_000, // fully busy
+  });
+  state.subscribe((changes) => {
+    mapper.apply(changes);
+    notifier.apply(changes);
+  });
+  // A session that costs 60 ms a message, as thousands of sessions do.
+  const slow = new RecordingSink(ids[1]);
+  const sends: number[] = [];
+  const send = slow.send.bind(slow);
+  slow.send = (msg) => {
+    const until = performance.now() + 60;
+    while (performance.now() < until) { /* the write's cost */ }
+    sends.push(performance.now());
+    send(msg);
+  };
+  notifier.register(new RecordingSink(ids[0]));
+  notifier.register(slow);
+  try {
+    // Flushes 2.5 s apart teach the notifier the load and the flush cost.
+    for (let i = 0; i < 2; i++) {
+      state.applyReport(ids[0], { endpoints: [`192.0.2.${i + 1}:41641`] });
+      await until(`change ${i}`, () => sends.length > i);
+      await new Promise((r) => setTimeout(r, 2_500 * (1 - i)));
+    }
+    // The next change waits 8 × the smoothed flush cost (~45 ms after two 60 ms flushes) after
+    // the last flush, though the window is 100 ms (without the factor: ~100 + 60 ms).
+    state.applyReport(ids[0], { endpoints: ["192.0.2.9:41641"] });
+    await until("the third change", () => sends.length > 2);
+    const pause = sends[2] - sends[1];
+    assert.ok(pause >= 300, `pause ${pause.toFixed(0)} ms after a 60 ms flush`);
+  } finally {
+    notifier.close();
+    await state.close();
+    await store.close();
+  }
+});

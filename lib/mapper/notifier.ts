@@ -56,7 +56,8 @@ export interface NotifierDeps {
    * busy the process is with other work (its CPU share between flushes: none below LOAD_LOW, the
    * whole batchDelayMs from LOAD_HIGH on: registrations and full maps of a join or restart storm)
    * and is at least LOAD_FACTOR times what recent flushes took (fan-out itself uses at most about
-   * a third of the core: churn). Status patches alone may wait up to STATUS_WINDOWS windows.
+   * a third of the core: churn); under load, at least BUSY_LOAD_FACTOR times, even past the
+   * window. Status patches alone may wait up to STATUS_WINDOWS windows.
    * A lone change at idle goes out in the next task. Without it
    * every batch waits batchDelayMs (tests that flush by hand rely on that).
    */
@@ -68,6 +69,13 @@ export interface NotifierDeps {
 
 /** With `adaptive`, the pause after a flush is at least this many times what flushes cost. */
 const LOAD_FACTOR = 2;
+/**
+ * With `adaptive` and the process busy with other work, the pause is at least this many times
+ * what flushes cost, even past the window. Each flush writes once to every session it concerns
+ * (~15 µs each, mostly the kernel's): in a 10,000-node join storm flushes ~0.9 s apart were 2
+ * million writes, a third of the storm's CPU; the bigger the tailnet, the longer they now wait.
+ */
+const BUSY_LOAD_FACTOR = 8;
 /** With `adaptive`, CPU shares of one core between which the pause grows from 0 to the window. */
 const LOAD_LOW = 0.2;
 const LOAD_HIGH = 0.6;
@@ -190,7 +198,10 @@ export class Notifier {
     if (this.deps.adaptive) {
       const window = this.deps.batchDelayMs * (this.batch.urgent ? 1 : STATUS_WINDOWS);
       const busy = Math.min(1, Math.max(0, (this.load - LOAD_LOW) / (LOAD_HIGH - LOAD_LOW)));
-      const gap = Math.min(window, Math.max(busy * window, this.flushCostMs * LOAD_FACTOR));
+      const gap = Math.max(
+        Math.min(window, Math.max(busy * window, this.flushCostMs * LOAD_FACTOR)),
+        busy * this.flushCostMs * BUSY_LOAD_FACTOR,
+      );
       delay = Math.max(0, gap - (performance.now() - this.lastFlushEnd));
       this.timerUrgent = this.batch.urgent;
     }
