@@ -15,7 +15,7 @@ import type {
   SSHPolicy,
   UserProfile,
 } from "../tailcfg/types.ts";
-import { type Json, jsonArray, jsonKey, jsonMembers, jsonObject, toJson } from "../tailcfg/json.ts";
+import { type Json, jsonArray, jsonKey, jsonMembers, toJson } from "../tailcfg/json.ts";
 import { buildDnsConfig, usesNextDns, withNextDnsMetadata } from "../dns/dns_config.ts";
 import { type Change, isStatusPatch, type NodePatch, PATCH_FIELDS } from "../state/events.ts";
 import { peerNode } from "./node_view.ts";
@@ -435,26 +435,27 @@ export class Mapper {
       json,
       frameParts([zstd(head + firstJson), ...middle, zstd(tail)]),
     );
-    const patches = this.stalePatches(used);
+    const patches: string[] = [];
+    for (const c of used) {
+      if (c.changed.size === 0) continue;
+      c.patches ??= this.stalePatches(c);
+      if (c.patches !== "") patches.push(c.patches);
+    }
     if (patches.length === 0) return [map];
-    return [
-      map,
-      new SharedMessage(jsonObject<MapResponse>({ PeersChangedPatch: jsonArray(patches) })),
-    ];
+    const key = jsonKey<MapResponse>("PeersChangedPatch");
+    return [map, new SharedMessage("{" + key + "[" + patches.join(",") + "]}")];
   }
 
-  /** PeerChanges from what the slices show to what is current (see PeerChunks). */
-  private stalePatches(used: readonly Chunk[]): Json<PeerChange>[] {
+  /** A slice's PeerChanges from what it shows to what is current, comma-joined (PeerChunks). */
+  private stalePatches(c: Chunk): string {
     const out: Json<PeerChange>[] = [];
-    for (const c of used) {
-      for (const id of c.changed) {
-        const was = c.baked.get(id);
-        const node = this.deps.state.getNode(id);
-        if (!was || !node) continue;
-        const patch = volatileDiff(was, this.volatileOf(node));
-        if (patch) out.push(peerChangeJson(id, patch));
-      }
+    for (const id of c.changed) {
+      const was = c.baked.get(id);
+      const node = this.deps.state.getNode(id);
+      if (!was || !node) continue;
+      const patch = volatileDiff(was, this.volatileOf(node));
+      if (patch) out.push(peerChangeJson(id, patch));
     }
-    return out;
+    return out.join(",");
   }
 }

@@ -39,6 +39,8 @@ export interface Chunk {
   baked: Map<number, Volatile>;
   /** Members whose volatile values changed since (they may have changed back). */
   changed: Set<number>;
+  /** The PeerChanges (JSON, comma-joined) from baked to current values, until `changed` grows. */
+  patches?: string;
 }
 
 export interface PeerSource {
@@ -55,7 +57,7 @@ export class PeerChunks {
   constructor(
     private readonly source: PeerSource,
     readonly size = 128,
-    readonly maxStale = 16,
+    readonly maxStale = 8,
   ) {}
 
   keyOf(id: number): number {
@@ -73,6 +75,7 @@ export class PeerChunks {
     const chunk = this.chunks.get(key);
     if (!chunk) return;
     chunk.changed.add(id);
+    chunk.patches = undefined;
     if (chunk.changed.size > this.maxStale) this.chunks.delete(key);
   }
 
