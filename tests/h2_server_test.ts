@@ -557,6 +557,30 @@ Deno.test("a streaming response: many writes arrive whole and in order; each onT
   }
 });
 
+Deno.test("a write of several pieces arrives as their concatenation; its onTaken runs once, after the last", async () => {
+  const taken: number[] = [];
+  const sizes = Array.from({ length: 120 }, (_, i) => 1 + (i * 7919) % 20_000);
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const all = pattern(total, 13);
+  const t = await setup((_req, res) => {
+    res.writeHead(200, { "content-type": "application/octet-stream" });
+    let off = 0;
+    const pieces = sizes.map((n) => all.subarray(off, (off += n)));
+    res.write(pieces.slice(0, 60), () => taken.push(1));
+    res.write(pieces.slice(60), () => taken.push(2));
+    res.end();
+  });
+  try {
+    const a = await within(request(t.client, { ":method": "GET", ":path": "/map" }), "the stream");
+    assert.equal(a.status, 200);
+    assert.deepEqual(new Uint8Array(a.body), all);
+    await waitFor(() => taken.length === 2, "both onTaken");
+    assert.deepEqual(taken, [1, 2]);
+  } finally {
+    await t.close();
+  }
+});
+
 Deno.test("a write from inside onTaken is sent (not stranded)", async () => {
   const t = await setup((_req, res) => {
     let n = 0;

@@ -85,7 +85,7 @@ class MapStream implements MapSink {
     if (this.opts.dump && msg !== KEEP_ALIVE) this.opts.dump.write(this.nodeId, msg.json);
     const first = this.firstWritten;
     this.firstWritten = undefined;
-    this.res.write(msg.frame(this.zstd), first);
+    this.res.write(msg.framePieces(this.zstd), first);
     this.armKeepAlive();
   }
 

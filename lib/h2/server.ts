@@ -92,10 +92,10 @@ export interface H2Response {
   readonly queuedBytes: number;
   writeHead(status: number, headers?: Record<string, string>): void;
   /**
-   * Queues `data` (not copied: it must not change) and sends what the windows allow now.
-   * `onTaken` runs once its last byte has been handed to the transport.
+   * Queues `data` (not copied: it must not change), or several pieces in order, and sends what
+   * the windows allow now. `onTaken` runs once its last byte has been handed to the transport.
    */
-  write(data: Uint8Array, onTaken?: () => void): void;
+  write(data: Uint8Array | readonly Uint8Array[], onTaken?: () => void): void;
   end(data?: Uint8Array | string): void;
   /** Resets the stream (CANCEL). */
   destroy(): void;
@@ -209,11 +209,22 @@ class Stream implements H2Request, H2Response {
     this.conn.sendHeaders(this.streamId, encodeResponseHeaders(status, headers));
   }
 
-  write(data: Uint8Array, onTaken?: () => void): void {
+  write(data: Uint8Array | readonly Uint8Array[], onTaken?: () => void): void {
     if (this.closed || this.ended) return;
     if (!this.headersSent) this.writeHead(200);
-    this.queue.push({ data, offset: 0, onTaken });
-    this.queuedBytes += data.length;
+    if (data instanceof Uint8Array) {
+      this.queue.push({ data, offset: 0, onTaken });
+      this.queuedBytes += data.length;
+    } else {
+      data.forEach((piece, i) => {
+        this.queue.push({
+          data: piece,
+          offset: 0,
+          onTaken: i === data.length - 1 ? onTaken : undefined,
+        });
+        this.queuedBytes += piece.length;
+      });
+    }
     this.conn.streamHasData(this);
   }
 

@@ -18,29 +18,40 @@ export function encodeFrame(json: string, zstd: boolean): Uint8Array {
   return frame;
 }
 
-/** Frames already-compressed parts: zstd frames concatenated decode as one payload. */
-export function frameParts(parts: readonly Uint8Array[]): Uint8Array {
+/**
+ * Frames already-compressed parts (zstd frames concatenated decode as one payload): the length
+ * header, then the parts themselves, not copied into one buffer.
+ */
+export function frameParts(parts: readonly Uint8Array[]): Uint8Array[] {
   const total = parts.reduce((n, p) => n + p.byteLength, 0);
-  const frame = new Uint8Array(4 + total);
-  new DataView(frame.buffer).setUint32(0, total, true);
-  let off = 4;
-  for (const p of parts) {
-    frame.set(p, off);
+  const header = new Uint8Array(4);
+  new DataView(header.buffer).setUint32(0, total, true);
+  return [header, ...parts];
+}
+
+function concat(pieces: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(pieces.reduce((n, p) => n + p.byteLength, 0));
+  let off = 0;
+  for (const p of pieces) {
+    out.set(p, off);
     off += p.byteLength;
   }
-  return frame;
+  return out;
 }
 
 /** A message with its encodings computed at most once each. */
 export class SharedMessage {
-  private zstdFrame: Uint8Array | null;
+  private zstdFrame: Uint8Array | null = null;
   private plainFrame: Uint8Array | null = null;
+  /** A prebuilt zstd frame in pieces (frameParts), kept apart until one buffer is asked for. */
+  private zstdPieces: readonly Uint8Array[] | null;
   private text: string | (() => string);
 
   /** `json` may be computed lazily when a prebuilt zstd frame is given. */
-  constructor(json: string | (() => string), zstdFrame?: Uint8Array) {
+  constructor(json: string | (() => string), zstdFrame?: Uint8Array | readonly Uint8Array[]) {
     this.text = json;
-    this.zstdFrame = zstdFrame ?? null;
+    if (zstdFrame instanceof Uint8Array) this.zstdFrame = zstdFrame;
+    this.zstdPieces = zstdFrame instanceof Uint8Array ? null : zstdFrame ?? null;
   }
 
   get json(): string {
@@ -49,8 +60,18 @@ export class SharedMessage {
   }
 
   frame(zstd: boolean): Uint8Array {
-    if (zstd) return this.zstdFrame ??= encodeFrame(this.json, true);
+    if (zstd) {
+      return this.zstdFrame ??= this.zstdPieces
+        ? concat(this.zstdPieces)
+        : encodeFrame(this.json, true);
+    }
     return this.plainFrame ??= encodeFrame(this.json, false);
+  }
+
+  /** The frame as pieces to write in order: a full map's cached slices are not copied. */
+  framePieces(zstd: boolean): Uint8Array | readonly Uint8Array[] {
+    if (zstd && this.zstdPieces && !this.zstdFrame) return this.zstdPieces;
+    return this.frame(zstd);
   }
 }
 
