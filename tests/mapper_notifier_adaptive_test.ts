@@ -121,50 +121,53 @@ Deno.test("notifier (adaptive): under load a batch of status patches waits longe
   }
 });
 
-Deno.test("notifier (adaptive): under load the pause is at least eight times what flushes cost, even past the window", async () => {
+Deno.test("notifier (adaptive): under load the window stretches with the number of sessions", async () => {
   const { config } = parseConfigText("", { env: {} });
   const { store, state } = await openMemoryState({ config });
   const user = await state.createUser({ name: "alice" });
   const ids: number[] = [];
-  for (let i = 0; i < 2; i++) ids.push((await registerTestNode(state, user.id, `n${i}`)).id);
+  for (let i = 0; i < 3; i++) ids.push((await registerTestNode(state, user.id, `n${i}`)).id);
   const mapper = new Mapper({ state, config, derpMap: () => TEST_DERP_MAP });
+  // Fully busy, and one window per session: three sessions make the window three times 500 ms.
   const notifier = new Notifier({
     state,
     mapper,
     log: silentLogger(),
-    batchDelayMs: 100,
+    batchDelayMs: 500,
     adaptive: true,
-    cpuMicros: () => performance.now() * 1_000, // fully busy
+    cpuMicros: () => performance.now() * 1_000,
+    sessionsPerWindow: 1,
   });
   state.subscribe((changes) => {
     mapper.apply(changes);
     notifier.apply(changes);
   });
-  // A session that costs 60 ms a message, as thousands of sessions do.
-  const slow = new RecordingSink(ids[1]);
-  const sends: number[] = [];
-  const send = slow.send.bind(slow);
-  slow.send = (msg) => {
-    const until = performance.now() + 60;
-    while (performance.now() < until) { /* the write's cost */ }
-    sends.push(performance.now());
+  const sinks = ids.map((id) => new RecordingSink(id));
+  for (const s of sinks) notifier.register(s);
+  const b = sinks[1];
+  const arrived: number[] = [];
+  const send = b.send.bind(b);
+  b.send = (msg) => {
+    arrived.push(performance.now());
     send(msg);
   };
-  notifier.register(new RecordingSink(ids[0]));
-  notifier.register(slow);
   try {
-    // Flushes 2.5 s apart teach the notifier the load and the flush cost.
-    for (let i = 0; i < 2; i++) {
-      state.applyReport(ids[0], { endpoints: [`192.0.2.${i + 1}:41641`] });
-      await until(`change ${i}`, () => sends.length > i);
-      await new Promise((r) => setTimeout(r, 2_500 * (1 - i)));
-    }
-    // The next change waits 8 × the smoothed flush cost (~45 ms after two 60 ms flushes) after
-    // the last flush, though the window is 100 ms (without the factor: ~100 + 60 ms).
-    state.applyReport(ids[0], { endpoints: ["192.0.2.9:41641"] });
-    await until("the third change", () => sends.length > 2);
-    const pause = sends[2] - sends[1];
-    assert.ok(pause >= 300, `pause ${pause.toFixed(0)} ms after a 60 ms flush`);
+    // Two flushes 2.5 s apart teach the notifier the load.
+    state.applyReport(ids[0], { endpoints: ["192.0.2.1:41641"] });
+    await until("the first change", () => arrived.length > 0);
+    await new Promise((r) => setTimeout(r, 2_500));
+    state.applyReport(ids[0], { endpoints: ["192.0.2.2:41641"] });
+    await until("the second change", () => arrived.length > 1);
+    // The next change waits the stretched window (1.5 s) after the last flush, not 500 ms.
+    state.applyReport(ids[0], { endpoints: ["192.0.2.3:41641"] });
+    await until("the third change", () => arrived.length > 2);
+    const pause = arrived[2] - arrived[1];
+    assert.ok(pause >= 1_400, `pause ${pause.toFixed(0)} ms with three sessions`);
+    assert.deepEqual(b.take().map((m) => m.PeersChangedPatch?.[0].Endpoints), [
+      ["192.0.2.1:41641"],
+      ["192.0.2.2:41641"],
+      ["192.0.2.3:41641"],
+    ]);
   } finally {
     notifier.close();
     await state.close();

@@ -56,26 +56,30 @@ export interface NotifierDeps {
    * busy the process is with other work (its CPU share between flushes: none below LOAD_LOW, the
    * whole batchDelayMs from LOAD_HIGH on: registrations and full maps of a join or restart storm)
    * and is at least LOAD_FACTOR times what recent flushes took (fan-out itself uses at most about
-   * a third of the core: churn); under load, at least BUSY_LOAD_FACTOR times, even past the
-   * window. Status patches alone may wait up to STATUS_WINDOWS windows.
+   * a third of the core: churn). Under load the window stretches with the number of sessions
+   * (SESSIONS_PER_WINDOW), and status patches alone may wait up to STATUS_WINDOWS windows.
    * A lone change at idle goes out in the next task. Without it
    * every batch waits batchDelayMs (tests that flush by hand rely on that).
    */
   adaptive?: boolean;
   /** The process's CPU time in µs (process.cpuUsage); tests simulate load with it. */
   cpuMicros?: () => number;
+  /** SESSIONS_PER_WINDOW, for tests with a few sessions. */
+  sessionsPerWindow?: number;
   now?: () => Date;
 }
 
 /** With `adaptive`, the pause after a flush is at least this many times what flushes cost. */
 const LOAD_FACTOR = 2;
 /**
- * With `adaptive` and the process busy with other work, the pause is at least this many times
- * what flushes cost, even past the window. Each flush writes once to every session it concerns
- * (~15 µs each, mostly the kernel's): in a 10,000-node join storm flushes ~0.9 s apart were 2
- * million writes, a third of the storm's CPU; the bigger the tailnet, the longer they now wait.
+ * With `adaptive` and the process busy with other work, the window stretches by one more window
+ * per this many sessions past the first ones. Each flush writes once to every session it
+ * concerns (~15 µs each, mostly the kernel's), so with a fixed window the bigger the tailnet the
+ * more of the core goes to flushing: flushes ~0.9 s apart in a 10,000-node join storm were 2
+ * million writes, a third of its CPU. (A pause proportional to what flushes cost instead feeds on
+ * itself: a longer pause, a bigger batch, a costlier flush, a longer pause.)
  */
-const BUSY_LOAD_FACTOR = 8;
+const SESSIONS_PER_WINDOW = 4_000;
 /** With `adaptive`, CPU shares of one core between which the pause grows from 0 to the window. */
 const LOAD_LOW = 0.2;
 const LOAD_HIGH = 0.6;
@@ -196,12 +200,12 @@ export class Notifier {
     let delay = this.deps.batchDelayMs;
     this.timerUrgent = true;
     if (this.deps.adaptive) {
-      const window = this.deps.batchDelayMs * (this.batch.urgent ? 1 : STATUS_WINDOWS);
       const busy = Math.min(1, Math.max(0, (this.load - LOAD_LOW) / (LOAD_HIGH - LOAD_LOW)));
-      const gap = Math.max(
-        Math.min(window, Math.max(busy * window, this.flushCostMs * LOAD_FACTOR)),
-        busy * this.flushCostMs * BUSY_LOAD_FACTOR,
-      );
+      const perWindow = this.deps.sessionsPerWindow ?? SESSIONS_PER_WINDOW;
+      const stretch = 1 + busy * Math.max(0, this.sessions.size / perWindow - 1);
+      const window = this.deps.batchDelayMs * stretch *
+        (this.batch.urgent ? 1 : STATUS_WINDOWS);
+      const gap = Math.min(window, Math.max(busy * window, this.flushCostMs * LOAD_FACTOR));
       delay = Math.max(0, gap - (performance.now() - this.lastFlushEnd));
       this.timerUrgent = this.batch.urgent;
     }
