@@ -74,3 +74,41 @@ Deno.test("chacha wasm: one engine serves interleaved connections; a large write
     for (const i of [0, 1]) assert.deepEqual(wasm[i].seal(msg), native[i].seal(msg));
   }
 });
+
+/** Byte equality (assert.deepEqual walks big views over a larger buffer far too slowly). */
+function same(got: Uint8Array, want: Uint8Array): void {
+  assert.equal(got.length, want.length);
+  assert.ok(Buffer.compare(got, want) === 0, "bytes differ");
+}
+
+Deno.test("chacha wasm: a big output's memory is reused only after reuse(), and only for a similar size", () => {
+  const engine = new ChaChaSealEngine();
+  const key = new Uint8Array(32).fill(9);
+  const sealer = new RecordSealer(key, engine);
+  const native = new RecordSealer(key);
+  const plain = (n: number, seed: number) =>
+    Uint8Array.from({ length: n }, (_, i) => (i * seed) & 0xff);
+  const seal = (n: number, seed: number) => {
+    const got = sealer.seal(plain(n, seed));
+    same(got, native.seal(plain(n, seed)));
+    return got;
+  };
+  const a = seal(100_000, 3);
+  const b = seal(100_000, 5);
+  assert.ok(b.buffer !== a.buffer, "not given back: b has its own memory");
+  same(a, new RecordSealer(key).seal(plain(100_000, 3)));
+  sealer.reuse(a);
+  const c = seal(90_000, 7);
+  assert.ok(c.buffer === a.buffer, "given back: reused for a slightly smaller output");
+  sealer.reuse(c);
+  const d = seal(50_000, 11);
+  assert.ok(d.buffer !== c.buffer, "not for an output of half the size");
+  const e = seal(120_000, 13);
+  assert.ok(e.buffer !== c.buffer, "nor for a bigger one");
+  // Small outputs and foreign memory never take part.
+  const small = seal(1_000, 17);
+  sealer.reuse(small);
+  sealer.reuse(new Uint8Array(100_000));
+  const f = seal(99_000, 19);
+  assert.ok(f.buffer === c.buffer, "the last given-back memory is still the one reused");
+});

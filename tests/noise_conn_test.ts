@@ -11,6 +11,7 @@ import {
 import { encodeErrorFrame, MAX_PLAINTEXT_LEN } from "../lib/noise/messages.ts";
 import { NoiseRecordError, RecordOpener, RecordSealer } from "../lib/noise/records.ts";
 import { generateKeyPair } from "../lib/tailcfg/keys.ts";
+import { ChaChaSealEngine } from "../lib/noise/chacha_wasm.ts";
 
 function keys() {
   const server = generateKeyPair();
@@ -28,10 +29,15 @@ function keys() {
   return { srv, cli, machine };
 }
 
-function connOver(socket: Duplex, hs: HandshakeResult, head?: Uint8Array): NoiseConn {
+function connOver(
+  socket: Duplex,
+  hs: HandshakeResult,
+  head?: Uint8Array,
+  engine?: ChaChaSealEngine,
+): NoiseConn {
   return new NoiseConn({
     socket,
-    sealer: new RecordSealer(hs.sendKey),
+    sealer: new RecordSealer(hs.sendKey, engine),
     opener: new RecordOpener(hs.receiveKey),
     peerPublicKey: hs.peerPublicKey,
     protocolVersion: hs.version,
@@ -283,6 +289,28 @@ Deno.test("conn: direct mode reads a socket that was paused before the handshake
   const gotDown = collect(client, down.length);
   server.writePlain([down.subarray(0, 9), down.subarray(9)], down.length);
   assert.ok((await gotDown).equals(down));
+  client.end();
+  await once(server, "close");
+  close();
+});
+
+Deno.test("conn: big direct writes to a reader that is not reading keep their bytes (output memory is reused)", async () => {
+  // The server's sealing reuses output memory the socket took whole; memory a socket still
+  // holds (a reader that does not keep up) must never be written again.
+  const { srv, cli } = keys();
+  const { a, b, close } = await tcpPair();
+  const engine = new ChaChaSealEngine();
+  const client = connOver(a, cli);
+  const server = connOver(b, srv, undefined, engine);
+  server.attachDirect(() => {});
+  a.pause(); // the client reads nothing until every write is queued
+  const writes = Array.from({ length: 60 }, (_, i) => pattern(200_000 - 100 * i, 3 + 2 * i));
+  const want = Buffer.concat(writes);
+  for (const w of writes) server.writePlain([w], w.length);
+  assert.ok(server.socketBufferedBytes > 0, "some writes wait in the socket's queue");
+  const got = collect(client, want.length);
+  a.resume();
+  assert.ok((await got).equals(want));
   client.end();
   await once(server, "close");
   close();

@@ -12,6 +12,7 @@ import { Duplex } from "node:stream";
 import { formatKey } from "../tailcfg/keys.ts";
 import { HEADER_LEN, MAX_CIPHERTEXT_LEN, MSG_ERROR, MSG_RECORD } from "./messages.ts";
 import { RecordOpener, RecordSealer } from "./records.ts";
+import { REUSE_MIN } from "./chacha_wasm.ts";
 
 /** The peer broke the framing (type, size) of the record stream. */
 export class NoiseProtocolError extends Error {
@@ -235,8 +236,15 @@ export class NoiseConn extends Duplex {
       else this.destroy(e as Error);
       return;
     }
-    if (cb) this.#socket.write(frames, (e) => cb(e ?? null));
-    else this.#socket.write(frames);
+    if (cb) {
+      this.#socket.write(frames, (e) => cb(e ?? null));
+      return;
+    }
+    this.#socket.write(frames);
+    // Nothing left in the socket's queue: the kernel has every byte and nobody holds `frames`.
+    if (frames.length >= REUSE_MIN && this.#socket.writableLength === 0) {
+      this.#sealer.reuse(frames);
+    }
   }
 
   override _final(cb: (e?: Error | null) => void): void {

@@ -66,6 +66,14 @@ export class RecordSealer {
   }
 
   /**
+   * The socket took `frames` (from seal/sealPieces) whole before its write returned: the engine
+   * may reuse their memory. They must not be read after this.
+   */
+  reuse(frames: Uint8Array): void {
+    this.engine?.reuse(frames);
+  }
+
+  /**
    * Frames for `plaintext`: ceil(len / 4077) records, one for an empty input (a legal empty
    * record). Returned as one buffer so it goes out in one socket write.
    */
