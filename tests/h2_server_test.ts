@@ -565,7 +565,7 @@ Deno.test("a write of several pieces arrives as their concatenation; its onTaken
   const t = await setup((_req, res) => {
     res.writeHead(200, { "content-type": "application/octet-stream" });
     let off = 0;
-    const pieces = sizes.map((n) => all.subarray(off, (off += n)));
+    const pieces = sizes.map((n) => all.subarray(off, off += n));
     res.write(pieces.slice(0, 60), () => taken.push(1));
     res.write(pieces.slice(60), () => taken.push(2));
     res.end();

@@ -76,10 +76,11 @@ function normalized(m: MapResponse) {
 }
 
 Deno.test("full map from cached compressed slices equals the plain full map", () => {
-  // 128 per slice: node 128 is alone in its slice, 300 ends a short one.
+  // 128 per slice (16 in the own range): 128 and 129 share a small slice, 200 and 300 are alone
+  // in theirs, and 300 in its range.
   const ids = [...Array.from({ length: 129 }, (_, i) => i + 1), 200, 300];
   const { mapper } = tailnet(ids);
-  for (const self of [1, 64, 128, 129, 300]) {
+  for (const self of [1, 15, 16, 64, 128, 129, 200, 300]) {
     const frame = mapper.fullMapMessages(self)![0].frame(true);
     assert.ok(splitZstdFrames(frame.subarray(4)).length >= 3, "several zstd frames");
     const viaSlices = normalized(decodeMessage(frame));
