@@ -422,12 +422,11 @@ export class Mapper {
     const ownRange = big.keyOf(nodeId);
     const ownSmall = small.keyOf(nodeId);
     const slices: { table: PeerChunks; key: number }[] = [];
-    for (const key of small.groups().keys()) {
-      if (key !== ownSmall && big.keyOf(key * small.size) === ownRange) {
-        slices.push({ table: small, key });
-      }
+    const perRange = big.size / small.size;
+    for (let key = ownRange * perRange; key < (ownRange + 1) * perRange; key++) {
+      if (key !== ownSmall) slices.push({ table: small, key });
     }
-    for (const key of big.groups().keys()) {
+    for (const key of big.keys()) {
       if (key !== ownRange) slices.push({ table: big, key });
     }
     const first = small.build(ownSmall, nodeId);

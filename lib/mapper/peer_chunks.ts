@@ -50,9 +50,21 @@ export interface PeerSource {
   peerEntry(id: number): { json: string; user: number; volatile: Volatile } | null;
 }
 
+/** The first index in ascending `ids` (from `from` on) whose id is at least `id`. */
+function lowerBound(ids: readonly number[], id: number, from = 0): number {
+  let lo = from;
+  let hi = ids.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (ids[mid] < id) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 export class PeerChunks {
   private readonly chunks = new Map<number, Chunk>();
-  private members: Map<number, number[]> | null = null;
+  private sliceKeys: number[] | null = null;
 
   constructor(
     private readonly source: PeerSource,
@@ -82,22 +94,25 @@ export class PeerChunks {
   /** A node joined or left. */
   membershipChanged(id: number): void {
     this.invalidate(id);
-    this.members = null;
+    this.sliceKeys = null;
   }
 
-  /** Chunk keys with their member ids, ascending. */
-  groups(): Map<number, number[]> {
-    if (!this.members) {
-      const members = new Map<number, number[]>();
-      for (const id of this.source.nodeIds()) {
-        const key = this.keyOf(id);
-        const list = members.get(key);
-        if (list) list.push(id);
-        else members.set(key, [id]);
+  /**
+   * Keys of the slices that have members, ascending. Members are found in the source's sorted
+   * ids by binary search, so a join (a membership change) costs no pass over every node here.
+   */
+  keys(): readonly number[] {
+    if (!this.sliceKeys) {
+      const ids = this.source.nodeIds();
+      const keys: number[] = [];
+      for (let i = 0; i < ids.length;) {
+        const key = this.keyOf(ids[i]);
+        keys.push(key);
+        i = lowerBound(ids, (key + 1) * this.size, i);
       }
-      this.members = members;
+      this.sliceKeys = keys;
     }
-    return this.members;
+    return this.sliceKeys;
   }
 
   /** The chunk, built from the node cache when missing; `except` leaves one node out. */
@@ -110,7 +125,10 @@ export class PeerChunks {
     const parts: string[] = [];
     const users = new Set<number>();
     const baked = new Map<number, Volatile>();
-    for (const id of this.groups().get(key) ?? []) {
+    const all = this.source.nodeIds();
+    const end = lowerBound(all, (key + 1) * this.size);
+    for (let i = lowerBound(all, key * this.size); i < end; i++) {
+      const id = all[i];
       if (id === except) continue;
       const entry = this.source.peerEntry(id);
       if (!entry) continue;
