@@ -29,16 +29,6 @@ export function frameParts(parts: readonly Uint8Array[]): Uint8Array[] {
   return [header, ...parts];
 }
 
-function concat(pieces: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(pieces.reduce((n, p) => n + p.byteLength, 0));
-  let off = 0;
-  for (const p of pieces) {
-    out.set(p, off);
-    off += p.byteLength;
-  }
-  return out;
-}
-
 /** A message with its encodings computed at most once each. */
 export class SharedMessage {
   private zstdFrame: Uint8Array | null = null;
@@ -62,7 +52,7 @@ export class SharedMessage {
   frame(zstd: boolean): Uint8Array {
     if (zstd) {
       return this.zstdFrame ??= this.zstdPieces
-        ? concat(this.zstdPieces)
+        ? Buffer.concat(this.zstdPieces)
         : encodeFrame(this.json, true);
     }
     return this.plainFrame ??= encodeFrame(this.json, false);
