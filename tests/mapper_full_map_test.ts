@@ -59,7 +59,7 @@ function tailnet(ids: number[]) {
     derpMap: () => TEST_DERP_MAP,
     now: () => new Date(0),
   });
-  return { nodes, mapper };
+  return { nodes, mapper, state };
 }
 
 function decodeMessage(frame: Uint8Array): MapResponse {
@@ -152,23 +152,8 @@ function volatileTailnet(ids: number[]) {
   const online = new Set<number>(ids.filter((id) => id % 2 === 0));
   const caps = new Map<number, number>();
   const state = {
-    getNode: (id: number) => base.nodes.get(id),
-    getUser: (id: number) =>
-      id <= 3
-        ? {
-          id,
-          name: `user${id}`,
-          displayName: "",
-          email: "",
-          providerId: "",
-          provider: "",
-          profilePicUrl: "",
-          createdAt: new Date(0),
-        }
-        : undefined,
-    listNodes: () => [...base.nodes.values()],
+    ...base.state,
     isOnline: (id: number) => online.has(id),
-    primaryRoutesOf: () => [],
     capVersionOf: (id: number) => caps.get(id),
   };
   const mapper = new Mapper({

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { parseConfigText } from "../lib/config/load.ts";
 import { silentLogger } from "../lib/log/log.ts";
 import { Mapper } from "../lib/mapper/mapper.ts";
-import { Notifier } from "../lib/mapper/notifier.ts";
+import { Notifier, type NotifierDeps } from "../lib/mapper/notifier.ts";
 import { TEST_DERP_MAP } from "./helpers/control.ts";
 import { RecordingSink } from "./helpers/map_fixtures.ts";
 import { openMemoryState, registerTestNode } from "./helpers/memory_state.ts";
@@ -19,27 +19,38 @@ async function until(what: string, done: () => boolean): Promise<void> {
   }
 }
 
-Deno.test("notifier (adaptive): a lone change goes out without waiting for the window; a burst goes out as one", async () => {
+/** A memory state with `n` nodes, each with a recording session, behind an adaptive notifier. */
+async function world(
+  n: number,
+  opts: Pick<NotifierDeps, "batchDelayMs" | "cpuMicros" | "sessionsPerWindow">,
+) {
   const { config } = parseConfigText("", { env: {} });
   const { store, state } = await openMemoryState({ config });
   const user = await state.createUser({ name: "alice" });
   const ids: number[] = [];
-  for (let i = 0; i < 3; i++) ids.push((await registerTestNode(state, user.id, `n${i}`)).id);
+  for (let i = 0; i < n; i++) ids.push((await registerTestNode(state, user.id, `n${i}`)).id);
   const mapper = new Mapper({ state, config, derpMap: () => TEST_DERP_MAP });
-  // A window no test would wait for: anything that arrives came without it.
-  const notifier = new Notifier({
-    state,
-    mapper,
-    log: silentLogger(),
-    batchDelayMs: 600_000,
-    adaptive: true,
-  });
+  const notifier = new Notifier({ state, mapper, log: silentLogger(), adaptive: true, ...opts });
   state.subscribe((changes) => {
     mapper.apply(changes);
     notifier.apply(changes);
   });
   const sinks = ids.map((id) => new RecordingSink(id));
   for (const s of sinks) notifier.register(s);
+  const close = async () => {
+    notifier.close();
+    await state.close();
+    await store.close();
+  };
+  return { state, ids, sinks, close };
+}
+
+/** The process looks fully busy: its CPU time runs with the clock. */
+const FULLY_BUSY = () => performance.now() * 1_000;
+
+Deno.test("notifier (adaptive): a lone change goes out without waiting for the window; a burst goes out as one", async () => {
+  // A window no test would wait for: anything that arrives came without it.
+  const { state, ids, sinks, close } = await world(3, { batchDelayMs: 600_000 });
   try {
     const [a, b] = sinks;
     state.applyReport(ids[0], { endpoints: ["192.0.2.1:41641"] });
@@ -62,35 +73,16 @@ Deno.test("notifier (adaptive): a lone change goes out without waiting for the w
       assert.equal(msgs[0].PeersChangedPatch?.length, 2, "both peers' changes in it");
     }
   } finally {
-    notifier.close();
-    await state.close();
-    await store.close();
+    await close();
   }
 });
 
 Deno.test("notifier (adaptive): under load a batch of status patches waits longer, and the next other change takes it along", async () => {
-  const { config } = parseConfigText("", { env: {} });
-  const { store, state } = await openMemoryState({ config });
-  const user = await state.createUser({ name: "alice" });
-  const ids: number[] = [];
-  for (let i = 0; i < 2; i++) ids.push((await registerTestNode(state, user.id, `n${i}`)).id);
-  const mapper = new Mapper({ state, config, derpMap: () => TEST_DERP_MAP });
-  // The process looks fully busy: its CPU time runs with the clock.
-  const notifier = new Notifier({
-    state,
-    mapper,
-    log: silentLogger(),
+  const { state, ids, sinks, close } = await world(2, {
     batchDelayMs: 1_000,
-    adaptive: true,
-    cpuMicros: () => performance.now() * 1_000,
+    cpuMicros: FULLY_BUSY,
   });
-  state.subscribe((changes) => {
-    mapper.apply(changes);
-    notifier.apply(changes);
-  });
-  const [a, b] = ids.map((id) => new RecordingSink(id));
-  notifier.register(a);
-  notifier.register(b);
+  const b = sinks[1];
   try {
     // Two flushes 2.5 s apart teach the notifier the load (its average spans ~2 s).
     state.applyReport(ids[0], { endpoints: ["192.0.2.1:41641"] });
@@ -115,35 +107,17 @@ Deno.test("notifier (adaptive): under load a batch of status patches waits longe
       { NodeID: ids[0], Cap: 77, Endpoints: ["192.0.2.3:41641"] },
     ]);
   } finally {
-    notifier.close();
-    await state.close();
-    await store.close();
+    await close();
   }
 });
 
 Deno.test("notifier (adaptive): under load the window stretches with the number of sessions", async () => {
-  const { config } = parseConfigText("", { env: {} });
-  const { store, state } = await openMemoryState({ config });
-  const user = await state.createUser({ name: "alice" });
-  const ids: number[] = [];
-  for (let i = 0; i < 3; i++) ids.push((await registerTestNode(state, user.id, `n${i}`)).id);
-  const mapper = new Mapper({ state, config, derpMap: () => TEST_DERP_MAP });
   // Fully busy, and one window per session: three sessions make the window three times 500 ms.
-  const notifier = new Notifier({
-    state,
-    mapper,
-    log: silentLogger(),
+  const { state, ids, sinks, close } = await world(3, {
     batchDelayMs: 500,
-    adaptive: true,
-    cpuMicros: () => performance.now() * 1_000,
+    cpuMicros: FULLY_BUSY,
     sessionsPerWindow: 1,
   });
-  state.subscribe((changes) => {
-    mapper.apply(changes);
-    notifier.apply(changes);
-  });
-  const sinks = ids.map((id) => new RecordingSink(id));
-  for (const s of sinks) notifier.register(s);
   const b = sinks[1];
   const arrived: number[] = [];
   const send = b.send.bind(b);
@@ -169,8 +143,6 @@ Deno.test("notifier (adaptive): under load the window stretches with the number 
       ["192.0.2.3:41641"],
     ]);
   } finally {
-    notifier.close();
-    await state.close();
-    await store.close();
+    await close();
   }
 });
