@@ -1292,3 +1292,46 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a write on an idle stream goes out in the writer's turn; queued data keeps its place",
+  fn() {
+    const t = new FakeTransport();
+    const res: H2Response[] = [];
+    const conn = new H2ServerConnection(t, (_req, r) => res.push(r), { highWaterBytes: 1000 });
+    conn.receive(bytes(
+      PREFACE,
+      settingsFrame([[Setting.INITIAL_WINDOW_SIZE, 300]]),
+      headersFrame(1, GET_BLOCK, true),
+      headersFrame(3, GET_BLOCK, true),
+    ));
+    res[0].write(text("head")); // the HEADERS frame goes first, through the queue
+    res[1].write(text("head"));
+    let taken = 0;
+    const writes = t.written.length;
+    // Idle: one transport write per message, one DATA frame each, taken at once.
+    res[0].write([text("a1"), text("a2")], () => taken++);
+    res[1].write(text("b1"), () => taken++);
+    assert.equal(t.written.length, writes + 2);
+    assert.equal(taken, 2);
+    assert.equal(t.dataOf(1), "heada1a2");
+    assert.equal(t.dataOf(3), "headb1");
+    // The socket falls behind: data queues; once it drains, what was queued goes first.
+    t.bufferedBytes = 5_000;
+    res[0].write(text("x"));
+    t.bufferedBytes = 0;
+    res[0].write(text("y"));
+    res[1].write(text("z"));
+    assert.equal(t.dataOf(1), "heada1a2xy");
+    assert.equal(t.dataOf(3), "headb1z");
+    // Past the stream's window (300 bytes, 7 used) the rest waits until the client opens it.
+    res[1].write(text("w".repeat(300)));
+    assert.equal(t.dataOf(3), "headb1z" + "w".repeat(293));
+    conn.receive(windowUpdateFrame(3, 1000));
+    assert.equal(t.dataOf(3), "headb1z" + "w".repeat(300));
+    // Every frame names its own stream: the reused header memory was read in time.
+    for (const f of t.frames().filter((f) => f.type === FrameType.DATA)) {
+      assert.ok(f.streamId === 1 || f.streamId === 3);
+    }
+  },
+});

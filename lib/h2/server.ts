@@ -33,7 +33,10 @@ import { encodeResponseHeaders, HpackDecoder, HpackError } from "./hpack.ts";
 
 /** Where the connection's plaintext goes (Noise records, or a plain stream in tests). */
 export interface H2Transport {
-  /** Sends the pieces, in order, as one write. */
+  /**
+   * Sends the pieces, in order, as one write. Of several pieces, the bytes are read (sealed or
+   * copied) before it returns: the connection reuses its frame-header memory right after.
+   */
   write(pieces: Uint8Array[], totalBytes: number): void;
   /** Bytes written and not yet taken by the OS. */
   readonly bufferedBytes: number;
@@ -152,7 +155,16 @@ class Stream implements H2Request, H2Response {
     sendWindow: number,
   ) {
     this.sendWindow = sendWindow;
+    this.idBytes = new Uint8Array([
+      (streamId >>> 24) & 0x7f,
+      (streamId >>> 16) & 0xff,
+      (streamId >>> 8) & 0xff,
+      streamId & 0xff,
+    ]);
   }
+
+  /** The stream id as it goes in a frame header. */
+  readonly idBytes: Uint8Array;
 
   get signal(): AbortSignal {
     return this.abort.signal;
@@ -212,6 +224,7 @@ class Stream implements H2Request, H2Response {
   write(data: Uint8Array | readonly Uint8Array[], onTaken?: () => void): void {
     if (this.closed || this.ended) return;
     if (!this.headersSent) this.writeHead(200);
+    if (this.queue.length === 0 && this.conn.writeNow(this, data, onTaken)) return;
     if (data instanceof Uint8Array) {
       this.queue.push({ data, offset: 0, onTaken });
       this.queuedBytes += data.length;
@@ -303,6 +316,8 @@ export class H2ServerConnection {
   /** A finish asked for while flushing, done when the flush has written. */
   #finishPending = false;
   #onClose: (() => void)[] = [];
+  /** writeNow's frame header: the transport has read it before its write returns. */
+  readonly #scratchHeader = new Uint8Array(FRAME_HEADER_LEN);
 
   constructor(transport: H2Transport, handler: H2Handler, opts: H2ServerOptions = {}) {
     this.#transport = transport;
@@ -447,6 +462,48 @@ export class H2ServerConnection {
       this.#ready.push(s);
     }
     this.flush();
+  }
+
+  /**
+   * The common case of a map stream, one small message per change: nothing waits anywhere (no
+   * control frame, no stream on the ready list) and the windows and the transport's buffer take
+   * all of it. Frames it as one DATA frame and writes it now, with no queue, no ready list and no
+   * new header buffer (the transport seals the pieces before it returns). False: use the queue.
+   */
+  writeNow(s: Stream, data: Uint8Array | readonly Uint8Array[], onTaken?: () => void): boolean {
+    if (this.#flushing || this.#closed || this.#ready.length > 0 || this.#control.length > 0) {
+      return false;
+    }
+    let n = 0;
+    if (data instanceof Uint8Array) n = data.length;
+    else for (const p of data) n += p.length;
+    if (
+      n === 0 || n > s.sendWindow || n > this.#sendConnWindow || n > this.#peerMaxFrame ||
+      n + FRAME_HEADER_LEN >= this.#highWater - this.#transport.bufferedBytes
+    ) return false;
+    const h = this.#scratchHeader;
+    h[0] = n >>> 16;
+    h[1] = (n >>> 8) & 0xff;
+    h[2] = n & 0xff;
+    h[3] = FrameType.DATA;
+    h[4] = 0;
+    h.set(s.idBytes, 5);
+    const pieces = data instanceof Uint8Array ? [h, data] : [h, ...data];
+    s.sendWindow -= n;
+    this.#sendConnWindow -= n;
+    this.#flushing = true;
+    try {
+      this.#transport.write(pieces, n + FRAME_HEADER_LEN);
+    } finally {
+      this.#flushing = false;
+    }
+    if (this.#flushAgain) this.flush();
+    if (this.#finishPending) {
+      this.#finishPending = false;
+      this.#maybeFinish();
+    }
+    onTaken?.();
+    return true;
   }
 
   resetStream(s: Stream, code: number): void {
