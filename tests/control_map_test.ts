@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { ControlClient, MapStreamReader } from "./helpers/control_client.ts";
 import { randomKey, startTestControl, type TestControl } from "./helpers/control.ts";
 import type { MapRequest, MapResponse } from "../lib/tailcfg/types.ts";
+import { clientFilter } from "./helpers/map_fixtures.ts";
 
 interface TestNode {
   id: number;
@@ -114,7 +115,8 @@ Deno.test("map: the first message is a full map", async () => {
     assert.deepEqual(m.DNSConfig!.Domains, ["tailnet.internal"]);
     assert.deepEqual(m.DNSConfig!.Routes!["tailnet.internal"], []);
     assert.deepEqual(m.DNSConfig!.Routes!["100.100.in-addr.arpa"], []);
-    assert.deepEqual(m.PacketFilter, [
+    assert.equal(m.PacketFilter, undefined, "the filter goes in named chunks");
+    assert.deepEqual(clientFilter([m]), [
       { SrcIPs: ["*"], DstPorts: [{ IP: "*", Ports: { First: 0, Last: 65535 } }] },
     ]);
     assert.equal(m.Domain, "tailnet.internal");

@@ -78,7 +78,7 @@ Deno.test("delta: members in wire order; nothing about a peer the policy just to
       full: false,
       added: [5],
       removed: [4],
-      filterJson: null,
+      filtersJson: null,
       sshJson: null,
       selfChanged: false,
     },

@@ -6,7 +6,6 @@ import { Mapper } from "../lib/mapper/mapper.ts";
 import { Notifier } from "../lib/mapper/notifier.ts";
 import { EVERYONE, PeerSetPool, sortedIds } from "../lib/mapper/peer_sets.ts";
 import { policyEngineView } from "../lib/mapper/policy_engine_view.ts";
-import { FilterJson } from "../lib/mapper/policy_sync.ts";
 import { ALLOW_ALL_FILTER, type PolicyView } from "../lib/mapper/policy_view.ts";
 import { parsePolicy, PolicyEngine } from "../lib/policy/mod.ts";
 import { syntheticTailnet } from "../lib/policy/synthetic.ts";
@@ -172,7 +171,7 @@ Deno.test("policy sync: a delta larger than the full map becomes a full map", ()
     s.notifier.flush();
     const [m] = s.sinks.get(7)!.take();
     assert.deepEqual(m.Peers!.map((p) => p.ID), [8], "a full map: one peer, not 598 removals");
-    assert.ok(m.Node && m.PacketFilter);
+    assert.ok(m.Node && m.PacketFilters);
     assert.equal(s.sinks.get(7)!.take().length, 0);
     // And the next change is a delta against what that full map gave.
     pairs = false;
@@ -185,27 +184,4 @@ Deno.test("policy sync: a delta larger than the full map becomes a full map", ()
   } finally {
     s.notifier.close();
   }
-});
-
-Deno.test("filter JSON reuses shared source lists and equals JSON.stringify", () => {
-  const synth = syntheticTailnet({
-    nodes: 300,
-    users: 20,
-    groups: 8,
-    tags: 12,
-    rules: 60,
-    seed: 3,
-  });
-  const engine = new PolicyEngine(parsePolicy(synth.policy), synth.users, synth.nodes);
-  const json = new FilterJson();
-  let rules = 0;
-  for (const n of synth.nodes) {
-    const filter = engine.filterFor(n.id);
-    rules += filter.length;
-    assert.equal(json.of(filter), JSON.stringify(filter), `node ${n.id}`);
-    assert.equal(json.of(filter), JSON.stringify(filter), `node ${n.id}, from the memo`);
-  }
-  assert.ok(rules > 300, "the synthetic policy gives real filters");
-  const odd = [{ SrcIPs: Object.freeze(["*"]), DstPorts: undefined, IPProto: [6] }];
-  assert.equal(json.of(odd), JSON.stringify(odd));
 });

@@ -8,7 +8,7 @@ import { policyEngineView } from "../lib/mapper/policy_engine_view.ts";
 import { allowAllPolicy } from "../lib/mapper/policy_view.ts";
 import { PolicyManager } from "../lib/policy_manager/manager.ts";
 import type { FilterRule, MapResponse } from "../lib/tailcfg/types.ts";
-import { RecordingSink } from "./helpers/map_fixtures.ts";
+import { clientFilter, RecordingSink } from "./helpers/map_fixtures.ts";
 import { openMemoryState } from "./helpers/memory_state.ts";
 
 const WEB_80 = `{
@@ -115,6 +115,11 @@ function ports(rules: FilterRule[]): string[] {
   ];
 }
 
+/** The rules of the filter chunks a response replaces. */
+function rulesIn(m: MapResponse): FilterRule[] {
+  return Object.values(m.PacketFilters ?? {}).flatMap((rules) => rules ?? []);
+}
+
 function peerIds(m: MapResponse): number[] {
   return (m.PeersChanged ?? []).map((p) => p.ID).sort((a, b) => a - b);
 }
@@ -125,8 +130,8 @@ Deno.test("policy change to allow none: the web server and alice's nodes lose ea
     const { a1, a2, web } = t.ids;
     const before = JSON.parse(t.mapper.fullMapJson(web)!) as MapResponse;
     assert.equal(a2, a1 + 1);
-    assert.deepEqual(srcIPs(before.PacketFilter!), range(a1, a2));
-    assert.deepEqual(ports(before.PacketFilter!), ["80-80"]);
+    assert.deepEqual(srcIPs(clientFilter([before])), range(a1, a2));
+    assert.deepEqual(ports(clientFilter([before])), ["80-80"]);
 
     await t.policy.set(`{ "acls": [] }`);
     const got = t.flush();
@@ -136,7 +141,7 @@ Deno.test("policy change to allow none: the web server and alice's nodes lose ea
     assert.equal(got.a1.PacketFilters, undefined, "a1's filter was and is empty");
     assert.equal(got.a1.Peers, undefined, "a delta, not a full map");
     assert.deepEqual(got.web.PeersRemoved, [a1, a2]);
-    assert.deepEqual(got.web.PacketFilters, { base: [] }, "nothing may reach web any more");
+    assert.deepEqual(clientFilter([before, got.web]), [], "nothing may reach web any more");
     for (const m of Object.values(got)) {
       assert.equal(m.PeersChanged, undefined);
       assert.equal(m.Node, undefined, "capabilities did not change");
@@ -164,7 +169,7 @@ Deno.test("policy change to allow all: each node gets exactly the peers it lacke
     for (const [name, m] of Object.entries(got)) {
       assert.equal(m.PeersRemoved, undefined, name);
       assert.equal(m.Peers, undefined, `${name}: a delta`);
-      assert.deepEqual(ports(m.PacketFilters!.base!), ["0-65535"], `${name}: all ports open`);
+      assert.deepEqual(ports(rulesIn(m)), ["0-65535"], `${name}: all ports open`);
     }
     const logins = (m: MapResponse) => m.UserProfiles!.map((u) => u.LoginName).sort();
     assert.deepEqual(logins(got.b1), ["alice", "tagged-devices"]);
@@ -192,8 +197,8 @@ Deno.test("policy change adding a tag rule and SSH: only web and srv hear, with 
     assert.equal(got.web.PacketFilters, undefined, "web's own filter did not change");
     assert.equal(got.web.SSHPolicy, undefined);
     assert.deepEqual(peerIds(got.srv), [web]);
-    assert.deepEqual(srcIPs(got.srv.PacketFilters!.base!), ips(web).sort());
-    assert.deepEqual(ports(got.srv.PacketFilters!.base!), ["5432-5432"]);
+    assert.deepEqual(srcIPs(rulesIn(got.srv)), ips(web).sort());
+    assert.deepEqual(ports(rulesIn(got.srv)), ["5432-5432"]);
     assert.ok(got.srv.SSHPolicy!.rules.length > 0);
     assert.equal(got.srv.Node, undefined, "its capabilities did not change (SSH was one already)");
 
@@ -219,6 +224,7 @@ Deno.test("a node's tag change reaches only the sessions it affects, as deltas",
   const t = await tailnet();
   try {
     const { a1, a2, b1 } = t.ids;
+    const b1Before = JSON.parse(t.mapper.fullMapJson(b1)!) as MapResponse;
     // b1 becomes a web server: alice's nodes now see it, and it sees them.
     await t.state.setNodeTags(b1, ["tag:web"]);
     const got = t.flush();
@@ -231,7 +237,8 @@ Deno.test("a node's tag change reaches only the sessions it affects, as deltas",
     assert.equal(got.b1.Peers, undefined, "b1 gets a delta too");
     assert.deepEqual(peerIds(got.b1), [a1, a2]);
     assert.deepEqual(got.b1.Node!.Tags, ["tag:web"]);
-    assert.deepEqual(srcIPs(got.b1.PacketFilters!.base!), range(a1, a2));
+    assert.deepEqual(srcIPs(rulesIn(got.b1)), range(a1, a2));
+    assert.deepEqual(srcIPs(clientFilter([b1Before, got.b1])), range(a1, a2));
 
     // Retagged as a database server: alice's nodes lose it, it loses them, its filter empties.
     await t.state.setNodeTags(b1, ["tag:srv"]);
@@ -241,7 +248,7 @@ Deno.test("a node's tag change reaches only the sessions it affects, as deltas",
     assert.equal(moved.a1.PeersChanged, undefined, "no full node of a peer it no longer sees");
     assert.deepEqual(moved.a2.PeersRemoved, [b1]);
     assert.deepEqual(moved.b1.PeersRemoved, [a1, a2]);
-    assert.deepEqual(moved.b1.PacketFilters, { base: [] });
+    assert.deepEqual(clientFilter([b1Before, got.b1, moved.b1]), [], "its filter empties");
     assert.deepEqual(moved.b1.Node!.Tags, ["tag:srv"]);
   } finally {
     await t.close();
@@ -275,6 +282,7 @@ Deno.test("a user rename that changes who the policy names reaches that user's p
   const t = await tailnet();
   try {
     const { a1, a2, web } = t.ids;
+    const before = JSON.parse(t.mapper.fullMapJson(web)!) as MapResponse;
     const alice = t.state.getUserByName("alice")!;
     await t.state.renameUser(alice.id, "alicia");
     const got = t.flush();
@@ -282,7 +290,7 @@ Deno.test("a user rename that changes who the policy names reaches that user's p
     assert.deepEqual(got.a1.PeersRemoved, [web], "alice@ no longer names a1's owner");
     assert.deepEqual(got.a2.PeersRemoved, [web]);
     assert.deepEqual(got.web.PeersRemoved, [a1, a2]);
-    assert.deepEqual(got.web.PacketFilters, { base: [] });
+    assert.deepEqual(clientFilter([before, got.web]), []);
     assert.equal(got.web.Peers, undefined);
   } finally {
     await t.close();

@@ -5,7 +5,7 @@ import { Mapper } from "../lib/mapper/mapper.ts";
 import { policyEngineView } from "../lib/mapper/policy_engine_view.ts";
 import { parsePolicy, PolicyEngine, type PolicyNode } from "../lib/policy/mod.ts";
 import type { MapResponse } from "../lib/tailcfg/types.ts";
-import { nodeRecord } from "./helpers/map_fixtures.ts";
+import { clientFilter, nodeRecord } from "./helpers/map_fixtures.ts";
 
 const { config } = parseConfigText("", { env: {} });
 
@@ -45,14 +45,14 @@ Deno.test("policy engine view: peers, filters, SSH and node attributes reach the
 
   const m1 = map(1);
   assert.deepEqual(m1.Peers!.map((p) => p.ID), [2]);
-  assert.deepEqual(m1.PacketFilter, [], "nothing may reach t1");
+  assert.deepEqual(m1.PacketFilters, { "*": null }, "nothing may reach t1");
   // Every node may run Tailscale SSH (as with headscale); t1 simply has no SSH policy.
   assert.ok("https://tailscale.com/cap/ssh" in m1.Node!.CapMap!);
   assert.deepEqual(m1.SSHPolicy?.rules ?? [], [], "no rule lets anyone in");
 
   const m2 = map(2);
   assert.deepEqual(m2.Peers!.map((p) => p.ID), [1]);
-  assert.deepEqual(m2.PacketFilter![0].SrcIPs.sort(), ["100.64.0.1", "fd7a:115c:a1e0::1"]);
+  assert.deepEqual(clientFilter([m2])[0].SrcIPs.sort(), ["100.64.0.1", "fd7a:115c:a1e0::1"]);
   assert.ok(m2.SSHPolicy && m2.SSHPolicy.rules.length > 0);
   assert.ok("https://tailscale.com/cap/ssh" in m2.Node!.CapMap!);
   assert.ok("magicdns-aaaa" in m2.Node!.CapMap!);
@@ -64,5 +64,5 @@ Deno.test("policy engine view: peers, filters, SSH and node attributes reach the
   nodes.set(4, nodeRecord(4, { tags: ["tag:t3"] }));
   mapper.membershipChanged(4);
   assert.deepEqual(map(4).Peers, []);
-  assert.deepEqual(map(4).PacketFilter, []);
+  assert.deepEqual(clientFilter([map(4)]), []);
 });

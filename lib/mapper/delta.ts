@@ -7,7 +7,6 @@ import { type Json, jsonArray, jsonObject, toJson } from "../tailcfg/json.ts";
 import type {
   DERPMap,
   DNSConfig,
-  FilterRule,
   MapResponse,
   Node,
   PeerChange,
@@ -49,7 +48,7 @@ export function withoutShared(
   const added = d.added.filter((id) => !shared.has(id));
   const removed = d.removed.filter((id) => !removedForAll.has(id));
   if (
-    added.length === 0 && removed.length === 0 && d.filterJson === null && d.sshJson === null &&
+    added.length === 0 && removed.length === 0 && d.filtersJson === null && d.sshJson === null &&
     !d.selfChanged
   ) return null;
   if (added.length === d.added.length && removed.length === d.removed.length) return d;
@@ -101,10 +100,8 @@ export function deltaJson(
     PeersRemoved: removed.length > 0 ? toJson(removed as number[]) : undefined,
     DERPMap: everyone.derpJson ?? undefined,
     DNSConfig: extra.dnsJson ?? undefined,
-    // Named filter "base" is what PacketFilter sets, and what full maps use.
-    PacketFilters: policy?.filterJson
-      ? jsonObject<Record<string, FilterRule[] | null>>({ base: policy.filterJson })
-      : undefined,
+    // Only the filter chunks that changed (lib/mapper/filter_chunks.ts).
+    PacketFilters: policy?.filtersJson ?? undefined,
     SSHPolicy: policy?.sshJson ?? undefined,
     UserProfiles: profiles.size > 0 ? jsonArray([...profiles]) : undefined,
   });

@@ -9,6 +9,7 @@ import type {
   CapMap,
   DERPMap,
   DNSConfig,
+  FilterRule,
   MapResponse,
   Node,
   PeerChange,
@@ -21,6 +22,7 @@ import { type Change, isStatusPatch, type NodePatch, PATCH_FIELDS } from "../sta
 import { peerNode } from "./node_view.ts";
 import { allowAllPolicy, type PolicyView } from "./policy_view.ts";
 import { frameParts, SharedMessage } from "./framing.ts";
+import { chunkJson, type FilterChunk, FilterChunker } from "./filter_chunks.ts";
 import { type Chunk, PeerChunks, type Volatile, zstd } from "./peer_chunks.ts";
 import { TAGGED_DEVICES, TAGGED_DEVICES_USER_ID, userProfile, wireUserId } from "./users.ts";
 
@@ -100,6 +102,8 @@ export class Mapper {
     { json: Json<Node>; user: number; volatile: Volatile }
   >();
   private readonly profileJson = new Map<number, Json<UserProfile>>();
+  /** Packet filters in named chunks, shared with the sessions' policy bookkeeping. */
+  private readonly filterChunker = new FilterChunker();
   private sortedIds: number[] | null = null;
   private derpCache: { map: DERPMap; json: Json<DERPMap> } | null = null;
   private dnsCache: { cfg: DNSConfig; json: Json<DNSConfig>; perNode: boolean } | null = null;
@@ -109,6 +113,20 @@ export class Mapper {
   constructor(private readonly deps: MapperDeps) {
     this.now = deps.now ?? (() => new Date());
     this.policyView = deps.policy ?? allowAllPolicy(() => this.nodeIds());
+  }
+
+  /** The node's packet filter in named chunks (lib/mapper/filter_chunks.ts). */
+  filterChunks(nodeId: number): FilterChunk[] {
+    return this.filterChunker.chunks(this.policy.filterFor(nodeId));
+  }
+
+  /** MapResponse.PacketFilters of a full map: every chunk, after "*" cleared the old ones. */
+  private packetFiltersJson(nodeId: number): Json<Record<string, FilterRule[] | null>> {
+    const members = ['"*":null'];
+    for (const c of this.filterChunks(nodeId)) {
+      members.push(`${JSON.stringify(c.key)}:${chunkJson(c)}`);
+    }
+    return `{${members.join(",")}}` as Json<Record<string, FilterRule[] | null>>;
   }
 
   get policy(): PolicyView {
@@ -367,7 +385,8 @@ export class Mapper {
         DNSConfig: this.dnsConfigJsonFor(node),
         Domain: toJson(this.deps.config.dns.baseDomain),
         CollectServices: toJson(false),
-        PacketFilter: toJson(policy.filterFor(node.id)),
+        // In named chunks; "*" first drops whatever the client held (a resync, or nothing).
+        PacketFilters: this.packetFiltersJson(node.id),
         // The client keeps its last SSH policy when the field is absent: a resync must clear it.
         SSHPolicy: ssh ? toJson(ssh) : resync ? NO_SSH_POLICY : undefined,
         UserProfiles: jsonArray(profiles),

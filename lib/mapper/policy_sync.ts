@@ -4,8 +4,9 @@
  * others sends each session only what changed for it.
  *
  * The policy engine changes in place, so the old outputs cannot be asked for after a change:
- * they are remembered when a session gets its full map and after each change round. Filter,
- * SSH policy and capabilities are kept as short digests; peer sets are interned (PeerSetPool),
+ * they are remembered when a session gets its full map and after each change round. The filter
+ * is kept as its chunks (filter_chunks.ts: their text is shared, and a change sends only the
+ * chunks that differ); SSH policy and capabilities as short digests; peer sets are interned (PeerSetPool),
  * so an allow-all tailnet of 10,000 nodes holds no per-session peer lists at all.
  *
  * A round compares, for each session asked about, the remembered outputs with the current
@@ -19,6 +20,7 @@ import type { Mapper } from "./mapper.ts";
 import { NO_SSH_POLICY } from "./mapper.ts";
 import type { Json } from "../tailcfg/json.ts";
 import type { FilterRule, SSHPolicy } from "../tailcfg/types.ts";
+import { chunkJson, type FilterChunk, sameChunk } from "./filter_chunks.ts";
 import { EVERYONE, indexOfSorted, type PeerRecord, PeerSetPool, sortedIds } from "./peer_sets.ts";
 
 /** What a session must be sent so it matches the current policy. */
@@ -29,8 +31,8 @@ export interface PolicyDelta {
   readonly added: readonly number[];
   /** Peers no longer visible. */
   readonly removed: readonly number[];
-  /** The new packet filter rules as JSON, when they changed. */
-  readonly filterJson: Json<FilterRule[]> | null;
+  /** The filter chunks that changed (null: gone), as MapResponse.PacketFilters, if any. */
+  readonly filtersJson: Json<Record<string, FilterRule[] | null>> | null;
   /** The new SSH policy as JSON (an empty one when it went away), when it changed. */
   readonly sshJson: Json<SSHPolicy> | null;
   /** The node's own capabilities changed: it needs its Node again. */
@@ -39,7 +41,7 @@ export interface PolicyDelta {
 
 interface Sent {
   peers: PeerRecord;
-  filter: string;
+  filter: readonly FilterChunk[];
   ssh: string;
   cap: string;
 }
@@ -55,43 +57,6 @@ function digest(json: string): string {
   return "#" + createHash("sha256").update(json).digest("base64");
 }
 
-/**
- * JSON of filter rules, reusing the text of frozen arrays: the engine shares one frozen SrcIPs
- * list between every node a rule reaches, and those lists are most of a filter's text.
- * Gives exactly what JSON.stringify gives.
- */
-export class FilterJson {
-  private readonly frozen = new WeakMap<object, string>();
-
-  of(rules: readonly object[]): string {
-    const parts: string[] = [];
-    for (const rule of rules) parts.push(this.rule(rule));
-    return `[${parts.join(",")}]`;
-  }
-
-  private rule(rule: object): string {
-    if (Object.getPrototypeOf(rule) !== Object.prototype) return JSON.stringify(rule);
-    const parts: string[] = [];
-    for (const [k, v] of Object.entries(rule)) {
-      if (v === undefined || typeof v === "function" || typeof v === "symbol") continue;
-      parts.push(`${JSON.stringify(k)}:${this.value(v)}`);
-    }
-    return `{${parts.join(",")}}`;
-  }
-
-  private value(v: unknown): string {
-    if (Array.isArray(v) && Object.isFrozen(v)) {
-      let json = this.frozen.get(v);
-      if (json === undefined) {
-        json = JSON.stringify(v);
-        this.frozen.set(v, json);
-      }
-      return json;
-    }
-    return JSON.stringify(v);
-  }
-}
-
 interface Membership {
   has(id: number): boolean;
 }
@@ -100,7 +65,6 @@ interface Membership {
 class SentOutputs {
   readonly sent = new Map<number, Sent>();
   readonly pool = new PeerSetPool();
-  private readonly filterJson = new FilterJson();
 
   constructor(readonly mapper: Mapper) {}
 
@@ -111,12 +75,12 @@ class SentOutputs {
     if (prev) this.pool.release(prev.peers);
   }
 
-  /** The node's current filter, SSH policy and self capabilities, as JSON. */
-  current(nodeId: number): { filterJson: string; sshJson: string; capJson: string } {
+  /** The node's current filter (in chunks), SSH policy and self capabilities, as JSON. */
+  current(nodeId: number): { filter: FilterChunk[]; sshJson: string; capJson: string } {
     const view = this.mapper.policy;
     const ssh = view.sshPolicyFor(nodeId);
     return {
-      filterJson: this.filterJson.of(view.filterFor(nodeId)),
+      filter: this.mapper.filterChunks(nodeId),
       // No rules and no policy mean the same to a client.
       sshJson: ssh && ssh.rules.length > 0 ? JSON.stringify(ssh) : "null",
       capJson: JSON.stringify(this.mapper.selfCapMap(nodeId)),
@@ -134,7 +98,7 @@ class SentOutputs {
     const now = this.current(nodeId);
     this.replace(nodeId, {
       peers: this.currentPeers(nodeId),
-      filter: digest(now.filterJson),
+      filter: now.filter,
       ssh: digest(now.sshJson),
       cap: digest(now.capJson),
     });
@@ -222,7 +186,7 @@ export class PolicyRound {
       return FULL;
     }
     const now = sync.current(nodeId);
-    const filter = digest(now.filterJson);
+    const filter = now.filter;
     const ssh = digest(now.sshJson);
     const cap = digest(now.capJson);
 
@@ -255,11 +219,12 @@ export class PolicyRound {
     }
     sync.replace(nodeId, { peers, filter, ssh, cap });
 
-    const filterChanged = filter !== prev.filter;
+    const filtersJson = changedChunks(prev.filter, filter);
     const sshChanged = ssh !== prev.ssh;
     const selfChanged = cap !== prev.cap;
     if (
-      added.length === 0 && removed.length === 0 && !filterChanged && !sshChanged && !selfChanged
+      added.length === 0 && removed.length === 0 && filtersJson === null && !sshChanged &&
+      !selfChanged
     ) return null;
 
     // A delta that outgrows the full map (e.g. thousands of peers removed) is not worth it.
@@ -273,7 +238,7 @@ export class PolicyRound {
       full: false,
       added,
       removed,
-      filterJson: filterChanged ? now.filterJson as Json<FilterRule[]> : null,
+      filtersJson,
       sshJson: sshChanged
         ? (now.sshJson === "null" ? NO_SSH_POLICY : now.sshJson as Json<SSHPolicy>)
         : null,
@@ -306,7 +271,33 @@ const FULL: PolicyDelta = Object.freeze({
   full: true,
   added: [],
   removed: [],
-  filterJson: null,
+  filtersJson: null,
   sshJson: null,
   selfChanged: false,
 });
+
+/** MapResponse.PacketFilters taking a session from `before` to `after`; null when alike. */
+function changedChunks(
+  before: readonly FilterChunk[],
+  after: readonly FilterChunk[],
+): Json<Record<string, FilterRule[] | null>> | null {
+  if (before.length === after.length) {
+    let i = 0;
+    while (i < after.length && before[i].key === after[i].key && sameChunk(before[i], after[i])) {
+      i++;
+    }
+    if (i === after.length) return null;
+  }
+  const old = new Map(before.map((c) => [c.key, c]));
+  const members: string[] = [];
+  for (const c of after) {
+    const was = old.get(c.key);
+    old.delete(c.key);
+    if (was && sameChunk(was, c)) continue;
+    members.push(`${JSON.stringify(c.key)}:${chunkJson(c)}`);
+  }
+  for (const key of old.keys()) members.push(`${JSON.stringify(key)}:null`);
+  return members.length > 0
+    ? `{${members.join(",")}}` as Json<Record<string, FilterRule[] | null>>
+    : null;
+}

@@ -6,7 +6,7 @@ import { randomKey } from "./control.ts";
 import type { SharedMessage } from "../../lib/mapper/framing.ts";
 import type { MapSink } from "../../lib/mapper/notifier.ts";
 import type { NodeRecord } from "../../lib/store/types.ts";
-import type { MapResponse } from "../../lib/tailcfg/types.ts";
+import type { FilterRule, MapResponse } from "../../lib/tailcfg/types.ts";
 
 /** Node `id` with fresh keys at 100.64.<id / 256>.<id % 256> and fd7a:115c:a1e0::<id in hex>. */
 export function nodeRecord(id: number, extra: Partial<NodeRecord> = {}): NodeRecord {
@@ -50,4 +50,47 @@ export class RecordingSink implements MapSink {
   take(): MapResponse[] {
     return this.got.splice(0).map((m) => JSON.parse(m.json));
   }
+}
+
+/**
+ * The packet filter a client holds after these responses, as Tailscale's client computes it
+ * (controlclient/map.go): PacketFilter is the chunk "base"; in PacketFilters, "*": null drops
+ * every chunk first, null deletes one, a list replaces one; the filter is every chunk's rules,
+ * in key order. `held` carries the chunks over from earlier responses.
+ */
+export function clientFilter(
+  responses: readonly MapResponse[],
+  held: Map<string, FilterRule[]> = new Map(),
+): FilterRule[] {
+  for (const r of responses) {
+    if (r.PacketFilter) held.set("base", r.PacketFilter);
+    const named = r.PacketFilters;
+    if (!named) continue;
+    if ("*" in named && named["*"] === null) held.clear();
+    for (const [k, v] of Object.entries(named)) {
+      if (k === "*") continue;
+      if (v === null) held.delete(k);
+      else held.set(k, v);
+    }
+  }
+  return [...held.keys()].sort().flatMap((k) => held.get(k)!);
+}
+
+/**
+ * A filter with each rule's sources spread over as many rules as it likes, put back together:
+ * rules that match alike (same fields but SrcIPs) as one, sources sorted. Two filters that
+ * normalise equal let the same packets through.
+ */
+export function normaliseFilter(rules: readonly FilterRule[]): FilterRule[] {
+  const byRest = new Map<string, { rule: FilterRule; src: Set<string> }>();
+  for (const r of rules) {
+    const { SrcIPs, ...rest } = r;
+    const key = JSON.stringify(rest);
+    const entry = byRest.get(key) ?? { rule: { ...rest, SrcIPs: [] }, src: new Set<string>() };
+    for (const s of SrcIPs) entry.src.add(s);
+    byRest.set(key, entry);
+  }
+  return [...byRest.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map((
+    [, e],
+  ) => ({ ...e.rule, SrcIPs: [...e.src].sort() }));
 }
