@@ -106,9 +106,17 @@ export class Resolver {
 
   /**
    * Drops cached state a node change could affect: rules mentioning the changed keys, rules
-   * naming addresses of the node (before or after), or everything (routes changed).
+   * naming addresses of the node (before or after), or everything (routes changed). A key the
+   * node only gained (`gained`, with the node's addresses `added`) keeps its address set, grown
+   * by those addresses: a join storm would otherwise rebuild the set of every member on each join.
    */
-  invalidate(keys: Iterable<string>, everything: boolean, touched: readonly IPRange[] = []): void {
+  invalidate(
+    keys: Iterable<string>,
+    everything: boolean,
+    touched: readonly IPRange[] = [],
+    gained: ReadonlySet<string> = new Set(),
+    added: readonly IPRange[] = [],
+  ): void {
     this.firstSeqCache = null;
     if (everything) {
       this.keyIPs.clear();
@@ -116,8 +124,14 @@ export class Resolver {
       return;
     }
     let selfToo = false;
+    let grow: IPSet | undefined;
     for (const k of keys) {
-      this.keyIPs.delete(k);
+      const had = this.keyIPs.get(k);
+      if (had !== undefined && gained.has(k)) {
+        this.keyIPs.set(k, had.union(grow ??= IPSet.of(added)));
+      } else {
+        this.keyIPs.delete(k);
+      }
       for (const i of this.depsByKey.get(k) ?? []) this.states[i] = {};
       if (k === "member" || k.startsWith("u:")) selfToo = true;
     }

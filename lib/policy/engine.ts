@@ -469,7 +469,15 @@ export class PolicyEngine {
         touched.push({ family: ip.family, lo: ip.value, hi: ip.value });
       }
     }
-    this.resolver.invalidate(changed, routesChanged, touched);
+    // Keys the node now holds and held under no address before: their sets only grow.
+    const gained = new Set<string>();
+    for (const k of newKeys) if (!oldKeys.has(k)) gained.add(k);
+    const added = (next?.ips ?? []).map((ip) => ({
+      family: ip.family,
+      lo: ip.value,
+      hi: ip.value,
+    }));
+    this.resolver.invalidate(changed, routesChanged, touched, gained, added);
     this.ssh.invalidate(changed, routesChanged);
     return { routesChanged, touched };
   }
