@@ -8,7 +8,6 @@ import { EVERYONE, PeerSetPool, sortedIds } from "../lib/mapper/peer_sets.ts";
 import { policyEngineView } from "../lib/mapper/policy_engine_view.ts";
 import { ALLOW_ALL_FILTER, type PolicyView } from "../lib/mapper/policy_view.ts";
 import { parsePolicy, PolicyEngine } from "../lib/policy/mod.ts";
-import { syntheticTailnet } from "../lib/policy/synthetic.ts";
 import type { Change } from "../lib/state/events.ts";
 import type { NodeRecord } from "../lib/store/types.ts";
 import { nodeRecord, RecordingSink } from "./helpers/map_fixtures.ts";

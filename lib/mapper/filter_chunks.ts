@@ -44,7 +44,8 @@ const LONG_CUT_MASK = 7;
 /** ...or after this many entries, whatever the hashes (practically never reached). */
 const MAX_ENTRIES = 512;
 
-const INTERN_LIMIT = 200_000;
+/** Text kept for interning; past it the table starts over. */
+const INTERN_BYTES = 8 << 20;
 
 /** FNV-1a, 32 bits: cheap and stable, for cut points and keys (not for secrecy). */
 function fnv32(text: string): number {
@@ -71,6 +72,7 @@ export class FilterChunker {
    * unchanged chunks the strings of the old one, so sessions compare them by reference.
    */
   private interned = new Map<string, string>();
+  private internedBytes = 0;
 
   /** The filter's chunks, in rule order (keys are unique). */
   chunks(rules: readonly FilterRule[]): FilterChunk[] {
@@ -124,8 +126,12 @@ export class FilterChunker {
     const hit = this.interned.get(json);
     if (hit !== undefined) return hit;
     // Bounded: forgetting only makes the next comparison of equal chunks read their text.
-    if (this.interned.size >= INTERN_LIMIT) this.interned = new Map();
+    if (this.internedBytes + json.length > INTERN_BYTES) {
+      this.interned = new Map();
+      this.internedBytes = 0;
+    }
     this.interned.set(json, json);
+    this.internedBytes += json.length;
     return json;
   }
 
