@@ -379,3 +379,44 @@ Deno.test("notifier: several nodes changing in one window each get the others, n
     await w.close();
   }
 });
+
+Deno.test("notifier: a flush sends to every session inside one write batch", async () => {
+  const w = await world(3);
+  try {
+    let inside = false;
+    let runs = 0;
+    const batch = {
+      run<T>(fn: () => T): T {
+        inside = true;
+        try {
+          return fn();
+        } finally {
+          inside = false;
+          runs++;
+        }
+      },
+    };
+    const notifier = new Notifier({
+      state: w.state,
+      mapper: w.mapper,
+      log: silentLogger(),
+      batchDelayMs: 60_000,
+      writeBatch: batch,
+    });
+    const sentInside: boolean[] = [];
+    for (const id of w.ids) {
+      notifier.register({
+        nodeId: id,
+        send: () => sentInside.push(inside),
+        close: () => {},
+      });
+    }
+    notifier.apply([{ kind: "node-updated", nodeId: w.ids[0] }]);
+    notifier.flush();
+    assert.equal(runs, 1);
+    assert.deepEqual(sentInside, [true, true, true], "the node and both its peers, in the batch");
+    notifier.close();
+  } finally {
+    await w.close();
+  }
+});
