@@ -66,8 +66,6 @@ export interface NotifierDeps {
   cpuMicros?: () => number;
   /** SESSIONS_PER_WINDOW, for tests with a few sessions. */
   sessionsPerWindow?: number;
-  /** Holds the sessions' socket writes while a batch fans out, then makes them back to back. */
-  writeBatch?: { run<T>(fn: () => T): T };
   now?: () => Date;
 }
 
@@ -236,8 +234,7 @@ export class Notifier {
       this.load += (Math.min(1, share) - this.load) * weight;
     }
     try {
-      if (this.deps.writeBatch) this.deps.writeBatch.run(() => this.sendDeltas(b));
-      else this.sendDeltas(b);
+      this.sendDeltas(b);
     } catch (e) {
       this.deps.log.error("sending map updates failed", { error: e });
     }

@@ -13,7 +13,6 @@ import { formatKey } from "../tailcfg/keys.ts";
 import { HEADER_LEN, MAX_CIPHERTEXT_LEN, MSG_ERROR, MSG_RECORD } from "./messages.ts";
 import { RecordOpener, RecordSealer } from "./records.ts";
 import { REUSE_MIN } from "./chacha_wasm.ts";
-import type { HeldWriter, WriteBatch } from "./write_batch.ts";
 
 /** The peer broke the framing (type, size) of the record stream. */
 export class NoiseProtocolError extends Error {
@@ -32,11 +31,9 @@ export interface NoiseConnOptions {
   handshakeHash: Uint8Array;
   /** Bytes of the record stream that were already read off the socket. */
   head?: Uint8Array;
-  /** Holds direct-mode writes during a fan-out (write_batch.ts). */
-  writeBatch?: WriteBatch;
 }
 
-export class NoiseConn extends Duplex implements HeldWriter {
+export class NoiseConn extends Duplex {
   readonly peerPublicKey: Uint8Array;
   readonly protocolVersion: number;
   readonly handshakeHash: Uint8Array;
@@ -51,7 +48,6 @@ export class NoiseConn extends Duplex implements HeldWriter {
   #socketEnded = false;
   /** Direct mode: plaintext goes here instead of the Readable side. */
   #direct: ((plain: Buffer) => void) | undefined;
-  readonly #batch: WriteBatch | undefined;
 
   constructor(opts: NoiseConnOptions) {
     // Half-open makes no sense for HTTP/2 inside Noise: when one side ends, so do we.
@@ -62,7 +58,6 @@ export class NoiseConn extends Duplex implements HeldWriter {
     this.#socket = opts.socket;
     this.#sealer = opts.sealer;
     this.#opener = opts.opener;
-    this.#batch = opts.writeBatch;
 
     this.on("error", (e: Error) => {
       this.closeError ??= e;
@@ -173,9 +168,8 @@ export class NoiseConn extends Duplex implements HeldWriter {
     this.#socket.on("drain", listener);
   }
 
-  /** Ends the socket once what was written (and is held in a batch) has gone out. */
+  /** Ends the socket once what was written has gone out. */
   endSocket(): void {
-    if (this.#batch?.active) this.#batch.flush();
     this.#socket.end();
   }
 
@@ -243,18 +237,9 @@ export class NoiseConn extends Duplex implements HeldWriter {
       return;
     }
     if (cb) {
-      // Stream mode is not batched; what a batch holds for this conn must go first.
-      if (this.#batch?.active) this.#batch.flush();
       this.#socket.write(frames, (e) => cb(e ?? null));
       return;
     }
-    if (this.#batch?.active) this.#batch.hold(this, frames);
-    else this.writeHeld(frames);
-  }
-
-  /** Writes sealed frames (now, or when the batch that held them is written). */
-  writeHeld(frames: Uint8Array): void {
-    if (this.destroyed) return;
     this.#socket.write(frames);
     // Nothing left in the socket's queue: the kernel has every byte and nobody holds `frames`.
     if (frames.length >= REUSE_MIN && this.#socket.writableLength === 0) {
@@ -263,7 +248,6 @@ export class NoiseConn extends Duplex implements HeldWriter {
   }
 
   override _final(cb: (e?: Error | null) => void): void {
-    if (this.#batch?.active) this.#batch.flush();
     this.#socket.end(() => cb());
   }
 

@@ -29,7 +29,6 @@ import {
 } from "./messages.ts";
 import { RecordOpener, RecordSealer } from "./records.ts";
 import type { ChaChaSealEngine } from "./chacha_wasm.ts";
-import type { WriteBatch } from "./write_batch.ts";
 import { type X25519Key, x25519PrivateKey } from "./crypto.ts";
 import { MIN_CAP_VERSION } from "../tailcfg/capver.ts";
 import { acceptWebSocketUpgrade, isWebSocketUpgrade } from "./websocket.ts";
@@ -64,8 +63,6 @@ export interface Ts2021UpgradeOptions {
   serverKey?: X25519Key;
   /** Seals what the connections send (one for the whole server); node:crypto without it. */
   sealEngine?: ChaChaSealEngine;
-  /** Holds the connections' writes during a fan-out (write_batch.ts). */
-  writeBatch?: WriteBatch;
   /** Receives each established connection; should serve HTTP/2 on it. */
   onConnection(conn: NoiseConn, info: Ts2021ConnectionInfo): void;
   log?: Logger;
@@ -220,7 +217,6 @@ function finishHandshake(
     protocolVersion: hs.version,
     handshakeHash: hs.handshakeHash,
     head,
-    writeBatch: opts.writeBatch,
   });
   const machine = formatKey(hs.peerPublicKey, "mkey");
   log?.debug("ts2021 connection", {

@@ -31,7 +31,6 @@ import { MIN_CAP_VERSION } from "../tailcfg/capver.ts";
 import { PolicyManager } from "../policy_manager/manager.ts";
 import { ts2021UpgradeHandler } from "../noise/upgrade.ts";
 import { ChaChaSealEngine } from "../noise/chacha_wasm.ts";
-import { WriteBatch } from "../noise/write_batch.ts";
 import { AuthRequestRegistry } from "../auth_requests/registry.ts";
 import { formatKey, publicKeyOf } from "../tailcfg/keys.ts";
 import { createDerp, type EmbeddedDerp } from "./derp.ts";
@@ -95,15 +94,12 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     derpMap: () => derp.map(),
     extraRecords: extraRecords ? () => extraRecords.current() : undefined,
   });
-  // The map streams' socket writes of one fan-out go out back to back (write_batch.ts).
-  const writeBatch = new WriteBatch();
   const notifier = new Notifier({
     state,
     mapper,
     log: log.child({ component: "notifier" }),
     batchDelayMs: config.tuning.batchChangeDelayMs,
     adaptive: true,
-    writeBatch,
   });
   // Every change to the tailnet, in this order: the mapper drops what it cached about it, the
   // policy engine learns it and answers whose view it affects, the notifier sends those
@@ -211,7 +207,6 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     serverPrivateKey: noisePrivate,
     connectedAt: (socket) => connectedAt.get(socket),
     sealEngine: new ChaChaSealEngine(),
-    writeBatch,
     minCapVersion: MIN_CAP_VERSION,
     log: log.child({ component: "noise" }),
     onConnection: (conn) =>
