@@ -1146,6 +1146,20 @@ function bytes(...parts: Uint8Array[]): Uint8Array {
 
 const text = (s: string) => new TextEncoder().encode(s);
 
+/** A connection over a FakeTransport (high-water mark 1,000 bytes) with GETs on streams 1 and 3. */
+function twoStreams(settings: [number, number][] = []) {
+  const t = new FakeTransport();
+  const res: H2Response[] = [];
+  const conn = new H2ServerConnection(t, (_req, r) => res.push(r), { highWaterBytes: 1000 });
+  conn.receive(bytes(
+    PREFACE,
+    settingsFrame(settings),
+    headersFrame(1, GET_BLOCK, true),
+    headersFrame(3, GET_BLOCK, true),
+  ));
+  return { t, res, conn };
+}
+
 Deno.test({
   name:
     "a stream that finishes last in the round-robin does not strand another stream's queued data",
@@ -1153,15 +1167,7 @@ Deno.test({
     // A regression test: flush() once ended its loop when the stream it took off #ready was the
     // last entry, although earlier streams still had data, room and window; nothing flushed
     // again until an unrelated event (on an idle map stream: never).
-    const t = new FakeTransport();
-    const res: H2Response[] = [];
-    const conn = new H2ServerConnection(t, (_req, r) => res.push(r), { highWaterBytes: 1000 });
-    conn.receive(bytes(
-      PREFACE,
-      settingsFrame([]),
-      headersFrame(1, GET_BLOCK, true),
-      headersFrame(3, GET_BLOCK, true),
-    ));
+    const { t, res, conn } = twoStreams();
     assert.equal(res.length, 2);
     t.bufferedBytes = 5_000; // the socket is behind: writes queue
     res[0].write(text("x".repeat(100)));
@@ -1296,15 +1302,7 @@ Deno.test({
 Deno.test({
   name: "a write on an idle stream goes out in the writer's turn; queued data keeps its place",
   fn() {
-    const t = new FakeTransport();
-    const res: H2Response[] = [];
-    const conn = new H2ServerConnection(t, (_req, r) => res.push(r), { highWaterBytes: 1000 });
-    conn.receive(bytes(
-      PREFACE,
-      settingsFrame([[Setting.INITIAL_WINDOW_SIZE, 300]]),
-      headersFrame(1, GET_BLOCK, true),
-      headersFrame(3, GET_BLOCK, true),
-    ));
+    const { t, res, conn } = twoStreams([[Setting.INITIAL_WINDOW_SIZE, 300]]);
     res[0].write(text("head")); // the HEADERS frame goes first, through the queue
     res[1].write(text("head"));
     let taken = 0;

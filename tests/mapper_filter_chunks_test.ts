@@ -14,6 +14,7 @@ import type { FilterRule, MapResponse } from "../lib/tailcfg/types.ts";
 import { TEST_DERP_MAP } from "./helpers/control.ts";
 import {
   clientFilter,
+  mapStateOver,
   nodeRecord,
   normaliseFilter,
   RecordingSink,
@@ -106,24 +107,7 @@ function world(members: number) {
     users,
     [...nodes.values()].map(toPolicyNode),
   );
-  const state = {
-    getNode: (id: number) => nodes.get(id),
-    getUser: (id: number) => ({
-      id,
-      name: `u${id}`,
-      displayName: "",
-      email: "",
-      providerId: "",
-      provider: "",
-      profilePicUrl: "",
-      createdAt: new Date(0),
-    }),
-    listNodes: () => [...nodes.values()],
-    isOnline: () => true,
-    primaryRoutesOf: () => [],
-    capVersionOf: () => undefined,
-    subscribe: () => () => {},
-  };
+  const state = mapStateOver(nodes);
   const mapper = new Mapper({
     state,
     config,

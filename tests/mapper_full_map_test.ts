@@ -4,7 +4,8 @@ import { parseConfigText } from "../lib/config/load.ts";
 import { randomKey, TEST_DERP_MAP } from "./helpers/control.ts";
 import { decodeFrames, splitZstdFrames } from "../lib/mapper/framing.ts";
 import { Mapper } from "../lib/mapper/mapper.ts";
-import type { NodeRecord, UserRecord } from "../lib/store/types.ts";
+import type { NodeRecord } from "../lib/store/types.ts";
+import { testUser } from "./helpers/map_fixtures.ts";
 import type { MapResponse } from "../lib/tailcfg/types.ts";
 
 const { config } = parseConfigText("", { env: {} });
@@ -35,19 +36,9 @@ function tailnet(ids: number[]) {
       updatedAt: new Date(0),
     });
   }
-  const user = (id: number): UserRecord => ({
-    id,
-    name: `user${id}`,
-    displayName: "",
-    email: "",
-    providerId: "",
-    provider: "",
-    profilePicUrl: "",
-    createdAt: new Date(0),
-  });
   const state = {
     getNode: (id: number) => nodes.get(id),
-    getUser: (id: number) => id <= 3 ? user(id) : undefined,
+    getUser: (id: number) => id <= 3 ? testUser(id) : undefined,
     listNodes: () => [...nodes.values()],
     isOnline: (id: number) => id % 2 === 0,
     primaryRoutesOf: () => [],

@@ -10,7 +10,7 @@ import { ALLOW_ALL_FILTER, type PolicyView } from "../lib/mapper/policy_view.ts"
 import { parsePolicy, PolicyEngine } from "../lib/policy/mod.ts";
 import type { Change } from "../lib/state/events.ts";
 import type { NodeRecord } from "../lib/store/types.ts";
-import { nodeRecord, RecordingSink } from "./helpers/map_fixtures.ts";
+import { mapStateOver, nodeRecord, RecordingSink } from "./helpers/map_fixtures.ts";
 import { toPolicyNode } from "../lib/policy_manager/manager.ts";
 
 const ids = (...xs: number[]) => Int32Array.from(xs);
@@ -90,21 +90,7 @@ function sessions(nodes: NodeRecord[], policy: PolicyView) {
   const byId = new Map(nodes.map((n) => [n.id, n]));
   let listeners: Array<(c: readonly Change[]) => void> = [];
   const state = {
-    getNode: (id: number) => byId.get(id),
-    getUser: (id: number) => ({
-      id,
-      name: `u${id}`,
-      displayName: "",
-      email: "",
-      providerId: "",
-      provider: "",
-      profilePicUrl: "",
-      createdAt: new Date(0),
-    }),
-    listNodes: () => [...byId.values()],
-    isOnline: () => true,
-    primaryRoutesOf: () => [],
-    capVersionOf: () => undefined,
+    ...mapStateOver(byId),
     subscribe(l: (c: readonly Change[]) => void) {
       listeners.push(l);
       return () => listeners = listeners.filter((x) => x !== l);

@@ -5,7 +5,7 @@
 import { randomKey } from "./control.ts";
 import type { SharedMessage } from "../../lib/mapper/framing.ts";
 import type { MapSink } from "../../lib/mapper/notifier.ts";
-import type { NodeRecord } from "../../lib/store/types.ts";
+import type { NodeRecord, UserRecord } from "../../lib/store/types.ts";
 import type { FilterRule, MapResponse } from "../../lib/tailcfg/types.ts";
 
 /** Node `id` with fresh keys at 100.64.<id / 256>.<id % 256> and fd7a:115c:a1e0::<id in hex>. */
@@ -93,4 +93,30 @@ export function normaliseFilter(rules: readonly FilterRule[]): FilterRule[] {
   return [...byRest.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map((
     [, e],
   ) => ({ ...e.rule, SrcIPs: [...e.src].sort() }));
+}
+
+/** A user named `u<id>`, as the mapper reads users. */
+export function testUser(id: number): UserRecord {
+  return {
+    id,
+    name: `u${id}`,
+    displayName: "",
+    email: "",
+    providerId: "",
+    provider: "",
+    profilePicUrl: "",
+    createdAt: new Date(0),
+  };
+}
+
+/** What the mapper and notifier read of the state, over these nodes: all online, no routes. */
+export function mapStateOver(nodes: ReadonlyMap<number, NodeRecord>) {
+  return {
+    getNode: (id: number) => nodes.get(id),
+    getUser: testUser,
+    listNodes: () => [...nodes.values()],
+    isOnline: () => true,
+    primaryRoutesOf: () => [],
+    capVersionOf: () => undefined,
+  };
 }
