@@ -270,10 +270,61 @@ export class TailscaleClient {
   /** `tailscale up …` until Running (or the timeout). Throws with the CLI's output on failure. */
   async up(options: UpOptions): Promise<void> {
     const timeoutMs = options.timeoutMs ?? 60_000;
-    await this.cliChecked(this.#upArgs(options, timeoutMs), {
-      timeoutMs: timeoutMs + 15_000,
-      redact: options.authKey ? [options.authKey] : [],
-    });
+    const watch = await this.#watchEngine();
+    try {
+      await this.cliChecked(this.#upArgs(options, timeoutMs), {
+        timeoutMs: timeoutMs + 15_000,
+        redact: options.authKey ? [options.authKey] : [],
+      });
+    } finally {
+      try {
+        watch?.close();
+      } catch {
+        // already gone with the daemon
+      }
+    }
+  }
+
+  /**
+   * Asks tailscaled for engine updates (LocalAPI watch-ipn-bus, NotifyWatchEngineUpdates), which
+   * makes it read its engine's status every 2 s, as it does for a GUI. Why: tailscaled goes from
+   * Starting to Running on an engine status with a live DERP connection, and a status read just
+   * before the DERP connection came up can replace the newer one (it counts DERP connections
+   * before stamping its time); with no traffic nothing reads the status again, and a headless
+   * `tailscale up` then waits in Starting forever. Seen once in CI with v1.80.3 (it is the same
+   * in today's tailscaled). Null when the socket does not answer (tailscale up reports that).
+   */
+  async #watchEngine(): Promise<Deno.Conn | null> {
+    let conn: Deno.Conn;
+    try {
+      conn = await Deno.connect({ transport: "unix", path: this.socketPath });
+    } catch {
+      return null;
+    }
+    const request = "GET /localapi/v0/watch-ipn-bus?mask=1 HTTP/1.1\r\n" +
+      "Host: local-tailscaled.sock\r\n\r\n";
+    try {
+      await conn.write(new TextEncoder().encode(request));
+    } catch {
+      conn.close();
+      return null;
+    }
+    // Read and drop what it sends, so tailscaled never waits on us; ends when closed. A refusal
+    // is shown (the race above is then possible again), not thrown.
+    (async () => {
+      const buf = new Uint8Array(16 << 10);
+      try {
+        const n = await conn.read(buf);
+        const status = n ? new TextDecoder().decode(buf.subarray(0, n)).split("\r\n")[0] : "";
+        if (!status.startsWith("HTTP/1.1 200")) {
+          console.warn(`${this.name}: the engine watch was refused: ${JSON.stringify(status)}`);
+        }
+        while ((await conn.read(buf)) !== null) { /* dropped */ }
+      } catch {
+        // closed by up() or by the daemon
+      }
+    })();
+    return conn;
   }
 
   /**
