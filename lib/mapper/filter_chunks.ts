@@ -14,6 +14,7 @@
  * A chunk's key is a hash of the rule's other fields (its destinations, protocols and grants),
  * numbered when two rules share it, plus the first source of the chunk for a split rule.
  */
+import type { Json } from "../tailcfg/json.ts";
 import type { FilterRule } from "../tailcfg/types.ts";
 
 export interface FilterChunk {
@@ -27,6 +28,21 @@ export interface FilterChunk {
 /** The chunk as the FilterRule list it stands for. */
 export function chunkJson(c: FilterChunk): string {
   return `[{"SrcIPs":${c.src}${c.rest}}]`;
+}
+
+/**
+ * MapResponse.PacketFilters from chunks to set and keys to delete; `clearFirst` adds `"*": null`,
+ * which makes the client drop every chunk it held before taking these (a full map).
+ */
+export function packetFiltersJson(
+  set: Iterable<FilterChunk>,
+  gone: Iterable<string> = [],
+  clearFirst = false,
+): Json<Record<string, FilterRule[] | null>> {
+  const members = clearFirst ? ['"*":null'] : [];
+  for (const c of set) members.push(`${JSON.stringify(c.key)}:${chunkJson(c)}`);
+  for (const key of gone) members.push(`${JSON.stringify(key)}:null`);
+  return `{${members.join(",")}}` as Json<Record<string, FilterRule[] | null>>;
 }
 
 /** Two chunks with the same key say the same (cheap: unchanged sources are one string). */

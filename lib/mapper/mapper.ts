@@ -9,7 +9,6 @@ import type {
   CapMap,
   DERPMap,
   DNSConfig,
-  FilterRule,
   MapResponse,
   Node,
   PeerChange,
@@ -22,7 +21,7 @@ import { type Change, isStatusPatch, type NodePatch, PATCH_FIELDS } from "../sta
 import { peerNode } from "./node_view.ts";
 import { allowAllPolicy, type PolicyView } from "./policy_view.ts";
 import { frameParts, SharedMessage } from "./framing.ts";
-import { chunkJson, type FilterChunk, FilterChunker } from "./filter_chunks.ts";
+import { type FilterChunk, FilterChunker, packetFiltersJson } from "./filter_chunks.ts";
 import { type Chunk, PeerChunks, type Volatile, zstd } from "./peer_chunks.ts";
 import { TAGGED_DEVICES, TAGGED_DEVICES_USER_ID, userProfile, wireUserId } from "./users.ts";
 
@@ -118,15 +117,6 @@ export class Mapper {
   /** The node's packet filter in named chunks (lib/mapper/filter_chunks.ts). */
   filterChunks(nodeId: number): FilterChunk[] {
     return this.filterChunker.chunks(this.policy.filterFor(nodeId));
-  }
-
-  /** MapResponse.PacketFilters of a full map: every chunk, after "*" cleared the old ones. */
-  private packetFiltersJson(nodeId: number): Json<Record<string, FilterRule[] | null>> {
-    const members = ['"*":null'];
-    for (const c of this.filterChunks(nodeId)) {
-      members.push(`${JSON.stringify(c.key)}:${chunkJson(c)}`);
-    }
-    return `{${members.join(",")}}` as Json<Record<string, FilterRule[] | null>>;
   }
 
   get policy(): PolicyView {
@@ -386,7 +376,7 @@ export class Mapper {
         Domain: toJson(this.deps.config.dns.baseDomain),
         CollectServices: toJson(false),
         // In named chunks; "*" first drops whatever the client held (a resync, or nothing).
-        PacketFilters: this.packetFiltersJson(node.id),
+        PacketFilters: packetFiltersJson(this.filterChunks(node.id), [], true),
         // The client keeps its last SSH policy when the field is absent: a resync must clear it.
         SSHPolicy: ssh ? toJson(ssh) : resync ? NO_SSH_POLICY : undefined,
         UserProfiles: jsonArray(profiles),

@@ -20,7 +20,7 @@ import type { Mapper } from "./mapper.ts";
 import { NO_SSH_POLICY } from "./mapper.ts";
 import type { Json } from "../tailcfg/json.ts";
 import type { FilterRule, SSHPolicy } from "../tailcfg/types.ts";
-import { chunkJson, type FilterChunk, sameChunk } from "./filter_chunks.ts";
+import { type FilterChunk, packetFiltersJson, sameChunk } from "./filter_chunks.ts";
 import { EVERYONE, indexOfSorted, type PeerRecord, PeerSetPool, sortedIds } from "./peer_sets.ts";
 
 /** What a session must be sent so it matches the current policy. */
@@ -289,15 +289,11 @@ function changedChunks(
     if (i === after.length) return null;
   }
   const old = new Map(before.map((c) => [c.key, c]));
-  const members: string[] = [];
+  const set: FilterChunk[] = [];
   for (const c of after) {
     const was = old.get(c.key);
     old.delete(c.key);
-    if (was && sameChunk(was, c)) continue;
-    members.push(`${JSON.stringify(c.key)}:${chunkJson(c)}`);
+    if (!was || !sameChunk(was, c)) set.push(c);
   }
-  for (const key of old.keys()) members.push(`${JSON.stringify(key)}:null`);
-  return members.length > 0
-    ? `{${members.join(",")}}` as Json<Record<string, FilterRule[] | null>>
-    : null;
+  return set.length > 0 || old.size > 0 ? packetFiltersJson(set, old.keys()) : null;
 }

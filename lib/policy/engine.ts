@@ -463,20 +463,13 @@ export class PolicyEngine {
     const routesChanged =
       (prev?.subnetRouteStrings.join() ?? "") !== (next?.subnetRouteStrings.join() ?? "") ||
       (prev?.isExit ?? false) !== (next?.isExit ?? false);
-    const touched: IPRange[] = [];
-    for (const x of [prev, next]) {
-      for (const ip of x?.ips ?? []) {
-        touched.push({ family: ip.family, lo: ip.value, hi: ip.value });
-      }
-    }
+    const ranges = (x: NodeRec | undefined): IPRange[] =>
+      (x?.ips ?? []).map((ip) => ({ family: ip.family, lo: ip.value, hi: ip.value }));
+    const added = ranges(next);
+    const touched = [...ranges(prev), ...added];
     // Keys the node now holds and held under no address before: their sets only grow.
     const gained = new Set<string>();
     for (const k of newKeys) if (!oldKeys.has(k)) gained.add(k);
-    const added = (next?.ips ?? []).map((ip) => ({
-      family: ip.family,
-      lo: ip.value,
-      hi: ip.value,
-    }));
     this.resolver.invalidate(changed, routesChanged, touched, gained, added);
     this.ssh.invalidate(changed, routesChanged);
     return { routesChanged, touched };
