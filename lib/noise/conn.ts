@@ -13,6 +13,7 @@ import { formatKey } from "../tailcfg/keys.ts";
 import { HEADER_LEN, MAX_CIPHERTEXT_LEN, MSG_ERROR, MSG_RECORD } from "./messages.ts";
 import { RecordOpener, RecordSealer } from "./records.ts";
 import { REUSE_MIN } from "./chacha_wasm.ts";
+import { SocketWriter } from "../net/socket_writer.ts";
 
 /** The peer broke the framing (type, size) of the record stream. */
 export class NoiseProtocolError extends Error {
@@ -41,6 +42,8 @@ export class NoiseConn extends Duplex {
   closeError: Error | undefined;
 
   readonly #socket: Duplex;
+  /** Direct mode's way to the socket (lib/net/socket_writer.ts). */
+  readonly #writer: SocketWriter;
   readonly #sealer: RecordSealer;
   readonly #opener: RecordOpener;
   /** Bytes of an incomplete frame carried over to the next chunk. */
@@ -56,6 +59,7 @@ export class NoiseConn extends Duplex {
     this.protocolVersion = opts.protocolVersion;
     this.handshakeHash = opts.handshakeHash;
     this.#socket = opts.socket;
+    this.#writer = new SocketWriter(opts.socket);
     this.#sealer = opts.sealer;
     this.#opener = opts.opener;
 
@@ -160,12 +164,12 @@ export class NoiseConn extends Duplex {
 
   /** Bytes written to the socket and not yet taken by the OS. */
   get socketBufferedBytes(): number {
-    return this.#socket.writableLength;
+    return this.#writer.bufferedBytes;
   }
 
   /** Runs `listener` whenever the socket's write buffer empties. */
   onSocketDrain(listener: () => void): void {
-    this.#socket.on("drain", listener);
+    this.#writer.onDrain(listener);
   }
 
   /** Ends the socket once what was written has gone out. */
@@ -240,11 +244,8 @@ export class NoiseConn extends Duplex {
       this.#socket.write(frames, (e) => cb(e ?? null));
       return;
     }
-    this.#socket.write(frames);
-    // Nothing left in the socket's queue: the kernel has every byte and nobody holds `frames`.
-    if (frames.length >= REUSE_MIN && this.#socket.writableLength === 0) {
-      this.#sealer.reuse(frames);
-    }
+    // Taken whole by the kernel: nobody holds `frames` any more.
+    if (this.#writer.write(frames) && frames.length >= REUSE_MIN) this.#sealer.reuse(frames);
   }
 
   override _final(cb: (e?: Error | null) => void): void {
