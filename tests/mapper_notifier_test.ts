@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { parseConfigText } from "../lib/config/load.ts";
 import { randomKey, TEST_DERP_MAP } from "./helpers/control.ts";
 import { silentLogger } from "../lib/log/log.ts";
-import { decodeFrames, encodeFrame } from "../lib/mapper/framing.ts";
+import { decodeFrames, encodeFrame, splitZstdFrames, STORED_MAX } from "../lib/mapper/framing.ts";
+import { zstdDecompressSync } from "node:zlib";
 import { Mapper } from "../lib/mapper/mapper.ts";
 import { Notifier } from "../lib/mapper/notifier.ts";
 import { ALLOW_ALL_FILTER, type PolicyView } from "../lib/mapper/policy_view.ts";
@@ -328,6 +329,23 @@ Deno.test("framing: 4-byte little-endian length, zstd payload, several frames pe
   const split = decodeFrames(joined, false);
   assert.deepEqual(split.messages, ['{"Node":{"ID":1}}']);
   assert.equal(split.rest.byteLength, 5);
+});
+
+Deno.test("framing: a small payload goes as a stored zstd frame that any decoder reads; a big one is compressed", () => {
+  for (const size of [1, 200, 255, 256, 257, STORED_MAX]) {
+    const json = size === 1 ? "1" : `"${"x".repeat(size - 2)}"`;
+    const frame = encodeFrame(json, true);
+    const payload = frame.subarray(4);
+    assert.equal(payload.byteLength, json.length + (size < 256 ? 9 : 10), `stored, size ${size}`);
+    assert.equal(new TextDecoder().decode(zstdDecompressSync(payload)), json, `zlib reads ${size}`);
+    assert.equal(splitZstdFrames(new Uint8Array([...payload, ...payload])).length, 2);
+    assert.deepEqual(decodeFrames(frame, true).messages, [json]);
+  }
+  const big = JSON.stringify({ Peers: Array.from({ length: 400 }, (_, i) => ({ ID: i })) });
+  assert.ok(big.length > STORED_MAX);
+  const frame = encodeFrame(big, true);
+  assert.ok(frame.byteLength < big.length / 2, "compressed");
+  assert.deepEqual(decodeFrames(frame, true).messages, [big]);
 });
 
 Deno.test("notifier: a node whose own patch shares a window with a new peer gets the peer and no patch about itself", async () => {

@@ -9,13 +9,49 @@ const encoder = new TextEncoder();
 /** Fastest level: map payloads are big and sent often; ratio is still good on JSON. */
 const ZSTD_OPTS = { params: { [constants.ZSTD_c_compressionLevel]: 1 } };
 
+/**
+ * Payloads up to this size go as a stored zstd frame (one raw block, no compression): a peer
+ * change of ~200 bytes shrinks by a few dozen bytes at most, while every receiver would read a
+ * Huffman table to decode it. A lone change reaches every peer, so that decoding is the tailnet's.
+ */
+export const STORED_MAX = 1024;
+
 export function encodeFrame(json: string, zstd: boolean): Uint8Array {
   const raw = encoder.encode(json);
-  const payload = zstd ? zstdCompressSync(raw, ZSTD_OPTS) : raw;
+  const payload = !zstd
+    ? raw
+    : raw.length <= STORED_MAX
+    ? storedZstdFrame(raw)
+    : zstdCompressSync(raw, ZSTD_OPTS);
   const frame = new Uint8Array(4 + payload.byteLength);
   new DataView(frame.buffer).setUint32(0, payload.byteLength, true);
   frame.set(payload, 4);
   return frame;
+}
+
+/**
+ * A zstd frame (RFC 8878) holding `raw` as one raw block: single segment, the content size in
+ * the header (1 byte below 256, else 2 bytes as size - 256), no checksum. Up to 65,791 bytes.
+ */
+export function storedZstdFrame(raw: Uint8Array): Uint8Array {
+  if (raw.length > 65_791) throw new RangeError("stored zstd frame of more than 65,791 bytes");
+  const fcs = raw.length < 256 ? 1 : 2;
+  const out = new Uint8Array(4 + 1 + fcs + 3 + raw.length);
+  out.set([0x28, 0xb5, 0x2f, 0xfd], 0); // magic 0xFD2FB528, little-endian
+  out[4] = (fcs === 1 ? 0 : 1) << 6 | 1 << 5; // FCS field size flag, single segment
+  let off = 5;
+  if (fcs === 1) out[off++] = raw.length;
+  else {
+    const v = raw.length - 256;
+    out[off++] = v & 0xff;
+    out[off++] = v >> 8;
+  }
+  const header = raw.length << 3 | 1; // block size, raw (type 0), last block
+  out[off++] = header & 0xff;
+  out[off++] = (header >> 8) & 0xff;
+  out[off++] = header >> 16;
+  out.set(raw, off);
+  return out;
 }
 
 /**
