@@ -46,6 +46,9 @@ class MapStream implements MapSink {
   private keepAliveTimer: ReturnType<typeof setTimeout> | undefined;
   /** When the next keep-alive is due (performance.now() time). */
   private keepAliveDue = 0;
+  /** Quiet time before a keep-alive: the interval plus this stream's own jitter, so streams
+   * that got the same message do not all send keep-alives together. */
+  private readonly keepAliveAfter: number;
   /** Called once, when the first message (the full map) has been handed to the transport. */
   private firstWritten: (() => void) | undefined;
 
@@ -63,6 +66,7 @@ class MapStream implements MapSink {
     firstWritten?: () => void,
   ) {
     this.firstWritten = firstWritten;
+    this.keepAliveAfter = opts.keepAliveMs + Math.floor(Math.random() * opts.jitterMs);
   }
 
   get isClosed(): boolean {
@@ -73,7 +77,7 @@ class MapStream implements MapSink {
    * Queues the message's frame — shared between sessions and never copied here; the HTTP/2
    * connection frames and seals it as flow control and the socket allow.
    */
-  send(msg: SharedMessage): void {
+  send(msg: SharedMessage, now = performance.now()): void {
     if (this.closed || this.aborted || this.res.closed) return;
     // Per message and per session: the stream's own queue, not the socket's (at most ~256 KB).
     if (this.res.queuedBytes > this.opts.maxBufferedBytes) {
@@ -86,7 +90,7 @@ class MapStream implements MapSink {
     const first = this.firstWritten;
     this.firstWritten = undefined;
     this.res.write(msg.framePieces(this.zstd), first);
-    this.armKeepAlive();
+    this.armKeepAlive(now);
   }
 
   /**
@@ -94,10 +98,9 @@ class MapStream implements MapSink {
    * the deadline; the one timer re-arms itself when it fires early, so a busy stream does not pay
    * for a new timer on every message (at 10,000 streams that was 7 % of a fan-out's CPU).
    */
-  armKeepAlive(): void {
+  armKeepAlive(now = performance.now()): void {
     if (this.closed) return;
-    this.keepAliveDue = performance.now() + this.opts.keepAliveMs +
-      Math.floor(Math.random() * this.opts.jitterMs);
+    this.keepAliveDue = now + this.keepAliveAfter;
     if (this.keepAliveTimer === undefined) this.startKeepAliveTimer();
   }
 

@@ -31,8 +31,11 @@ import { type PolicyDelta, PolicySync } from "./policy_sync.ts";
 /** One open map stream, as the notifier sees it. */
 export interface MapSink {
   readonly nodeId: number;
-  /** Queue a message on the stream (the sink frames and compresses via SharedMessage). */
-  send(msg: SharedMessage): void;
+  /**
+   * Queue a message on the stream (the sink frames and compresses via SharedMessage). `now`
+   * (performance.now()) is the caller's clock reading when it sends to many sinks in one turn.
+   */
+  send(msg: SharedMessage, now?: number): void;
   /** Close the stream (replaced by a newer one, node deleted, or shutdown). */
   close(reason: string): void;
   /**
@@ -323,6 +326,8 @@ export class Notifier {
         group.items().filter((i) => items[i].kind === "full").map((i) => items[i].nodeId),
       );
 
+    // One clock reading for the whole fan-out: the sinks only move their keep-alive deadline.
+    const now = performance.now();
     try {
       for (const sink of [...this.sessions.values()]) {
         const id = sink.nodeId;
@@ -371,7 +376,7 @@ export class Notifier {
           }
         }
         if (trace) log.trace("delta", { node: id, json: msg.json.slice(0, 2000) });
-        sink.send(msg);
+        sink.send(msg, now);
         sent++;
       }
     } finally {
