@@ -73,18 +73,48 @@ Deno.test("socket writer: what the kernel does not take counts as buffered, keep
       sent.push(msg);
     }
     assert.ok(w.bufferedBytes > 0);
-    // A write through the Writable afterwards must land after everything above.
+    // Later writes, one with a callback, wait their turn.
     const tail = new Uint8Array(1000).fill(0xab);
-    p.client.write(tail);
+    let tailDone = false;
+    assert.equal(w.write(tail, () => tailDone = true), false);
     sent.push(tail);
     const more = new Uint8Array(10).fill(0xcd);
-    assert.equal(w.write(more), false, "held behind the Writable's data, not taken at once");
+    assert.equal(w.write(more), false, "held behind the data in progress, not taken at once");
     sent.push(more);
+    let ended = false;
+    w.end(() => ended = true);
     const all = Buffer.concat(sent);
+    const peerEnded = once(p.peer, "end");
     const got = await readAll(p.peer, all.length);
     assert.ok(Buffer.from(got).equals(all), "bytes arrive in the order written");
-    while (w.bufferedBytes > 0) await new Promise((r) => setTimeout(r, 5));
+    while (w.bufferedBytes > 0 || !ended) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(tailDone, "a write's callback runs once its bytes are out");
     assert.ok(drains >= 1, "drain listeners ran once the handle's queue emptied");
+    await peerEnded; // the end came after every byte
+  } finally {
+    await close(p);
+  }
+});
+
+Deno.test("socket writer: bytes written to the socket before it took over go first", async () => {
+  const p = await pair();
+  try {
+    // More than the kernel takes at once, so the Writable still holds some.
+    const chunks: Uint8Array[] = [];
+    while (p.client.writableLength === 0) {
+      const c = new Uint8Array(1 << 20).fill(chunks.length + 1);
+      p.client.write(c);
+      chunks.push(c);
+    }
+    const before = Buffer.concat(chunks);
+    const w = new SocketWriter(p.client);
+    assert.ok(w.bufferedBytes > 0);
+    const after = new Uint8Array(100).fill(2);
+    assert.equal(w.write(after), false, "through the Writable while it holds bytes");
+    const got = await readAll(p.peer, before.length + after.length);
+    assert.ok(Buffer.from(got).equals(Buffer.concat([before, after])));
+    while (w.bufferedBytes > 0) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(w.write(after), true, "then straight to the handle");
   } finally {
     await close(p);
   }

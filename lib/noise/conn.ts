@@ -174,7 +174,7 @@ export class NoiseConn extends Duplex {
 
   /** Ends the socket once what was written has gone out. */
   endSocket(): void {
-    this.#socket.end();
+    this.#writer.end();
   }
 
   #onData = (chunk: Buffer): void => {
@@ -241,7 +241,7 @@ export class NoiseConn extends Duplex {
       return;
     }
     if (cb) {
-      this.#socket.write(frames, (e) => cb(e ?? null));
+      this.#writer.write(frames, (e) => cb(e ?? null));
       return;
     }
     // Taken whole by the kernel: nobody holds `frames` any more.
@@ -249,7 +249,7 @@ export class NoiseConn extends Duplex {
   }
 
   override _final(cb: (e?: Error | null) => void): void {
-    this.#socket.end(() => cb());
+    this.#writer.end(() => cb());
   }
 
   override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
