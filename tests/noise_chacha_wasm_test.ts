@@ -112,3 +112,24 @@ Deno.test("chacha wasm: a big output's memory is reused only after reuse(), and 
   const f = seal(99_000, 19);
   assert.ok(f.buffer === c.buffer, "the last given-back memory is still the one reused");
 });
+
+Deno.test("chacha wasm: a lent small output comes back only when handed back; one still held is never written again", () => {
+  const engine = new ChaChaSealEngine();
+  const key = new Uint8Array(32).fill(9);
+  const lent = new RecordSealer(key, engine);
+  const plain = new RecordSealer(key);
+  const msg = (i: number) => Uint8Array.from({ length: 100 + i }, (_, k) => (k + i) & 0xff);
+  const a = lent.sealPieces([msg(0)], 100, true);
+  assert.deepEqual(a, plain.seal(msg(0)));
+  lent.reuse(a); // the socket took it whole
+  const b = lent.sealPieces([msg(1)], 101, true);
+  assert.equal(b.buffer, a.buffer, "handed back: the same memory serves the next output");
+  const kept = Buffer.from(b); // b is not handed back: a write still holds it
+  const c = lent.sealPieces([msg(2)], 102, true);
+  assert.notEqual(c.buffer, b.buffer, "still held: the next output gets new memory");
+  assert.ok(b.equals(kept), "and what the write holds is untouched");
+  assert.deepEqual(c, (plain.seal(msg(1)), plain.seal(msg(2))));
+  const d = lent.sealPieces([msg(3)], 103);
+  lent.reuse(d);
+  assert.notEqual(d.buffer, c.buffer, "without lend, never the slab");
+});

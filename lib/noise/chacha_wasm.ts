@@ -328,6 +328,9 @@ export class ChaChaSealEngine {
   /** Output memory made here (nothing else is ever reused), and the one free for reuse. */
   readonly #mine = new WeakSet<ArrayBuffer>();
   #spare: ArrayBuffer | null = null;
+  /** Memory for small outputs, lent to one write at a time (#lendSlab). */
+  #slab = new ArrayBuffer(REUSE_MIN);
+  #slabLent = false;
 
   constructor() {
     const bytes = wasmModule([block4Function(), sealFunction(0)], 2);
@@ -355,6 +358,7 @@ export class ChaChaSealEngine {
     counter: number,
     pieces: readonly Uint8Array[],
     total: number,
+    lend = false,
   ): Buffer {
     const records = Math.max(1, Math.ceil(total / MAX_PLAINTEXT_LEN));
     const outLen = total + records * (HEADER_LEN + TAG_LEN);
@@ -385,7 +389,7 @@ export class ChaChaSealEngine {
       src += len;
       dst += HEADER_LEN + len + TAG_LEN;
     }
-    const frames = this.#output(outLen);
+    const frames = lend && outLen < REUSE_MIN ? this.#lendSlab(outLen) : this.#output(outLen);
     frames.set(mem.subarray(outStart, outStart + outLen));
     return frames;
   }
@@ -409,11 +413,23 @@ export class ChaChaSealEngine {
   }
 
   /**
+   * A small output in the slab, for a caller that hands it back (`reuse`) when the socket takes
+   * it at once, as a map stream's write almost always is: no allocation per write. A slab still
+   * lent (its write had to wait) stays with its writer; the next output gets a new one.
+   */
+  #lendSlab(len: number): Buffer {
+    if (this.#slabLent) this.#slab = new ArrayBuffer(REUSE_MIN);
+    this.#slabLent = true;
+    return Buffer.from(this.#slab, 0, len);
+  }
+
+  /**
    * `frames` (from sealRecords) were taken whole by the socket before its write returned, so
-   * nothing reads them any more: their memory may serve the next big output.
+   * nothing reads them any more: their memory may serve the next output.
    */
   reuse(frames: Uint8Array): void {
     const buf = frames.buffer as ArrayBuffer;
-    if (this.#mine.has(buf)) this.#spare = buf;
+    if (buf === this.#slab) this.#slabLent = false;
+    else if (this.#mine.has(buf)) this.#spare = buf;
   }
 }

@@ -12,7 +12,6 @@ import { Duplex } from "node:stream";
 import { formatKey } from "../tailcfg/keys.ts";
 import { HEADER_LEN, MAX_CIPHERTEXT_LEN, MSG_ERROR, MSG_RECORD } from "./messages.ts";
 import { RecordOpener, RecordSealer } from "./records.ts";
-import { REUSE_MIN } from "./chacha_wasm.ts";
 import { SocketWriter } from "../net/socket_writer.ts";
 
 /** The peer broke the framing (type, size) of the record stream. */
@@ -234,7 +233,8 @@ export class NoiseConn extends Duplex {
   #send(pieces: readonly Uint8Array[], total: number, cb?: (e?: Error | null) => void): void {
     let frames: Buffer;
     try {
-      frames = this.#sealer.sealPieces(pieces, total);
+      // Without a callback the output goes back to the engine when the socket takes it whole.
+      frames = this.#sealer.sealPieces(pieces, total, !cb && this.#writer.direct);
     } catch (e) {
       if (cb) cb(e as Error);
       else this.destroy(e as Error);
@@ -245,7 +245,7 @@ export class NoiseConn extends Duplex {
       return;
     }
     // Taken whole by the kernel: nobody holds `frames` any more.
-    if (this.#writer.write(frames) && frames.length >= REUSE_MIN) this.#sealer.reuse(frames);
+    if (this.#writer.write(frames)) this.#sealer.reuse(frames);
   }
 
   override _final(cb: (e?: Error | null) => void): void {

@@ -81,11 +81,15 @@ export class RecordSealer {
     return this.sealPieces([plaintext], plaintext.length);
   }
 
-  /** As seal, for `pieces` taken in order as one plaintext of `total` bytes (not copied first). */
-  sealPieces(pieces: readonly Uint8Array[], total: number): Buffer {
+  /**
+   * As seal, for `pieces` taken in order as one plaintext of `total` bytes (not copied first).
+   * With `lend`, a small output may be the engine's reused memory: the caller must hand it back
+   * with `reuse` as soon as the socket took it whole, and never read it after that.
+   */
+  sealPieces(pieces: readonly Uint8Array[], total: number, lend = false): Buffer {
     if (this.engine) {
       const records = Math.max(1, Math.ceil(total / MAX_PLAINTEXT_LEN));
-      return this.engine.sealRecords(this.#key, this.#counter.take(records), pieces, total);
+      return this.engine.sealRecords(this.#key, this.#counter.take(records), pieces, total, lend);
     }
     const plaintext = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces, total);
     const records = Math.max(1, Math.ceil(plaintext.length / MAX_PLAINTEXT_LEN));
