@@ -4,6 +4,7 @@ package main
 // stream and the lite endpoint updates share it), registration, the map stream and its peer set.
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -218,8 +219,11 @@ func (b *bench) stream(ctx context.Context, nd *node, onFirst func(time.Duration
 	nd.epoch.Store(b.epoch.Load())
 	nd.streaming.Store(true)
 	var hdr [4]byte
+	// A delta's length and body usually arrive together: one read of the HTTP/2 body for both
+	// (each read of it takes the stream's lock; a large body still goes straight into raw).
+	body := bufio.NewReaderSize(res.Body, 4<<10)
 	for {
-		if _, err := io.ReadFull(res.Body, hdr[:]); err != nil {
+		if _, err := io.ReadFull(body, hdr[:]); err != nil {
 			return fmt.Errorf("map stream: %w", err)
 		}
 		size := int(binary.LittleEndian.Uint32(hdr[:]))
@@ -228,7 +232,7 @@ func (b *bench) stream(ctx context.Context, nd *node, onFirst func(time.Duration
 		}
 		raw := rawPool.Get().(*[]byte)
 		*raw = growTo(*raw, size)
-		if _, err := io.ReadFull(res.Body, *raw); err != nil {
+		if _, err := io.ReadFull(body, *raw); err != nil {
 			rawPool.Put(raw)
 			return fmt.Errorf("map stream: %w", err)
 		}
