@@ -113,7 +113,13 @@ export class Notifier {
   /** What each session was last sent of the policy's outputs. */
   readonly policySync: PolicySync;
   /** Totals since start (read by the metrics endpoint); a session gets a delta or a full map. */
-  readonly stats = { batches: 0, deltasSent: 0, fullMapsSent: 0 };
+  readonly stats = {
+    batches: 0,
+    deltasSent: 0,
+    fullMapsSent: 0,
+    flushSeconds: 0,
+    lastFlushSeconds: 0,
+  };
   private closed = false;
   /** When the last flush ended (performance.now()), and what recent flushes cost (ms, smoothed). */
   private lastFlushEnd = -Infinity;
@@ -244,6 +250,8 @@ export class Notifier {
     // The sends frame, seal and write in this call (lib/h2 writes in the writer's turn), so
     // this is the whole cost of the flush.
     const ended = performance.now();
+    this.stats.flushSeconds += (ended - started) / 1000;
+    this.stats.lastFlushSeconds = (ended - started) / 1000;
     this.flushCostMs = (this.flushCostMs + (ended - started)) / 2;
     this.lastFlushEnd = ended;
     if (this.deps.adaptive) this.lastFlushCpu = this.cpuMicros();

@@ -17,7 +17,13 @@ export interface TailnetMetricsSources {
   maps: Readonly<
     { streamsOpened: number; streamsEnded: number; fullMapsSent: number; liteUpdates: number }
   >;
-  notifier: Readonly<{ batches: number; deltasSent: number; fullMapsSent: number }>;
+  notifier: Readonly<{
+    batches: number;
+    deltasSent: number;
+    fullMapsSent: number;
+    flushSeconds: number;
+    lastFlushSeconds: number;
+  }>;
   derp: () => { relay: DerpStats | null; stun: StunServerStats | null };
   startedAt: Date;
 }
@@ -62,6 +68,16 @@ export function tailnetMetrics(src: TailnetMetricsSources): MetricsRegistry {
       "headscale_change_batches_total",
       "batches of changes fanned out",
       () => src.notifier.batches,
+    )
+    .counter(
+      "headscale_change_flush_seconds_total",
+      "time spent fanning batches out (building, sealing and writing deltas)",
+      () => src.notifier.flushSeconds,
+    )
+    .gauge(
+      "headscale_change_last_flush_seconds",
+      "how long the last batch took to fan out",
+      () => src.notifier.lastFlushSeconds,
     )
     .gauge(
       "headscale_derp_clients",
