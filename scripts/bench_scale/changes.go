@@ -49,13 +49,14 @@ func parseMarker(s []byte) (uint32, bool) {
 }
 
 type change struct {
-	seq    uint32
-	node   int
-	sent   time.Time
-	need   int      // nodes that must see it
-	got    int      // nodes that have seen it
-	seen   []uint64 // bitset of receivers that have seen it
-	doneAt time.Time
+	seq     uint32
+	node    int
+	sent    time.Time
+	need    int       // nodes that must see it
+	got     int       // nodes that have seen it
+	seen    []uint64  // bitset of receivers that have seen it
+	firstAt time.Time // when the first receiver saw it
+	doneAt  time.Time
 }
 
 type changeLog struct {
@@ -103,6 +104,9 @@ func (l *changeLog) observe(recv int, seq uint32, at time.Time) {
 	}
 	c.seen[w] |= m
 	l.acks++
+	if c.got == 0 {
+		c.firstAt = at
+	}
 	c.got++
 	if c.got == c.need && c.doneAt.IsZero() {
 		c.doneAt = at
@@ -123,6 +127,23 @@ func (l *changeLog) inFlight() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.open)
+}
+
+// timing of change seq: to its first and to its last receiver (zero when not there yet).
+func (l *changeLog) timing(seq uint32) (first, last time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if seq == 0 || int(seq) > len(l.all) {
+		return 0, 0
+	}
+	c := l.all[seq-1]
+	if !c.firstAt.IsZero() {
+		first = c.firstAt.Sub(c.sent)
+	}
+	if !c.doneAt.IsZero() {
+		last = c.doneAt.Sub(c.sent)
+	}
+	return first, last
 }
 
 // summary of the changes with seq in [from, to].

@@ -263,6 +263,9 @@ func (b *bench) loneChanges(ctx context.Context, res *Results) {
 		for wait := time.Now(); ctx.Err() == nil && time.Since(wait) < 10*time.Second && b.changes.busy(c.node); {
 			time.Sleep(2 * time.Millisecond)
 		}
+		first, last := b.changes.timing(c.seq)
+		log.Printf("lone change %d: first receiver %.1f ms, last %.1f ms", k+1,
+			float64(first.Microseconds())/1000, float64(last.Microseconds())/1000)
 		sleepCtx(ctx, time.Second)
 	}
 	b.changes.abandon()
