@@ -330,7 +330,8 @@ export class ChaChaSealEngine {
   #spare: ArrayBuffer | null = null;
   /** Memory for small outputs, lent to one write at a time (#lendSlab). */
   #slab = new ArrayBuffer(REUSE_MIN);
-  #slabLent = false;
+  /** The view of the slab a write holds, if any. */
+  #lent: Uint8Array | null = null;
 
   constructor() {
     const bytes = wasmModule([block4Function(), sealFunction(0)], 2);
@@ -359,7 +360,7 @@ export class ChaChaSealEngine {
     pieces: readonly Uint8Array[],
     total: number,
     lend = false,
-  ): Buffer {
+  ): Uint8Array {
     const records = Math.max(1, Math.ceil(total / MAX_PLAINTEXT_LEN));
     const outLen = total + records * (HEADER_LEN + TAG_LEN);
     const outStart = DATA + ((total + 15) & ~15);
@@ -417,10 +418,10 @@ export class ChaChaSealEngine {
    * it at once, as a map stream's write almost always is: no allocation per write. A slab still
    * lent (its write had to wait) stays with its writer; the next output gets a new one.
    */
-  #lendSlab(len: number): Buffer {
-    if (this.#slabLent) this.#slab = new ArrayBuffer(REUSE_MIN);
-    this.#slabLent = true;
-    return Buffer.from(this.#slab, 0, len);
+  #lendSlab(len: number): Uint8Array {
+    if (this.#lent) this.#slab = new ArrayBuffer(REUSE_MIN);
+    // A plain view: a Buffer's constructor costs more than the sealing of a small record.
+    return this.#lent = new Uint8Array(this.#slab, 0, len);
   }
 
   /**
@@ -428,8 +429,9 @@ export class ChaChaSealEngine {
    * nothing reads them any more: their memory may serve the next output.
    */
   reuse(frames: Uint8Array): void {
-    const buf = frames.buffer as ArrayBuffer;
-    if (buf === this.#slab) this.#slabLent = false;
-    else if (this.#mine.has(buf)) this.#spare = buf;
+    if (frames === this.#lent) this.#lent = null;
+    else if (this.#mine.has(frames.buffer as ArrayBuffer)) {
+      this.#spare = frames.buffer as ArrayBuffer;
+    }
   }
 }

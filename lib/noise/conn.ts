@@ -231,7 +231,7 @@ export class NoiseConn extends Duplex {
    * closure is made: a sealing error destroys the conn, a socket error reaches it as 'error'.
    */
   #send(pieces: readonly Uint8Array[], total: number, cb?: (e?: Error | null) => void): void {
-    let frames: Buffer;
+    let frames: Uint8Array;
     try {
       // Without a callback the output goes back to the engine when the socket takes it whole.
       frames = this.#sealer.sealPieces(pieces, total, !cb && this.#writer.direct);

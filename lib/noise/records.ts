@@ -78,7 +78,8 @@ export class RecordSealer {
    * record). Returned as one buffer so it goes out in one socket write.
    */
   seal(plaintext: Uint8Array): Buffer {
-    return this.sealPieces([plaintext], plaintext.length);
+    // Without `lend` the output is always a Buffer of its own.
+    return this.sealPieces([plaintext], plaintext.length) as Buffer;
   }
 
   /**
@@ -86,7 +87,7 @@ export class RecordSealer {
    * With `lend`, a small output may be the engine's reused memory: the caller must hand it back
    * with `reuse` as soon as the socket took it whole, and never read it after that.
    */
-  sealPieces(pieces: readonly Uint8Array[], total: number, lend = false): Buffer {
+  sealPieces(pieces: readonly Uint8Array[], total: number, lend = false): Uint8Array {
     if (this.engine) {
       const records = Math.max(1, Math.ceil(total / MAX_PLAINTEXT_LEN));
       return this.engine.sealRecords(this.#key, this.#counter.take(records), pieces, total, lend);
