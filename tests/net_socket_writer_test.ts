@@ -1,19 +1,13 @@
 import assert from "node:assert/strict";
-import { connect, createServer, type Server, type Socket } from "node:net";
+import type { Server, Socket } from "node:net";
 import { PassThrough } from "node:stream";
 import { once } from "node:events";
 import { SocketWriter } from "../lib/net/socket_writer.ts";
+import { tcpPair } from "./helpers/tcp_pair.ts";
 
 /** A connected pair: `client` is ours to write, `peer` is the server side, paused. */
 async function pair(): Promise<{ client: Socket; peer: Socket; server: Server }> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const port = (server.address() as { port: number }).port;
-  const accepted = once(server, "connection");
-  const client = connect(port, "127.0.0.1");
-  await once(client, "connect");
-  const [peer] = (await accepted) as [Socket];
+  const { a: client, b: peer, server } = await tcpPair();
   peer.pause();
   return { client, peer, server };
 }

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { connect, createServer, type Socket } from "node:net";
 import { Duplex } from "node:stream";
 import { once } from "node:events";
 import { NoiseConn, NoiseProtocolError } from "../lib/noise/conn.ts";
@@ -12,6 +11,7 @@ import { encodeErrorFrame, MAX_PLAINTEXT_LEN } from "../lib/noise/messages.ts";
 import { NoiseRecordError, RecordOpener, RecordSealer } from "../lib/noise/records.ts";
 import { generateKeyPair } from "../lib/tailcfg/keys.ts";
 import { ChaChaSealEngine } from "../lib/noise/chacha_wasm.ts";
+import { tcpPair } from "./helpers/tcp_pair.ts";
 
 function keys() {
   const server = generateKeyPair();
@@ -57,17 +57,6 @@ function fakeSocket() {
     },
   });
   return { socket, written };
-}
-
-async function tcpPair(): Promise<{ a: Socket; b: Socket; close: () => void }> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const port = (server.address() as { port: number }).port;
-  const accepted = once(server, "connection");
-  const a = connect(port, "127.0.0.1");
-  const [[b]] = await Promise.all([accepted as Promise<[Socket]>, once(a, "connect")]);
-  return { a, b, close: () => server.close() };
 }
 
 function collect(stream: Duplex, n: number): Promise<Buffer> {

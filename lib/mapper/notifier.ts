@@ -250,9 +250,10 @@ export class Notifier {
     // The sends frame, seal and write in this call (lib/h2 writes in the writer's turn), so
     // this is the whole cost of the flush.
     const ended = performance.now();
-    this.stats.flushSeconds += (ended - started) / 1000;
-    this.stats.lastFlushSeconds = (ended - started) / 1000;
-    this.flushCostMs = (this.flushCostMs + (ended - started)) / 2;
+    const took = ended - started;
+    this.stats.flushSeconds += took / 1000;
+    this.stats.lastFlushSeconds = took / 1000;
+    this.flushCostMs = (this.flushCostMs + took) / 2;
     this.lastFlushEnd = ended;
     if (this.deps.adaptive) this.lastFlushCpu = this.cpuMicros();
   }
