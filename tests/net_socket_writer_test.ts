@@ -139,3 +139,23 @@ Deno.test("socket writer: a socket the peer reset ends with an error, not silent
   assert.match(String(errors[0].code ?? errors[0].message), /EPIPE|ECONNRESET/);
   await new Promise((r) => p.server.close(r));
 });
+
+Deno.test("socket writer: writes waiting behind one in progress fail, with their callbacks told, when the socket is destroyed", async () => {
+  const p = await pair();
+  try {
+    const w = new SocketWriter(p.client);
+    for (let i = 0; w.bufferedBytes === 0; i++) {
+      assert.ok(i < 2_000, "the kernel never pushed back");
+      w.write(new Uint8Array(64 << 10));
+    }
+    const result = new Promise<Error | null | undefined>((resolve) =>
+      w.write(new Uint8Array(10), resolve)
+    );
+    p.client.on("error", () => {});
+    p.client.destroy(new Error("gone"));
+    const e = await result;
+    assert.ok(e instanceof Error, "the waiting write's callback got an error");
+  } finally {
+    await close(p);
+  }
+});

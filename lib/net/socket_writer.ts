@@ -158,6 +158,15 @@ export class SocketWriter {
     return true;
   }
 
+  /** The socket is gone: writes still waiting fail, their callbacks told so. */
+  #dropWaiting(e: Error): void {
+    const done = this.#waitingDone;
+    this.#waiting = [];
+    this.#waitingBytes = 0;
+    this.#waitingDone = [];
+    for (const d of done) d(e);
+  }
+
   #handle(): StreamHandle | null {
     return (this.#socket as unknown as { _handle?: StreamHandle | null })._handle ?? null;
   }
@@ -177,11 +186,13 @@ export class SocketWriter {
           const e = writeError(status);
           this.#socket.destroy(e);
           if (done) { for (const d of done) d(e); }
+          this.#dropWaiting(e);
           return;
         }
         if (done) { for (const d of done) d(null); }
         if (this.#inHandle > 0) return;
         const handle = this.#handle();
+        if (!handle) this.#dropWaiting(new Error("write after the socket closed"));
         if (this.#waiting.length > 0 && handle) {
           const next = this.#waiting.length === 1
             ? this.#waiting[0]
