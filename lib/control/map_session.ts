@@ -21,7 +21,7 @@ import { HttpError } from "./http_util.ts";
 import { sanitizeEndpoints, sanitizeHostinfo, usableKey } from "./sanitize.ts";
 import type { MachineKey } from "../tailcfg/keys.ts";
 import type { NodeRecord } from "../store/types.ts";
-import type { SetupGate } from "./setup_gate.ts";
+import type { SetupGate, SetupTicket } from "./setup_gate.ts";
 
 export interface MapServiceDeps {
   state: State;
@@ -139,6 +139,46 @@ class MapStream implements MapSink {
   }
 }
 
+/**
+ * A map request waiting for its turn at the gate: a keep-alive every keepAliveMs until then.
+ * Its own object, so the stream's close listener (alive as long as the stream) holds only this,
+ * emptied at admission, and not the request or the gate's ticket (~1.4 KB a stream).
+ */
+class GateWait {
+  /** Kept after admission: cancelling it gives back a slot the stream still holds. */
+  ticket: SetupTicket | null = null;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(
+    private readonly res: H2Response,
+    private readonly zstd: boolean,
+    private readonly keepAliveMs: number,
+    private readonly waiting: Set<H2Response>,
+  ) {
+    waiting.add(res);
+    this.arm();
+    // Made here, not where the request is handled: a closure there would keep its whole scope.
+    res.onClose(() => {
+      this.admitted();
+      this.ticket?.cancel();
+    });
+  }
+
+  private arm(): void {
+    this.timer = setTimeout(() => {
+      this.res.write(KEEP_ALIVE.frame(this.zstd));
+      this.arm();
+    }, this.keepAliveMs);
+  }
+
+  /** Its turn came (or it went away): no more keep-alives from here. */
+  admitted(): void {
+    this.waiting.delete(this.res);
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
+
 export class MapService {
   /** Totals since start (read by the metrics endpoint). */
   readonly stats = { streamsOpened: 0, streamsEnded: 0, fullMapsSent: 0, liteUpdates: 0 };
@@ -164,19 +204,9 @@ export class MapService {
     const { gate } = this.deps;
     if ((!req.Stream && req.OmitPeers) || !gate) return this.serve(req, node.id, res);
     res.writeHead(200, { "content-type": "application/octet-stream" });
-    const zstd = req.Compress === "zstd";
-    let keepAlive: ReturnType<typeof setTimeout> | undefined;
-    const waitKeepAlive = () => {
-      keepAlive = setTimeout(() => {
-        res.write(KEEP_ALIVE.frame(zstd));
-        waitKeepAlive();
-      }, this.keepAliveMs);
-    };
-    waitKeepAlive();
-    this.waiting.add(res);
-    const ticket = gate.admit((done) => {
-      this.waiting.delete(res);
-      clearTimeout(keepAlive);
+    const wait = new GateWait(res, req.Compress === "zstd", this.keepAliveMs, this.waiting);
+    wait.ticket = gate.admit((done) => {
+      wait.admitted();
       if (res.closed) return done();
       try {
         this.serve(req, node.id, res, done);
@@ -186,11 +216,6 @@ export class MapService {
         this.deps.log.debug("map request failed after its turn", { node: node.id, error: e });
         res.end();
       }
-    });
-    res.onClose(() => {
-      this.waiting.delete(res);
-      clearTimeout(keepAlive);
-      ticket.cancel();
     });
   }
 

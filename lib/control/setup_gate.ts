@@ -36,9 +36,11 @@ export interface SetupTicket {
 }
 
 interface Waiter {
-  start: (done: SetupDone) => void;
+  /** Dropped once run: a ticket lives as long as its stream and must not keep the request. */
+  start: ((done: SetupDone) => void) | null;
   cancelled: boolean;
-  done?: SetupDone;
+  /** Set when it runs; null again once the slot is given back. */
+  done?: SetupDone | null;
 }
 
 export class SetupGate {
@@ -73,7 +75,7 @@ export class SetupGate {
       cancel: () => {
         if (w.cancelled) return;
         w.cancelled = true;
-        if (w.done) w.done();
+        if (w.done !== undefined) w.done?.();
         else this.#waitingCount--;
       },
     };
@@ -104,6 +106,7 @@ export class SetupGate {
     const done: SetupDone = () => {
       if (released) return;
       released = true;
+      w.done = null;
       clearTimeout(timer);
       this.#active--;
       // Not inside the caller's stack: a slot is often given back from deep in another
@@ -119,8 +122,10 @@ export class SetupGate {
     };
     w.done = done;
     const timer = setTimeout(done, this.opts.maxHoldMs);
+    const start = w.start!;
+    w.start = null;
     try {
-      w.start(done);
+      start(done);
     } catch {
       done();
     }
