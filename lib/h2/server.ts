@@ -155,16 +155,7 @@ class Stream implements H2Request, H2Response {
     sendWindow: number,
   ) {
     this.sendWindow = sendWindow;
-    this.idBytes = new Uint8Array([
-      (streamId >>> 24) & 0x7f,
-      (streamId >>> 16) & 0xff,
-      (streamId >>> 8) & 0xff,
-      streamId & 0xff,
-    ]);
   }
-
-  /** The stream id as it goes in a frame header. */
-  readonly idBytes: Uint8Array;
 
   get signal(): AbortSignal {
     return this.abort.signal;
@@ -487,7 +478,11 @@ export class H2ServerConnection {
     h[2] = n & 0xff;
     h[3] = FrameType.DATA;
     h[4] = 0;
-    h.set(s.idBytes, 5);
+    const id = s.streamId;
+    h[5] = (id >>> 24) & 0x7f;
+    h[6] = (id >>> 16) & 0xff;
+    h[7] = (id >>> 8) & 0xff;
+    h[8] = id & 0xff;
     const pieces = data instanceof Uint8Array ? [h, data] : [h, ...data];
     s.sendWindow -= n;
     this.#sendConnWindow -= n;

@@ -19,7 +19,8 @@ const MAX_COUNTER = Number.MAX_SAFE_INTEGER;
 
 class Counter {
   #value = 0;
-  readonly #nonce = Buffer.alloc(NONCE_LEN);
+  /** Made on first use: a sealer on the wasm engine only counts (~220 bytes a connection). */
+  #nonce: Buffer | null = null;
 
   /** The nonce for the current counter value; then counts up. */
   next(): Buffer {
@@ -27,9 +28,10 @@ class Counter {
       throw new NoiseRecordError("cipher exhausted, no more nonces available for this key");
     }
     const v = this.#value++;
-    this.#nonce.writeUInt32BE(Math.floor(v / 0x1_0000_0000), 4);
-    this.#nonce.writeUInt32BE(v >>> 0, 8);
-    return this.#nonce;
+    const nonce = this.#nonce ??= Buffer.alloc(NONCE_LEN);
+    nonce.writeUInt32BE(Math.floor(v / 0x1_0000_0000), 4);
+    nonce.writeUInt32BE(v >>> 0, 8);
+    return nonce;
   }
 
   get value(): number {
