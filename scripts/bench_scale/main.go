@@ -155,6 +155,7 @@ type bench struct {
 	joinSlots chan struct{}
 	// decodeSlots bounds the messages being decoded at once (one per core the generator runs on).
 	decodeSlots chan struct{}
+	frames      *frameCache
 	start       time.Time
 
 	pid              atomic.Int64
@@ -227,7 +228,7 @@ func newBench(ctx context.Context, o *options) (*bench, error) {
 	b := &bench{o: o, serverURL: o.server, model: newModel(o.n, o.policy == "realistic", o.users),
 		byKey: make(map[string]int, o.n), ids: newNodeIDs(o.n), changes: newChangeLog(o.n),
 		joinSlots:   make(chan struct{}, max(1, o.concurrency)),
-		decodeSlots: make(chan struct{}, runtime.GOMAXPROCS(0)), control: bufio.NewReader(os.Stdin)}
+		decodeSlots: make(chan struct{}, runtime.GOMAXPROCS(0)), frames: newFrameCache(), control: bufio.NewReader(os.Stdin)}
 	b.pid.Store(int64(o.pid))
 	for attempt := 0; ; attempt++ {
 		b.serverKey, err = tsp.DiscoverServerKey(ctx, o.server)
