@@ -263,22 +263,29 @@ func (b *bench) stream(ctx context.Context, nd *node, onFirst func(time.Duration
 			return fmt.Errorf("map stream: zstd: %w", err)
 		}
 		*dec = out
-		msg := msgPool.Get().(*mapMsg)
-		err = scanMap(out, msg)
+		// A frame to cache gets memory of its own, sized to it: the pools' buffers and messages
+		// grow to full maps, and a cached small delta must not keep one of those.
+		data, msg := out, (*mapMsg)(nil)
+		if cacheable {
+			data, msg = bytes.Clone(out), new(mapMsg)
+		} else {
+			msg = msgPool.Get().(*mapMsg)
+		}
+		err = scanMap(data, msg)
 		if err == nil {
 			nd.msgs.Add(1)
 			nd.wireBytes.Add(int64(size + 4))
 			b.countKinds(msg)
 			b.apply(nd, msg)
 			onFirst(time.Since(t0))
+			if cacheable {
+				b.frames.store(hash, &decodedFrame{raw: rawCopy, dec: data, msg: msg})
+			}
 		}
-		if err == nil && cacheable {
-			// The cache owns the decoded bytes and the message from here: not back to the pools.
-			b.frames.store(hash, &decodedFrame{raw: rawCopy, dec: out, msg: msg})
-		} else {
+		if !cacheable {
 			msgPool.Put(msg)
-			decPool.Put(dec)
 		}
+		decPool.Put(dec) // after apply: msg's keys point into it unless the frame was cached
 		<-b.decodeSlots
 		if err != nil {
 			return err
