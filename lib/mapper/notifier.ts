@@ -107,7 +107,9 @@ function cpuMicros(): number {
 export class Notifier {
   private readonly sessions = new Map<number, MapSink>();
   private batch = emptyBatch();
-  private timer: ReturnType<typeof setTimeout> | undefined;
+  private timer: ReturnType<typeof setTimeout> | ReturnType<typeof setImmediate> | undefined;
+  /** The pending flush was set with setImmediate (no wait), not setTimeout. */
+  private timerImmediate = false;
   /** Whether the pending timer was set for a batch with more than status patches. */
   private timerUrgent = true;
   /** What each session was last sent of the policy's outputs. */
@@ -203,8 +205,7 @@ export class Notifier {
       // A wait that was long because the batch held only status patches ends with the first
       // change of any other kind.
       if (this.timerUrgent || !this.batch.urgent) return;
-      clearTimeout(this.timer);
-      this.timer = undefined;
+      this.cancelTimer();
     }
     let delay = this.deps.batchDelayMs;
     this.timerUrgent = true;
@@ -218,19 +219,27 @@ export class Notifier {
       delay = Math.max(0, gap - (performance.now() - this.lastFlushEnd));
       this.timerUrgent = this.batch.urgent;
     }
-    // Even at 0 the changes of the current task (one registration's events) go out together.
-    this.timer = setTimeout(() => {
+    // Even at 0 the changes of the current task (one registration's events) go out together:
+    // setImmediate runs after the I/O callbacks of this turn, and without a timer's 1 ms floor,
+    // which a lone change at idle would wait for nothing.
+    const run = () => {
       this.timer = undefined;
       this.flush();
-    }, delay);
+    };
+    this.timerImmediate = delay <= 0;
+    this.timer = this.timerImmediate ? setImmediate(run) : setTimeout(run, delay);
+  }
+
+  private cancelTimer(): void {
+    if (this.timer === undefined) return;
+    if (this.timerImmediate) clearImmediate(this.timer as ReturnType<typeof setImmediate>);
+    else clearTimeout(this.timer as ReturnType<typeof setTimeout>);
+    this.timer = undefined;
   }
 
   /** Sends what the current batch holds now (tests, shutdown). */
   flush(): void {
-    if (this.timer !== undefined) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-    }
+    this.cancelTimer();
     const b = this.batch;
     this.batch = emptyBatch();
     const started = performance.now();
@@ -409,8 +418,7 @@ export class Notifier {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
+    this.cancelTimer();
     for (const sink of [...this.sessions.values()]) sink.close("server shutting down");
     this.sessions.clear();
   }
