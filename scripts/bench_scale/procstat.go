@@ -135,3 +135,18 @@ func coreBusy(core int) time.Duration {
 	}
 	return 0
 }
+
+// physicalMemory is MemTotal from /proc/meminfo in bytes; 0 when unknown.
+func physicalMemory() int64 {
+	raw, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
