@@ -22,8 +22,15 @@ import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const genSrc = join(root, "scripts", "bench_scale");
-// The same permissions as `deno task start` / `deno task cli`.
-const denoFlags = ["--allow-net", "--allow-read", "--allow-write", "--allow-env", "--allow-sys"];
+// The same permissions as `deno task start` / `deno task cli`, and start's V8 flag (docs/install.md).
+const denoFlags = [
+  "--allow-net",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-sys",
+  "--v8-flags=--no-memory-reducer",
+];
 
 interface Options {
   n: number;
