@@ -35,9 +35,10 @@ async function probe(nodes: number, sessions: number): Promise<Probe> {
 Deno.test("map sessions: the JS memory per session is the same with 100 and 1,500 peers", async () => {
   const small = await probe(100, 40);
   const large = await probe(1500, 40);
-  // The large tailnet's full map is ~14 times the small one's: a session that kept its map, or
+  // The large tailnet's full map is ~10 times the small one's (compressed, so it varies with the
+  // random keys: 9.99 times once, which a bound of 10 failed): a session that kept its map, or
   // anything of a few bytes per peer, shows here.
-  assert.ok(large.fullMapBytes > 10 * small.fullMapBytes, JSON.stringify({ small, large }));
+  assert.ok(large.fullMapBytes > 6 * small.fullMapBytes, JSON.stringify({ small, large }));
   const growth = large.perSessionBytes - small.perSessionBytes;
   assert.ok(
     growth < 8 << 10,
