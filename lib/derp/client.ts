@@ -21,7 +21,8 @@ import {
   PROTOCOL_VERSION,
   writeHeader,
 } from "./frame.ts";
-import { nodeKeyText, toHex } from "./keys.ts";
+import { nodeKeyText } from "./keys.ts";
+import { toHex } from "../tailcfg/keys.ts";
 import { webSocketAccept, WebSocketStream } from "./websocket.ts";
 
 export type DerpMessage =

@@ -1,11 +1,8 @@
 /** Node key forms DERP needs: raw 32 bytes on the wire, `nodekey:<hex>` text elsewhere. */
 import { Buffer } from "node:buffer";
+import { toHex } from "../tailcfg/keys.ts";
 
 const NODEKEY_RE = /^nodekey:([0-9a-f]{64})$/;
-
-export function toHex(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("hex");
-}
 
 export function nodeKeyText(raw: Uint8Array): string {
   return "nodekey:" + toHex(raw);

@@ -28,7 +28,8 @@ import {
   PeerGoneReason,
   PROTOCOL_VERSION,
 } from "./frame.ts";
-import { keyId, nodeKeyText, parseNodeKeyText, shortKey, toHex } from "./keys.ts";
+import { keyId, nodeKeyText, parseNodeKeyText, shortKey } from "./keys.ts";
+import { toHex } from "../tailcfg/keys.ts";
 
 export interface VerifyInfo {
   /** The client's address as the socket saw it ("" when unknown). */
