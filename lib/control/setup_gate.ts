@@ -39,8 +39,8 @@ interface Waiter {
   /** Dropped once run: a ticket lives as long as its stream and must not keep the request. */
   start: ((done: SetupDone) => void) | null;
   cancelled: boolean;
-  /** Set when it runs; null again once the slot is given back. */
-  done?: SetupDone | null;
+  /** Its slot's release while it runs; dropped once the slot is given back. */
+  done: SetupDone | null;
 }
 
 export class SetupGate {
@@ -70,13 +70,14 @@ export class SetupGate {
    * `start` never runs.
    */
   admit(start: (done: SetupDone) => void): SetupTicket {
-    const w: Waiter = { start, cancelled: false };
+    const w: Waiter = { start, cancelled: false, done: null };
     const ticket: SetupTicket = {
       cancel: () => {
         if (w.cancelled) return;
         w.cancelled = true;
-        if (w.done !== undefined) w.done?.();
-        else this.#waitingCount--;
+        // Not run yet: it leaves the queue. Running: its slot comes back (once).
+        if (w.start !== null) this.#waitingCount--;
+        else w.done?.();
       },
     };
     if (this.#closed) {
