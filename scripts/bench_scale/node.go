@@ -223,6 +223,13 @@ func (b *bench) stream(ctx context.Context, nd *node, onFirst func(time.Duration
 	// A delta's length and body usually arrive together: one read of the HTTP/2 body for both
 	// (each read of it takes the stream's lock; a large body still goes straight into raw).
 	body := bufio.NewReaderSize(res.Body, 4<<10)
+	deliver := func(size int, msg *mapMsg) {
+		nd.msgs.Add(1)
+		nd.wireBytes.Add(int64(size + 4))
+		b.countKinds(msg)
+		b.apply(nd, msg)
+		onFirst(time.Since(t0))
+	}
 	for {
 		if _, err := io.ReadFull(body, hdr[:]); err != nil {
 			return fmt.Errorf("map stream: %w", err)
@@ -240,11 +247,7 @@ func (b *bench) stream(ctx context.Context, nd *node, onFirst func(time.Duration
 		cached, hash, cacheable := b.frames.lookup(*raw)
 		if cached != nil {
 			rawPool.Put(raw)
-			nd.msgs.Add(1)
-			nd.wireBytes.Add(int64(size + 4))
-			b.countKinds(cached.msg)
-			b.apply(nd, cached.msg)
-			onFirst(time.Since(t0))
+			deliver(size, cached.msg)
 			continue
 		}
 		// One message decoded at a time per core: a goroutine preempted mid-message would otherwise
@@ -273,11 +276,7 @@ func (b *bench) stream(ctx context.Context, nd *node, onFirst func(time.Duration
 		}
 		err = scanMap(data, msg)
 		if err == nil {
-			nd.msgs.Add(1)
-			nd.wireBytes.Add(int64(size + 4))
-			b.countKinds(msg)
-			b.apply(nd, msg)
-			onFirst(time.Since(t0))
+			deliver(size, msg)
 			if cacheable {
 				b.frames.store(hash, &decodedFrame{raw: rawCopy, dec: data, msg: msg})
 			}
