@@ -134,3 +134,37 @@ Deno.test("chacha wasm: a lent small output comes back only when handed back; on
   lent.reuse(d);
   assert.notEqual(d.buffer, c.buffer, "without lend, never the slab");
 });
+
+Deno.test("chacha wasm: opens what node:crypto seals, for any length and counter; any flipped bit is refused", () => {
+  const engine = new ChaChaSealEngine();
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: MAX_PLAINTEXT_LEN }),
+      fc.uint8Array({ minLength: 32, maxLength: 32 }),
+      fc.integer({ min: 0, max: 3 }),
+      fc.nat(),
+      (len, key, skip, flip) => {
+        const plain = Uint8Array.from({ length: len }, (_, i) => (i * 151 + skip) & 0xff);
+        const sealer = new RecordSealer(key);
+        const opener = new RecordOpener(key, engine);
+        for (let i = 0; i < skip; i++) {
+          const r = sealer.seal(Uint8Array.of(i));
+          assert.deepEqual([...opener.open(r.subarray(HEADER_LEN))], [i]);
+        }
+        const record = sealer.seal(plain).subarray(HEADER_LEN);
+        // A flipped bit anywhere (ciphertext or tag) fails, and the opener stays failed.
+        const bad = new RecordOpener(key, engine);
+        const again = new RecordSealer(key);
+        for (let i = 0; i < skip; i++) bad.open(again.seal(Uint8Array.of(i)).subarray(HEADER_LEN));
+        const forged = Uint8Array.from(record);
+        forged[flip % forged.length] ^= 1 << (flip % 8);
+        assert.throws(() => bad.open(forged), /failed to decrypt/);
+        assert.throws(() => bad.open(record), /desynchronized/);
+        // The genuine record opens to the plaintext.
+        assert.deepEqual(new Uint8Array(opener.open(record)), plain);
+        assert.equal(opener.count, skip + 1);
+      },
+    ),
+    { numRuns: 200 },
+  );
+});

@@ -38,7 +38,7 @@ function connOver(
   return new NoiseConn({
     socket,
     sealer: new RecordSealer(hs.sendKey, engine),
-    opener: new RecordOpener(hs.receiveKey),
+    opener: new RecordOpener(hs.receiveKey, engine),
     peerPublicKey: hs.peerPublicKey,
     protocolVersion: hs.version,
     handshakeHash: hs.handshakeHash,
@@ -157,32 +157,39 @@ async function expectClosedWith(conn: NoiseConn, socket: Duplex, pattern: RegExp
   assert.ok(socket.destroyed, "the socket under the conn is destroyed too");
 }
 
-Deno.test("conn: a tampered record closes the connection after the good ones", async () => {
-  const { srv, cli } = keys();
-  const sealer = new RecordSealer(cli.sendKey);
-  const { socket } = fakeSocket();
-  const server = connOver(socket, srv);
-  const good = collect(server, 5);
-  socket.push(sealer.seal(Buffer.from("hello")));
-  assert.equal((await good).toString(), "hello");
-  const bad = sealer.seal(Buffer.from("world"));
-  bad[5] ^= 1;
-  socket.push(bad);
-  await expectClosedWith(server, socket, /failed to decrypt/, NoiseRecordError);
-});
+for (
+  const [how, engine] of [["node:crypto", undefined], [
+    "WebAssembly",
+    new ChaChaSealEngine(),
+  ]] as const
+) {
+  Deno.test(`conn (${how} opening): a tampered record closes the connection after the good ones`, async () => {
+    const { srv, cli } = keys();
+    const sealer = new RecordSealer(cli.sendKey);
+    const { socket } = fakeSocket();
+    const server = connOver(socket, srv, undefined, engine);
+    const good = collect(server, 5);
+    socket.push(sealer.seal(Buffer.from("hello")));
+    assert.equal((await good).toString(), "hello");
+    const bad = sealer.seal(Buffer.from("world"));
+    bad[5] ^= 1;
+    socket.push(bad);
+    await expectClosedWith(server, socket, /failed to decrypt/, NoiseRecordError);
+  });
 
-Deno.test("conn: a replayed record fails (the counter moved on)", async () => {
-  const { srv, cli } = keys();
-  const sealer = new RecordSealer(cli.sendKey);
-  const { socket } = fakeSocket();
-  const server = connOver(socket, srv);
-  const first = sealer.seal(Buffer.from("once"));
-  const got = collect(server, 4);
-  socket.push(first);
-  await got;
-  socket.push(first);
-  await expectClosedWith(server, socket, /failed to decrypt/, NoiseRecordError);
-});
+  Deno.test(`conn (${how} opening): a replayed record fails (the counter moved on)`, async () => {
+    const { srv, cli } = keys();
+    const sealer = new RecordSealer(cli.sendKey);
+    const { socket } = fakeSocket();
+    const server = connOver(socket, srv, undefined, engine);
+    const first = sealer.seal(Buffer.from("once"));
+    const got = collect(server, 4);
+    socket.push(first);
+    await got;
+    socket.push(first);
+    await expectClosedWith(server, socket, /failed to decrypt/, NoiseRecordError);
+  });
+}
 
 Deno.test("conn: an oversized frame is refused from its header alone", async () => {
   const { srv } = keys();

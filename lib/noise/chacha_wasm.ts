@@ -6,10 +6,12 @@
  * Why not node:crypto: each createCipheriv is a Transform stream plus several buffers, ~4 µs of
  * JavaScript around ~1 µs of cipher, and a Noise record is at most 4,077 bytes, so a 1 MB full map
  * is 250 of them and every change goes out once per receiving node. Sealing was a third of the
- * server's CPU in a 5,000-node restart storm. Opening (what clients send) stays on node:crypto.
+ * server's CPU in a 5,000-node restart storm. Opening what clients send works the same way
+ * (decipher objects were ~5 % of a 10,000-node join storm); clients in tests use node:crypto.
  *
- * Memory: the key at 0, one four-block keystream at 64, a padding block at 320, then the
- * plaintext and the records built from it. An engine is a workspace: calls are synchronous and
+ * Memory: the key at 0, one four-block keystream at 64, a padding block at 320, an opened
+ * record's computed tag at 336, then the plaintext and the records built from it (or the record
+ * being opened, in place). An engine is a workspace: calls are synchronous and
  * leave nothing behind that the next call reads, so one engine serves every connection.
  */
 import {
@@ -38,6 +40,7 @@ import { TAG_LEN } from "./crypto.ts";
 const KEY = 0;
 const KS = 64;
 const PAD = 320;
+const TAG_OUT = 336;
 const DATA = 1024;
 const PAGE = 65536;
 /** Outputs from this size on are made here and may be reused (smaller ones come from a pool). */
@@ -127,9 +130,10 @@ function block4Function() {
 
 /**
  * seal(in, len, out, n1, n2): out = ChaCha20(in) from block 1, then the 16-byte Poly1305 tag
- * at out + len (the one-time key from block 0). `in` and `out` may be the same.
+ * at out + len (the one-time key from block 0). open(in, len, out, n1, n2): the tag of the
+ * ciphertext at `in` to TAG_OUT, then out = ChaCha20(in). `in` and `out` may be the same.
  */
-function sealFunction(block4: number) {
+function sealFunction(block4: number, mode: "seal" | "open") {
   const [inp, len, out, n1, n2] = [0, 1, 2, 3, 4];
   // i32 locals 5..12, i64 locals 13..
   const [pos, ks, ctr, n, i, p, end, ta] = [5, 6, 7, 8, 9, 10, 11, 12];
@@ -189,14 +193,12 @@ function sealFunction(block4: number) {
 
   const choose = (hk: number, gk: number) =>
     set(hk, i64.or(i64.and(g(hk), g(sel)), i64.and(g(gk), i64.xor(g(sel), i64.const(-1)))));
-  const outPlus = (k: number) => i32.add(g(out), i32.add(g(len), i32.const(k)));
+  // Sealing: the MAC covers `out` and the tag follows it; opening: `in`, tag at TAG_OUT.
+  const macOf = mode === "seal" ? out : inp;
+  const tagAt = (k: number) =>
+    mode === "seal" ? i32.add(g(out), i32.add(g(len), i32.const(k))) : i32.const(TAG_OUT + k);
 
-  const body = cat(
-    // Block 0 gives the Poly1305 key; blocks 1-3 the first 192 bytes of keystream.
-    call(block4, i32.const(0), g(n1), g(n2)),
-    ...r.map((rk, k) => set(rk, i64.and(limb(i32.const(KS), k), i64.const(R_CLAMP[k])))),
-    ...s.map((sk, k) => set(sk, mul(g(r[k]), i64.const(5)))),
-    ...pad.map((pk, k) => set(pk, i64.load32(i32.const(KS), 16 + 4 * k))),
+  const encrypt = [
     // Encrypt: data byte k takes keystream byte 64 + k.
     set(pos, i32.const(0)),
     set(ks, i32.const(64)),
@@ -239,10 +241,12 @@ function sealFunction(block4: number) {
       set(ks, i32.add(g(ks), g(n))),
       br(0),
     )),
+  ];
+  const mac = [
     // MAC over ciphertext ‖ zero padding to 16 ‖ le64(0) ‖ le64(len).
     ...h.map((hk) => set(hk, i64.const(0))),
-    set(p, g(out)),
-    set(end, i32.add(g(out), i32.and(g(len), i32.const(-16)))),
+    set(p, g(macOf)),
+    set(end, i32.add(g(macOf), i32.and(g(len), i32.const(-16)))),
     block(loop(
       brIf(1, i32.geU(g(p), g(end))),
       polyBlock(g(p)),
@@ -255,7 +259,7 @@ function sealFunction(block4: number) {
       i64.store(i32.const(PAD), i64.const(0), 8),
       set(i, i32.const(0)),
       block(loop(
-        brIf(1, i32.geU(i32.add(g(end), g(i)), i32.add(g(out), g(len)))),
+        brIf(1, i32.geU(i32.add(g(end), g(i)), i32.add(g(macOf), g(len)))),
         i32.store8(i32.add(i32.const(PAD), g(i)), i32.load8(i32.add(g(end), g(i)))),
         set(i, i32.add(g(i), i32.const(1))),
         br(0),
@@ -300,28 +304,38 @@ function sealFunction(block4: number) {
             k === 0 ? i64.const(0) : shr(g(c), 32),
           ),
         ),
-        i64.store32(outPlus(4 * k), g(c)),
+        i64.store32(tagAt(4 * k), g(c)),
       )
     ),
+  ];
+  const body = cat(
+    // Block 0 gives the Poly1305 key; blocks 1-3 the first 192 bytes of keystream.
+    call(block4, i32.const(0), g(n1), g(n2)),
+    ...r.map((rk, k) => set(rk, i64.and(limb(i32.const(KS), k), i64.const(R_CLAMP[k])))),
+    ...s.map((sk, k) => set(sk, mul(g(r[k]), i64.const(5)))),
+    ...pad.map((pk, k) => set(pk, i64.load32(i32.const(KS), 16 + 4 * k))),
+    // Sealing MACs the ciphertext it wrote; opening MACs the ciphertext before decrypting it.
+    ...(mode === "seal" ? [...encrypt, ...mac] : [...mac, ...encrypt]),
   );
   return {
     params: [I32, I32, I32, I32, I32],
     locals: [...Array(9).fill(I32), ...Array(I64_LOCALS).fill(I64)],
     body,
-    export: "seal",
+    export: mode,
   };
 }
 
 interface Exports {
   memory: WebAssembly.Memory;
   seal(inp: number, len: number, out: number, n1: number, n2: number): void;
+  open(inp: number, len: number, out: number, n1: number, n2: number): void;
 }
 
 function bswap32(x: number): number {
   return ((x & 0xff) << 24) | ((x & 0xff00) << 8) | ((x >>> 8) & 0xff00) | (x >>> 24);
 }
 
-/** Seals Noise transport records; one engine serves all connections (see the file comment). */
+/** Seals (and opens) Noise transport records; one engine serves all connections (file comment). */
 export class ChaChaSealEngine {
   readonly #exports: Exports;
   #mem: Uint8Array;
@@ -334,7 +348,10 @@ export class ChaChaSealEngine {
   #lent: Uint8Array | null = null;
 
   constructor() {
-    const bytes = wasmModule([block4Function(), sealFunction(0)], 2);
+    const bytes = wasmModule(
+      [block4Function(), sealFunction(0, "seal"), sealFunction(0, "open")],
+      2,
+    );
     const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {});
     this.#exports = instance.exports as unknown as Exports;
     this.#mem = new Uint8Array(this.#exports.memory.buffer);
@@ -393,6 +410,31 @@ export class ChaChaSealEngine {
     const frames = lend && outLen < REUSE_MIN ? this.#lendSlab(outLen) : this.#output(outLen);
     frames.set(mem.subarray(outStart, outStart + outLen));
     return frames;
+  }
+
+  /**
+   * Opens one record (ciphertext then its 16-byte tag, at least the tag) with nonce `counter`:
+   * the plaintext in a new buffer, or null when the tag does not match (compared without an
+   * early exit). Nothing of a forged record leaves the engine.
+   */
+  openRecord(key: Uint8Array, counter: number, sealed: Uint8Array): Buffer | null {
+    const len = sealed.length - TAG_LEN;
+    const mem = this.#ensure(DATA + sealed.length);
+    mem.set(key, KEY);
+    mem.set(sealed, DATA);
+    this.#exports.open(
+      DATA,
+      len,
+      DATA,
+      bswap32(Math.floor(counter / 0x1_0000_0000)),
+      bswap32(counter >>> 0),
+    );
+    let diff = 0;
+    for (let k = 0; k < TAG_LEN; k++) diff |= mem[TAG_OUT + k] ^ mem[DATA + len + k];
+    if (diff !== 0) return null;
+    // Memory of its own, not a slice of Buffer's shared pool: a piece of it kept for later (a
+    // request body, a partial frame) would keep the whole pool chunk alive.
+    return Buffer.from(mem.slice(DATA, DATA + len).buffer);
   }
 
   /**

@@ -196,7 +196,7 @@ function finishHandshake(
   }
 
   const sealer = new RecordSealer(hs.sendKey, opts.sealEngine);
-  const opener = new RecordOpener(hs.receiveKey);
+  const opener = new RecordOpener(hs.receiveKey, opts.sealEngine);
   let challenge: KeyPair | undefined;
   const out: Uint8Array[] = [...preamble, hs.response];
   if (!isWebSocket && opts.sendEarlyPayload !== false) {
