@@ -90,28 +90,31 @@ func (l *changeLog) start(idx, need int) *change {
 	return c
 }
 
-// observe: receiver recv (which must see sender) read marker seq in the sender's endpoints.
-func (l *changeLog) observe(recv int, seq uint32, at time.Time) {
+// observe: receiver recv (which must see each sender) read markers seqs in the senders'
+// endpoints.
+func (l *changeLog) observe(recv int, seqs []uint32, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if seq == 0 || int(seq) > len(l.all) {
-		return
-	}
-	c := l.all[seq-1]
 	w, m := recv>>6, uint64(1)<<(recv&63)
-	if c.seen[w]&m != 0 {
-		return
-	}
-	c.seen[w] |= m
-	l.acks++
-	if c.got == 0 {
-		c.firstAt = at
-	}
-	c.got++
-	if c.got == c.need && c.doneAt.IsZero() {
-		c.doneAt = at
-		if l.open[c.node] == c {
-			delete(l.open, c.node)
+	for _, seq := range seqs {
+		if seq == 0 || int(seq) > len(l.all) {
+			continue
+		}
+		c := l.all[seq-1]
+		if c.seen[w]&m != 0 {
+			continue
+		}
+		c.seen[w] |= m
+		l.acks++
+		if c.got == 0 {
+			c.firstAt = at
+		}
+		c.got++
+		if c.got == c.need && c.doneAt.IsZero() {
+			c.doneAt = at
+			if l.open[c.node] == c {
+				delete(l.open, c.node)
+			}
 		}
 	}
 }

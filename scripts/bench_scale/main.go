@@ -259,7 +259,7 @@ func newBench(ctx context.Context, o *options) (*bench, error) {
 		}
 		nd.authKey = k
 		nd.peers = newPeerSet(o.n, i, b.model.classExp[c], b.model.expectedPeers(i))
-		b.byKey[nd.nk.Public().String()] = i
+		b.byKey[nd.nkPub.String()] = i
 		b.nodes = append(b.nodes, nd)
 	}
 	return b, nil
