@@ -58,8 +58,9 @@ export interface NotifierDeps {
    * Send at once when idle, coalesce only under load: the pause between flushes grows with how
    * busy the process is with other work (its CPU share between flushes: none below LOAD_LOW, the
    * whole batchDelayMs from LOAD_HIGH on: registrations and full maps of a join or restart storm)
-   * and is at least LOAD_FACTOR times what recent flushes took (fan-out itself uses at most about
-   * a third of the core: churn). Under load the window stretches with the number of sessions
+   * and is long enough after what recent flushes took that the process stays within CPU_BUDGET
+   * of the core (flushPause: in churn the fan-out gets what other work leaves of it). Under load
+   * the window stretches with the number of sessions
    * (SESSIONS_PER_WINDOW), and status patches alone may wait up to STATUS_WINDOWS windows.
    * A lone change at idle goes out in the next task. Without it
    * every batch waits batchDelayMs (tests that flush by hand rely on that).
@@ -72,8 +73,14 @@ export interface NotifierDeps {
   now?: () => Date;
 }
 
+/**
+ * With `adaptive`, the share of one core the process should stay within while changes keep
+ * coming (churn): the pause after a flush leaves room for the other work measured between
+ * flushes (flushPause). Under 50 % with a margin for what the estimate misses.
+ */
+export const CPU_BUDGET = 0.45;
 /** With `adaptive`, the pause after a flush is at least this many times what flushes cost. */
-const LOAD_FACTOR = 2;
+const MIN_LOAD_FACTOR = 1;
 /**
  * With `adaptive` and the process busy with other work, the window stretches by one more window
  * per this many sessions past the first ones. Each flush writes once to every session it
@@ -98,6 +105,19 @@ const LOAD_SMOOTHING_MS = 2_000;
  * comes online, and each flush of those writes to every session.
  */
 const STATUS_WINDOWS = 4;
+
+/**
+ * The pause after flushes that cost `flushCostMs` when other work takes `load` of the core
+ * between them: the shortest that keeps the whole (flushCost + load·pause) / (flushCost + pause)
+ * within CPU_BUDGET, at least MIN_LOAD_FACTOR flush costs, at most `window`. A shorter pause is
+ * a shorter wait for the next change: in churn a change waits about half a pause and a flush.
+ */
+export function flushPause(flushCostMs: number, load: number, window: number): number {
+  const room = CPU_BUDGET - load;
+  if (room <= 0) return window;
+  const factor = Math.max(MIN_LOAD_FACTOR, (1 - CPU_BUDGET) / room);
+  return Math.min(window, flushCostMs * factor);
+}
 
 function cpuMicros(): number {
   const { user, system } = process.cpuUsage();
@@ -215,7 +235,7 @@ export class Notifier {
       const stretch = 1 + busy * Math.max(0, this.sessions.size / perWindow - 1);
       const window = this.deps.batchDelayMs * stretch *
         (this.batch.urgent ? 1 : STATUS_WINDOWS);
-      const gap = Math.min(window, Math.max(busy * window, this.flushCostMs * LOAD_FACTOR));
+      const gap = Math.max(busy * window, flushPause(this.flushCostMs, this.load, window));
       delay = Math.max(0, gap - (performance.now() - this.lastFlushEnd));
       this.timerUrgent = this.batch.urgent;
     }
