@@ -9,7 +9,9 @@ import type { IncomingMessage } from "node:http";
 import { formatIP, parseIP, parsePrefix, type Prefix, prefixContains } from "./ip.ts";
 
 const PROXY_HEADERS = ["true-client-ip", "x-real-ip", "x-forwarded-for"] as const;
-const resolved = new WeakMap<IncomingMessage, string>();
+/** Where the hook leaves a request's resolved address: on the request itself, not in a table. */
+const CLIENT_ADDRESS = Symbol("clientAddress");
+type Resolved = IncomingMessage & { [CLIENT_ADDRESS]?: string };
 
 /** Strips brackets, a zone and an IPv4-mapped prefix; null when it is not an address. */
 function normalize(text: string): string | null {
@@ -62,11 +64,11 @@ export function trustedProxyHook(prefixes: string[]): (req: IncomingMessage) => 
     if (!trusted(peer, proxies)) {
       for (const h of PROXY_HEADERS) delete req.headers[h];
     }
-    resolved.set(req, resolveClientAddress(req, proxies));
+    (req as Resolved)[CLIENT_ADDRESS] = resolveClientAddress(req, proxies);
   };
 }
 
 /** The client's address: resolved through trusted_proxies when the hook ran, else the TCP peer. */
 export function clientAddress(req: IncomingMessage): string {
-  return resolved.get(req) ?? normalize(req.socket?.remoteAddress ?? "") ?? "";
+  return (req as Resolved)[CLIENT_ADDRESS] ?? normalize(req.socket?.remoteAddress ?? "") ?? "";
 }
