@@ -110,7 +110,7 @@ const STATUS_WINDOWS = 4;
  * The pause after flushes that cost `flushCostMs` when other work takes `load` of the core
  * between them: the shortest that keeps the whole (flushCost + load·pause) / (flushCost + pause)
  * within CPU_BUDGET, at least MIN_LOAD_FACTOR flush costs, at most `window`. A shorter pause is
- * a shorter wait for the next change: in churn a change waits about half a pause and a flush.
+ * a shorter wait: in churn a change waits about half a flush interval, then a flush.
  */
 export function flushPause(flushCostMs: number, load: number, window: number): number {
   const room = CPU_BUDGET - load;
