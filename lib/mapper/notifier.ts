@@ -79,8 +79,6 @@ export interface NotifierDeps {
  * flushes (flushPause). Under 50 % with a margin for what the estimate misses.
  */
 export const CPU_BUDGET = 0.45;
-/** With `adaptive`, the pause after a flush is at least this many times what flushes cost. */
-const MIN_LOAD_FACTOR = 1;
 /**
  * With `adaptive` and the process busy with other work, the window stretches by one more window
  * per this many sessions past the first ones. Each flush writes once to every session it
@@ -109,14 +107,14 @@ const STATUS_WINDOWS = 4;
 /**
  * The pause after flushes that cost `flushCostMs` when other work takes `load` of the core
  * between them: the shortest that keeps the whole (flushCost + load·pause) / (flushCost + pause)
- * within CPU_BUDGET, at least MIN_LOAD_FACTOR flush costs, at most `window`. A shorter pause is
- * a shorter wait: in churn a change waits about half a flush interval, then a flush.
+ * within CPU_BUDGET (so never under (1 - CPU_BUDGET) / CPU_BUDGET ≈ 1.2 flush costs), at most
+ * `window`. A shorter pause is a shorter wait: in churn a change waits about half a flush
+ * interval, then a flush.
  */
 export function flushPause(flushCostMs: number, load: number, window: number): number {
   const room = CPU_BUDGET - load;
   if (room <= 0) return window;
-  const factor = Math.max(MIN_LOAD_FACTOR, (1 - CPU_BUDGET) / room);
-  return Math.min(window, flushCostMs * factor);
+  return Math.min(window, flushCostMs * (1 - CPU_BUDGET) / room);
 }
 
 function cpuMicros(): number {
