@@ -230,9 +230,9 @@ class NoiseTransport implements H2Transport {
 
 /**
  * The HTTP/2 connection's way out and in: a NoiseConn in direct mode (seal and write in the
- * caller's turn), or any Duplex (tests serve plain pipes).
+ * caller's turn), or any Duplex (tests serve plain pipes). Exported for scripts/fanout_floor.ts.
  */
-function transportOf(conn: Duplex): {
+export function transportOf(conn: Duplex): {
   h2: H2Transport;
   attach(session: H2ServerConnection): void;
 } {
