@@ -68,6 +68,11 @@ export interface NotifierDeps {
   adaptive?: boolean;
   /** The process's CPU time in µs (process.cpuUsage); tests simulate load with it. */
   cpuMicros?: () => number;
+  /**
+   * Runs a flush's sends with the sockets' writes deferred to its end (lib/net/write_batch.ts):
+   * all sessions are framed and sealed, then all written.
+   */
+  writeBatch?: { run<T>(fn: () => T): T };
   /** SESSIONS_PER_WINDOW, for tests with a few sessions. */
   sessionsPerWindow?: number;
   now?: () => Date;
@@ -270,12 +275,13 @@ export class Notifier {
       this.load += (Math.min(1, share) - this.load) * weight;
     }
     try {
-      this.sendDeltas(b);
+      if (this.deps.writeBatch) this.deps.writeBatch.run(() => this.sendDeltas(b));
+      else this.sendDeltas(b);
     } catch (e) {
       this.deps.log.error("sending map updates failed", { error: e });
     }
-    // The sends frame, seal and write in this call (lib/h2 writes in the writer's turn), so
-    // this is the whole cost of the flush.
+    // The sends frame, seal and write in this call (lib/h2 writes in the writer's turn, a write
+    // batch when this returns), so this is the whole cost of the flush.
     const ended = performance.now();
     const took = ended - started;
     this.stats.flushSeconds += took / 1000;

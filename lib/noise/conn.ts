@@ -13,6 +13,7 @@ import { formatKey } from "../tailcfg/keys.ts";
 import { HEADER_LEN, MAX_CIPHERTEXT_LEN, MSG_ERROR, MSG_RECORD } from "./messages.ts";
 import { RecordOpener, RecordSealer } from "./records.ts";
 import { SocketWriter } from "../net/socket_writer.ts";
+import type { WriteBatch, WriteDone } from "../net/write_batch.ts";
 
 /** The peer broke the framing (type, size) of the record stream. */
 export class NoiseProtocolError extends Error {
@@ -31,6 +32,8 @@ export interface NoiseConnOptions {
   handshakeHash: Uint8Array;
   /** Bytes of the record stream that were already read off the socket. */
   head?: Uint8Array;
+  /** Writes made inside this batch's `run` are sealed at once and written after it. */
+  writeBatch?: WriteBatch;
 }
 
 export class NoiseConn extends Duplex {
@@ -50,6 +53,10 @@ export class NoiseConn extends Duplex {
   #socketEnded = false;
   /** Direct mode: plaintext goes here instead of the Readable side. */
   #direct: ((plain: Buffer) => void) | undefined;
+  readonly #batch: WriteBatch | undefined;
+  /** Writes (and an end) handed to the batch and not made yet, and their bytes. */
+  #deferred = 0;
+  #deferredBytes = 0;
 
   constructor(opts: NoiseConnOptions) {
     // Half-open makes no sense for HTTP/2 inside Noise: when one side ends, so do we.
@@ -61,6 +68,7 @@ export class NoiseConn extends Duplex {
     this.#writer = new SocketWriter(opts.socket);
     this.#sealer = opts.sealer;
     this.#opener = opts.opener;
+    this.#batch = opts.writeBatch;
 
     this.on("error", (e: Error) => {
       this.closeError ??= e;
@@ -161,9 +169,9 @@ export class NoiseConn extends Duplex {
     this.#send(pieces, totalBytes);
   }
 
-  /** Bytes written to the socket and not yet taken by the OS. */
+  /** Bytes written to the socket (or sealed for it in a batch) and not yet taken by the OS. */
   get socketBufferedBytes(): number {
-    return this.#writer.bufferedBytes;
+    return this.#writer.bufferedBytes + this.#deferredBytes;
   }
 
   /** Runs `listener` whenever the socket's write buffer empties. */
@@ -173,7 +181,8 @@ export class NoiseConn extends Duplex {
 
   /** Ends the socket once what was written has gone out. */
   endSocket(): void {
-    this.#writer.end();
+    if (this.#deferred > 0) this.#defer(null);
+    else this.#writer.end();
   }
 
   #onData = (chunk: Buffer): void => {
@@ -231,6 +240,10 @@ export class NoiseConn extends Duplex {
    * closure is made: a sealing error destroys the conn, a socket error reaches it as 'error'.
    */
   #send(pieces: readonly Uint8Array[], total: number, cb?: (e?: Error | null) => void): void {
+    if (this.#batch && (this.#batch.open || this.#deferred > 0)) {
+      this.#sendLater(pieces, total, cb);
+      return;
+    }
     let frames: Uint8Array;
     try {
       // Without a callback the output goes back to the engine when the socket takes it whole.
@@ -248,8 +261,45 @@ export class NoiseConn extends Duplex {
     if (this.#writer.write(frames)) this.#sealer.reuse(frames);
   }
 
+  /** In a batch: sealed now (records keep their order), written when the batch is. */
+  #sendLater(pieces: readonly Uint8Array[], total: number, cb?: WriteDone): void {
+    let frames: Uint8Array;
+    try {
+      // Memory of their own: many wait at once, so the engine's one lent slab cannot serve.
+      frames = this.#sealer.sealPieces(pieces, total);
+    } catch (e) {
+      if (cb) cb(e as Error);
+      else this.destroy(e as Error);
+      return;
+    }
+    this.#defer(frames, cb);
+  }
+
+  #defer(frames: Uint8Array | null, cb?: WriteDone): void {
+    this.#deferred++;
+    if (frames) this.#deferredBytes += frames.length;
+    this.#batch!.defer(this, frames, cb);
+  }
+
+  /** The batch writes (or, for null, ends) what was deferred here, in order. */
+  writeDeferred(frames: Uint8Array | null, cb: WriteDone | undefined): void {
+    this.#deferred--;
+    if (frames) this.#deferredBytes -= frames.length;
+    if (this.destroyed) {
+      cb?.(new Error("write after the connection closed"));
+      return;
+    }
+    if (frames === null) {
+      this.#writer.end(cb ? () => cb() : undefined);
+      return;
+    }
+    if (cb) this.#writer.write(frames, (e) => cb(e ?? null));
+    else this.#writer.write(frames);
+  }
+
   override _final(cb: (e?: Error | null) => void): void {
-    this.#writer.end(() => cb());
+    if (this.#deferred > 0) this.#defer(null, () => cb());
+    else this.#writer.end(() => cb());
   }
 
   override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {

@@ -29,6 +29,7 @@ import {
 } from "./messages.ts";
 import { RecordOpener, RecordSealer } from "./records.ts";
 import type { ChaChaSealEngine } from "./chacha_wasm.ts";
+import type { WriteBatch } from "../net/write_batch.ts";
 import { type X25519Key, x25519PrivateKey } from "./crypto.ts";
 import { MIN_CAP_VERSION } from "../tailcfg/capver.ts";
 import { acceptWebSocketUpgrade, isWebSocketUpgrade } from "./websocket.ts";
@@ -63,6 +64,8 @@ export interface Ts2021UpgradeOptions {
   serverKey?: X25519Key;
   /** Seals what the connections send (one for the whole server); node:crypto without it. */
   sealEngine?: ChaChaSealEngine;
+  /** The server's fan-out batch (lib/net/write_batch.ts), for every connection. */
+  writeBatch?: WriteBatch;
   /** Receives each established connection; should serve HTTP/2 on it. */
   onConnection(conn: NoiseConn, info: Ts2021ConnectionInfo): void;
   log?: Logger;
@@ -217,6 +220,7 @@ function finishHandshake(
     protocolVersion: hs.version,
     handshakeHash: hs.handshakeHash,
     head,
+    writeBatch: opts.writeBatch,
   });
   const machine = formatKey(hs.peerPublicKey, "mkey");
   log?.debug("ts2021 connection", {

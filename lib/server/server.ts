@@ -31,6 +31,7 @@ import { MIN_CAP_VERSION } from "../tailcfg/capver.ts";
 import { PolicyManager } from "../policy_manager/manager.ts";
 import { ts2021UpgradeHandler } from "../noise/upgrade.ts";
 import { ChaChaSealEngine } from "../noise/chacha_wasm.ts";
+import { WriteBatch } from "../net/write_batch.ts";
 import { AuthRequestRegistry } from "../auth_requests/registry.ts";
 import { formatKey, publicKeyOf } from "../tailcfg/keys.ts";
 import { createDerp, type EmbeddedDerp } from "./derp.ts";
@@ -94,12 +95,15 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     derpMap: () => derp.map(),
     extraRecords: extraRecords ? () => extraRecords.current() : undefined,
   });
+  // A flush frames and seals for every session first, then writes (lib/net/write_batch.ts).
+  const writeBatch = new WriteBatch();
   const notifier = new Notifier({
     state,
     mapper,
     log: log.child({ component: "notifier" }),
     batchDelayMs: config.tuning.batchChangeDelayMs,
     adaptive: true,
+    writeBatch,
   });
   // Every change to the tailnet, in this order: the mapper drops what it cached about it, the
   // policy engine learns it and answers whose view it affects, the notifier sends those
@@ -207,6 +211,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     serverPrivateKey: noisePrivate,
     connectedAt: (socket) => connectedAt.get(socket),
     sealEngine: new ChaChaSealEngine(),
+    writeBatch,
     minCapVersion: MIN_CAP_VERSION,
     log: log.child({ component: "noise" }),
     onConnection: (conn) =>
