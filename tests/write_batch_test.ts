@@ -14,6 +14,7 @@ function recorder(name: string, log: string[]): DeferredWriter {
   return {
     writeDeferred(data) {
       log.push(data === null ? `${name}:end` : `${name}:${new TextDecoder().decode(data)}`);
+      return true;
     },
   };
 }
@@ -75,6 +76,30 @@ Deno.test("write batch: a writer that throws does not lose the others' writes", 
   // The batch is usable again.
   batch.run(() => batch.defer(recorder("c", log), bytes("3")));
   assert.deepEqual(log, ["b:2", "c:3"]);
+});
+
+Deno.test("write batch: its memory is reused only when every write left it", () => {
+  const batch = new WriteBatch();
+  let held = false;
+  const writer: DeferredWriter = { writeDeferred: () => !held };
+  const first = batch.take(100)!;
+  const second = batch.take(50)!;
+  assert.equal(second.buffer, first.buffer);
+  assert.equal(second.byteOffset, 100, "one after the other");
+  batch.run(() => {
+    batch.defer(writer, first);
+    batch.defer(writer, second);
+  });
+  // Taken whole: the next record starts the same memory again.
+  const third = batch.take(10)!;
+  assert.equal(third.buffer, first.buffer);
+  assert.equal(third.byteOffset, 0);
+  held = true;
+  batch.run(() => batch.defer(writer, third));
+  // A socket still holds `third`: new memory, the old one is left to that write.
+  const fourth = batch.take(10)!;
+  assert.notEqual(fourth.buffer, third.buffer);
+  assert.equal(batch.take(1 << 30), null, "no room: the caller uses its own");
 });
 
 function serverConn(socket: Duplex, batch: WriteBatch, engine: ChaChaSealEngine) {
@@ -145,6 +170,7 @@ Deno.test("write batch: a NoiseConn seals in a batch, writes after it, and keeps
   const lateWriter: DeferredWriter = {
     writeDeferred() {
       first.conn.writePlain([later], later.length);
+      return true;
     },
   };
   batch.run(() => {

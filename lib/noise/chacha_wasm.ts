@@ -46,6 +46,11 @@ const PAGE = 65536;
 /** Outputs from this size on are made here and may be reused (smaller ones come from a pool). */
 export const REUSE_MIN = 16 << 10;
 
+/** Memory a caller provides for sealed output (lib/net/write_batch.ts); null: it has no room. */
+export interface OutputMemory {
+  take(len: number): Uint8Array | null;
+}
+
 /** block4(counter, n1, n2): keystream blocks counter..counter+3 at KS (nonce word 0 is zero). */
 function block4Function() {
   // params 0-2; x0..x15 v128 at 3..18; tmp v128 19; round i32 20; transpose temps 21..24.
@@ -377,6 +382,7 @@ export class ChaChaSealEngine {
     pieces: readonly Uint8Array[],
     total: number,
     lend = false,
+    memory?: OutputMemory,
   ): Uint8Array {
     const records = Math.max(1, Math.ceil(total / MAX_PLAINTEXT_LEN));
     const outLen = total + records * (HEADER_LEN + TAG_LEN);
@@ -407,7 +413,8 @@ export class ChaChaSealEngine {
       src += len;
       dst += HEADER_LEN + len + TAG_LEN;
     }
-    const frames = lend && outLen < REUSE_MIN ? this.#lendSlab(outLen) : this.#output(outLen);
+    const frames = memory?.take(outLen) ??
+      (lend && outLen < REUSE_MIN ? this.#lendSlab(outLen) : this.#output(outLen));
     frames.set(mem.subarray(outStart, outStart + outLen));
     return frames;
   }

@@ -265,8 +265,8 @@ export class NoiseConn extends Duplex {
   #sendLater(pieces: readonly Uint8Array[], total: number, cb?: WriteDone): void {
     let frames: Uint8Array;
     try {
-      // Memory of their own: many wait at once, so the engine's one lent slab cannot serve.
-      frames = this.#sealer.sealPieces(pieces, total);
+      // In the batch's memory: many wait at once, so the engine's one lent slab cannot serve.
+      frames = this.#sealer.sealPieces(pieces, total, false, this.#batch!);
     } catch (e) {
       if (cb) cb(e as Error);
       else this.destroy(e as Error);
@@ -281,20 +281,23 @@ export class NoiseConn extends Duplex {
     this.#batch!.defer(this, frames, cb);
   }
 
-  /** The batch writes (or, for null, ends) what was deferred here, in order. */
-  writeDeferred(frames: Uint8Array | null, cb: WriteDone | undefined): void {
+  /**
+   * The batch writes (or, for null, ends) what was deferred here, in order. True when nothing
+   * holds `frames` after this.
+   */
+  writeDeferred(frames: Uint8Array | null, cb: WriteDone | undefined): boolean {
     this.#deferred--;
     if (frames) this.#deferredBytes -= frames.length;
     if (this.destroyed) {
       cb?.(new Error("write after the connection closed"));
-      return;
+      return true;
     }
     if (frames === null) {
       this.#writer.end(cb ? () => cb() : undefined);
-      return;
+      return true;
     }
-    if (cb) this.#writer.write(frames, (e) => cb(e ?? null));
-    else this.#writer.write(frames);
+    if (cb) return this.#writer.write(frames, (e) => cb(e ?? null));
+    return this.#writer.write(frames);
   }
 
   override _final(cb: (e?: Error | null) => void): void {

@@ -7,7 +7,7 @@
 import { createCipheriv, createDecipheriv } from "node:crypto";
 import { NONCE_LEN, TAG_LEN } from "./crypto.ts";
 import { HEADER_LEN, MAX_PLAINTEXT_LEN, MSG_RECORD } from "./messages.ts";
-import type { ChaChaSealEngine } from "./chacha_wasm.ts";
+import type { ChaChaSealEngine, OutputMemory } from "./chacha_wasm.ts";
 
 /** A record failed to decrypt, or the counter ran out: the connection cannot go on. */
 export class NoiseRecordError extends Error {
@@ -87,12 +87,25 @@ export class RecordSealer {
   /**
    * As seal, for `pieces` taken in order as one plaintext of `total` bytes (not copied first).
    * With `lend`, a small output may be the engine's reused memory: the caller must hand it back
-   * with `reuse` as soon as the socket took it whole, and never read it after that.
+   * with `reuse` as soon as the socket took it whole, and never read it after that. With
+   * `memory` (the engine only), the output goes there when it has room.
    */
-  sealPieces(pieces: readonly Uint8Array[], total: number, lend = false): Uint8Array {
+  sealPieces(
+    pieces: readonly Uint8Array[],
+    total: number,
+    lend = false,
+    memory?: OutputMemory,
+  ): Uint8Array {
     if (this.engine) {
       const records = Math.max(1, Math.ceil(total / MAX_PLAINTEXT_LEN));
-      return this.engine.sealRecords(this.#key, this.#counter.take(records), pieces, total, lend);
+      return this.engine.sealRecords(
+        this.#key,
+        this.#counter.take(records),
+        pieces,
+        total,
+        lend,
+        memory,
+      );
     }
     const plaintext = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces, total);
     const records = Math.max(1, Math.ceil(plaintext.length / MAX_PLAINTEXT_LEN));
