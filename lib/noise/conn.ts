@@ -265,8 +265,10 @@ export class NoiseConn extends Duplex {
   #sendLater(pieces: readonly Uint8Array[], total: number, cb?: WriteDone): void {
     let frames: Uint8Array;
     try {
-      // In the batch's memory: many wait at once, so the engine's one lent slab cannot serve.
-      frames = this.#sealer.sealPieces(pieces, total, false, this.#batch!);
+      // In the batch's memory (many wait at once, so the engine's one lent slab cannot serve),
+      // unless the socket is behind: its write would keep the whole arena alive.
+      const memory = this.#writer.bufferedBytes === 0 ? this.#batch : undefined;
+      frames = this.#sealer.sealPieces(pieces, total, false, memory);
     } catch (e) {
       if (cb) cb(e as Error);
       else this.destroy(e as Error);
