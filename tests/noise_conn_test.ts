@@ -2,32 +2,14 @@ import assert from "node:assert/strict";
 import { Duplex } from "node:stream";
 import { once } from "node:events";
 import { NoiseConn, NoiseProtocolError } from "../lib/noise/conn.ts";
-import {
-  type HandshakeResult,
-  respondToHandshake,
-  startClientHandshake,
-} from "../lib/noise/handshake.ts";
+import type { HandshakeResult } from "../lib/noise/handshake.ts";
 import { encodeErrorFrame, MAX_PLAINTEXT_LEN } from "../lib/noise/messages.ts";
 import { NoiseRecordError, RecordOpener, RecordSealer } from "../lib/noise/records.ts";
-import { generateKeyPair } from "../lib/tailcfg/keys.ts";
 import { ChaChaSealEngine } from "../lib/noise/chacha_wasm.ts";
 import { tcpPair } from "./helpers/tcp_pair.ts";
+import { handshakeKeys } from "./helpers/noise_keys.ts";
 
-function keys() {
-  const server = generateKeyPair();
-  const machine = generateKeyPair();
-  const client = startClientHandshake({
-    machinePrivateKey: machine.privateKey,
-    serverPublicKey: server.publicKey,
-    version: 145,
-  });
-  const srv = respondToHandshake({
-    serverPrivateKey: server.privateKey,
-    initiation: client.initiation,
-  });
-  const cli = client.finish(srv.response);
-  return { srv, cli, machine };
-}
+const keys = handshakeKeys;
 
 function connOver(
   socket: Duplex,

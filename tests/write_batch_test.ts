@@ -3,11 +3,10 @@ import { once } from "node:events";
 import type { Duplex } from "node:stream";
 import { type DeferredWriter, WriteBatch } from "../lib/net/write_batch.ts";
 import { NoiseConn } from "../lib/noise/conn.ts";
-import { respondToHandshake, startClientHandshake } from "../lib/noise/handshake.ts";
 import { RecordOpener, RecordSealer } from "../lib/noise/records.ts";
 import { ChaChaSealEngine } from "../lib/noise/chacha_wasm.ts";
-import { generateKeyPair } from "../lib/tailcfg/keys.ts";
 import { tcpPair } from "./helpers/tcp_pair.ts";
+import { handshakeKeys } from "./helpers/noise_keys.ts";
 
 /** A writer that notes what it is asked to write. */
 function recorder(name: string, log: string[]): DeferredWriter {
@@ -103,18 +102,7 @@ Deno.test("write batch: its memory is reused only when every write left it", () 
 });
 
 function serverConn(socket: Duplex, batch: WriteBatch, engine: ChaChaSealEngine) {
-  const server = generateKeyPair();
-  const machine = generateKeyPair();
-  const client = startClientHandshake({
-    machinePrivateKey: machine.privateKey,
-    serverPublicKey: server.publicKey,
-    version: 145,
-  });
-  const srv = respondToHandshake({
-    serverPrivateKey: server.privateKey,
-    initiation: client.initiation,
-  });
-  const cli = client.finish(srv.response);
+  const { srv, cli } = handshakeKeys();
   const conn = new NoiseConn({
     socket,
     sealer: new RecordSealer(srv.sendKey, engine),
@@ -130,7 +118,7 @@ function serverConn(socket: Duplex, batch: WriteBatch, engine: ChaChaSealEngine)
 /** The client's side of a NoiseConn: reads and opens its records. */
 function clientOf(
   socket: Duplex,
-  cli: ReturnType<ReturnType<typeof startClientHandshake>["finish"]>,
+  cli: ReturnType<typeof handshakeKeys>["cli"],
 ) {
   return new NoiseConn({
     socket,
