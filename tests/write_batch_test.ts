@@ -98,6 +98,23 @@ Deno.test("write batch: its memory is reused only when every write left it", () 
   // A socket still holds `third`: new memory, the old one is left to that write.
   const fourth = batch.take(10)!;
   assert.notEqual(fourth.buffer, third.buffer);
+  // A held write of memory of its own does not keep the arena from being reused.
+  batch.run(() => {
+    batch.defer(writer, fourth);
+    batch.defer(writer, new Uint8Array(10));
+  });
+  held = false;
+  assert.notEqual(batch.take(10)!.buffer, fourth.buffer, "fourth is held");
+  const fifth = batch.take(10)!;
+  batch.run(() => {
+    held = false;
+    batch.defer(writer, fifth);
+  });
+  held = true;
+  batch.run(() => batch.defer(writer, new Uint8Array(10)));
+  const sixth = batch.take(10)!;
+  assert.equal(sixth.buffer, fifth.buffer);
+  assert.equal(sixth.byteOffset, 0);
   assert.equal(batch.take(1 << 30), null, "no room: the caller uses its own");
 });
 

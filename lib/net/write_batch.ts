@@ -101,7 +101,7 @@ export class WriteBatch {
     const data = this.#data;
     const done = this.#done;
     let failure: unknown = null;
-    // Whether the kernel took every write whole, so nothing holds the arena any more.
+    // Whether the kernel took every write of the arena's memory whole: nothing holds it any more.
     let released = true;
     try {
       for (let i = 0; i < writers.length; i++) {
@@ -111,7 +111,8 @@ export class WriteBatch {
         data[i] = null;
         done[i] = undefined;
         try {
-          if (!writers[i].writeDeferred(bytes, callback)) released = false;
+          const taken = writers[i].writeDeferred(bytes, callback);
+          if (!taken && bytes !== null && bytes.buffer === this.#arena) released = false;
         } catch (e) {
           // One writer's bug must not lose the other writers' bytes.
           failure ??= e;

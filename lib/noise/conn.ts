@@ -266,8 +266,11 @@ export class NoiseConn extends Duplex {
     let frames: Uint8Array;
     try {
       // In the batch's memory (many wait at once, so the engine's one lent slab cannot serve),
-      // unless the socket is behind: its write would keep the whole arena alive.
-      const memory = this.#writer.bufferedBytes === 0 ? this.#batch : undefined;
+      // unless the write cannot be taken at once and would keep the whole arena alive: the
+      // socket is behind, or has no handle to write to (a WebSocket's byte stream).
+      const memory = this.#writer.direct && this.#writer.bufferedBytes === 0
+        ? this.#batch
+        : undefined;
       frames = this.#sealer.sealPieces(pieces, total, false, memory);
     } catch (e) {
       if (cb) cb(e as Error);
