@@ -109,7 +109,8 @@ async function send(n: number, size: number): Promise<void> {
     const sealers = sockets.map(() => new RecordSealer(key, engine));
     const writers = sockets.map((s) => new SocketWriter(s));
     const handles = sockets.map((s) => (s as unknown as { _handle: Handle })._handle);
-    // Each layer gets sockets of its own: a SocketWriter must see every write to its socket.
+    // The layers share the sockets (and their raw writes bypass the SocketWriters): the pause
+    // before each round lets the receiver drain them, so every write finds an empty queue.
     const conns = sockets.map((socket, i) =>
       new NoiseConn({
         socket,

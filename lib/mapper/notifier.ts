@@ -69,8 +69,8 @@ export interface NotifierDeps {
   /** The process's CPU time in µs (process.cpuUsage); tests simulate load with it. */
   cpuMicros?: () => number;
   /**
-   * Runs a flush's sends with the sockets' writes deferred to its end (lib/net/write_batch.ts):
-   * all sessions are framed and sealed, then all written.
+   * Runs a flush's sends with the sockets' writes deferred (lib/net/write_batch.ts): sessions are
+   * framed and sealed, then written, 128 at a time.
    */
   writeBatch?: { run<T>(fn: () => T): T };
   /** SESSIONS_PER_WINDOW, for tests with a few sessions. */

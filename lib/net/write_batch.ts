@@ -106,12 +106,8 @@ export class WriteBatch {
     try {
       for (let i = 0; i < writers.length; i++) {
         const bytes = data[i];
-        const callback = done[i];
-        // Let go of the bytes as they go.
-        data[i] = null;
-        done[i] = undefined;
         try {
-          const taken = writers[i].writeDeferred(bytes, callback);
+          const taken = writers[i].writeDeferred(bytes, done[i]);
           if (!taken && bytes !== null && bytes.buffer === this.#arena) released = false;
         } catch (e) {
           // One writer's bug must not lose the other writers' bytes.

@@ -95,7 +95,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     derpMap: () => derp.map(),
     extraRecords: extraRecords ? () => extraRecords.current() : undefined,
   });
-  // A flush frames and seals for every session first, then writes (lib/net/write_batch.ts).
+  // A flush frames and seals for 128 sessions, then writes to them (lib/net/write_batch.ts).
   const writeBatch = new WriteBatch();
   const notifier = new Notifier({
     state,
