@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
@@ -26,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"tailscale.com/control/controlhttp"
 	"tailscale.com/control/tsp"
 	"tailscale.com/tailcfg"
 	"tailscale.com/types/key"
@@ -152,6 +155,9 @@ type bench struct {
 	o         *options
 	serverURL string
 	serverKey key.MachinePublic
+	// Where controlhttp dials, from serverURL as ts2021.Client works it out.
+	serverHost, httpPort, httpsPort string
+
 	model     *model
 	nodes     []*node
 	byKey     map[string]int
@@ -235,6 +241,9 @@ func newBench(ctx context.Context, o *options) (*bench, error) {
 		joinSlots:   make(chan struct{}, max(1, o.concurrency)),
 		decodeSlots: make(chan struct{}, runtime.GOMAXPROCS(0)), frames: newFrameCache(), control: bufio.NewReader(os.Stdin)}
 	b.pid.Store(int64(o.pid))
+	if b.serverHost, b.httpPort, b.httpsPort, err = dialPorts(o.server); err != nil {
+		return nil, err
+	}
 	for attempt := 0; ; attempt++ {
 		b.serverKey, err = tsp.DiscoverServerKey(ctx, o.server)
 		if err == nil {
@@ -263,6 +272,34 @@ func newBench(ctx context.Context, o *options) (*bench, error) {
 		b.nodes = append(b.nodes, nd)
 	}
 	return b, nil
+}
+
+// dialPorts: the host and the ports controlhttp tries for a server URL, as ts2021.Client picks
+// them (an http URL of a private address is never tried over HTTPS).
+func dialPorts(server string) (host, httpPort, httpsPort string, err error) {
+	u, err := url.Parse(server)
+	if err != nil {
+		return "", "", "", err
+	}
+	host, httpPort, httpsPort = u.Hostname(), "80", controlhttp.NoPort
+	addr, _ := netip.ParseAddr(host)
+	private := addr.IsPrivate() || addr.IsLoopback() || host == "localhost"
+	switch {
+	case u.Scheme == "https" && u.Port() != "":
+		httpPort, httpsPort = "", u.Port()
+	case u.Scheme == "https":
+		httpsPort = "443"
+	case u.Scheme != "http":
+		return "", "", "", fmt.Errorf("server URL %q: http or https", server)
+	case u.Port() != "":
+		httpPort = u.Port()
+		if !private {
+			httpsPort = "443"
+		}
+	case !private:
+		httpsPort = "443"
+	}
+	return host, httpPort, httpsPort, nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

@@ -1,28 +1,27 @@
 package main
 
-// One simulated node: its keys, its Noise connection (one TCP connection, HTTP/2 inside: the map
-// stream and the lite endpoint updates share it), registration, the map stream and its peer set.
+// One simulated node: its keys, its Noise connection (one TCP connection, HTTP/2 inside:
+// registration, the map stream and the lite endpoint updates share it, as in a real client),
+// the map stream and its peer set.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"tailscale.com/control/controlhttp"
 	"tailscale.com/control/ts2021"
-	"tailscale.com/net/tsdial"
 	"tailscale.com/tailcfg"
+	"tailscale.com/tstime"
 	"tailscale.com/types/key"
 )
 
@@ -38,10 +37,13 @@ type node struct {
 	// generator's CPU in churn.
 	nkPub key.NodePublic
 	dkPub key.DiscoPublic
-	nc    *ts2021.Client
+	dial  func(ctx context.Context, network, addr string) (net.Conn, error)
 	eps   atomic.Pointer[[]netip.AddrPort]
 
-	mu    sync.Mutex // guards peers (the stream goroutine writes, checks read)
+	connMu sync.Mutex // guards conn (the stream and endpoint updates both use it)
+	conn   *h2conn
+
+	mu    sync.Mutex // guards peers (the connection's reading goroutine writes, checks read)
 	peers peerSet
 
 	id         atomic.Int64
@@ -78,27 +80,57 @@ func (b *bench) newNode(i int, dial func(ctx context.Context, network, addr stri
 		netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i%250 + 1)}), uint16(20000+i%40000)),
 	}
 	nd.eps.Store(&eps)
-	nc, err := ts2021.NewClient(ts2021.ClientOpts{
-		ServerURL:    b.serverURL,
-		PrivKey:      nd.mk,
-		ServerPubKey: b.serverKey,
-		Dialer:       tsdial.NewFromFuncForDebug(func(string, ...any) {}, dial),
-		Logf:         func(string, ...any) {},
-	})
-	if err != nil {
-		panic(err)
-	}
-	if w := b.o.h2Window; w > 0 {
-		// Go's defaults (4 MB a stream, 1 GB a connection) are what real clients use; a smaller
-		// window keeps unread map data on the server instead (it waits for window updates).
-		tr, ok := nc.Client.Transport.(*http.Transport)
-		if !ok {
-			panic("ts2021: the client's transport is no longer an *http.Transport")
-		}
-		tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: w, MaxReceiveBufferPerConnection: max(2*w, 64<<10)}
-	}
-	nd.nc = nc
+	nd.dial = dial
 	return nd
+}
+
+// connect returns the node's connection, dialing a new one (Noise over an HTTP upgrade, as
+// ts2021.Client does) when there is none or the last one ended.
+func (b *bench) connect(ctx context.Context, nd *node) (*h2conn, error) {
+	nd.connMu.Lock()
+	defer nd.connMu.Unlock()
+	if nd.conn != nil && nd.conn.usable() {
+		return nd.conn, nil
+	}
+	// ts2021.Client gives a dial and its handshake 10 s.
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	d := &controlhttp.Dialer{
+		Hostname:        b.serverHost,
+		HTTPPort:        b.httpPort,
+		HTTPSPort:       b.httpsPort,
+		MachineKey:      nd.mk,
+		ControlKey:      b.serverKey,
+		ProtocolVersion: uint16(tailcfg.CurrentCapabilityVersion),
+		Dialer:          nd.dial,
+		Logf:            func(string, ...any) {},
+		Clock:           tstime.StdClock{},
+	}
+	cc, err := d.Dial(dctx)
+	if err != nil {
+		return nil, err
+	}
+	// ts2021.Conn reads past the server's early payload, if it sends one.
+	tc := ts2021.NewConn(cc.Conn, func() {})
+	hc, err := newH2Conn(tc, tc, b.serverHost, b.o.h2Window)
+	if err != nil {
+		return nil, err
+	}
+	nd.conn = hc
+	return hc, nil
+}
+
+// post sends body as JSON to path on the node's connection and returns the whole response.
+func (b *bench) post(ctx context.Context, nd *node, path string, body any) (int, []byte, error) {
+	hc, err := b.connect(ctx, nd)
+	if err != nil {
+		return 0, nil, err
+	}
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return 0, nil, err
+	}
+	return hc.post(ctx, path, nd.nkPub, raw)
 }
 
 func (b *bench) hostinfo(nd *node) *tailcfg.Hostinfo {
@@ -117,17 +149,12 @@ func (b *bench) register(ctx context.Context, nd *node) error {
 		Auth:     &tailcfg.RegisterResponseAuth{AuthKey: nd.authKey},
 		Hostinfo: b.hostinfo(nd),
 	}
-	res, err := nd.nc.Post(ctx, "/machine/register", nd.nkPub, &req)
+	status, body, err := b.post(ctx, nd, "/machine/register", &req)
 	if err != nil {
 		return err
 	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if res.StatusCode != 200 {
-		return fmt.Errorf("register: http %d: %.200s", res.StatusCode, body)
+	if status != 200 {
+		return fmt.Errorf("register: http %d: %.200s", status, body)
 	}
 	var rr tailcfg.RegisterResponse
 	if err := json.Unmarshal(body, &rr); err != nil {
@@ -157,13 +184,8 @@ func (b *bench) mapRequest(nd *node, stream bool) *tailcfg.MapRequest {
 // any error with the same keys (never registering again).
 func (b *bench) run(ctx context.Context, nd *node) {
 	b.joinSlots <- struct{}{}
-	held := true
-	release := func() {
-		if held {
-			held = false
-			<-b.joinSlots
-		}
-	}
+	var slot sync.Once // given back at the first map (in the connection's reading goroutine)
+	release := func() { slot.Do(func() { <-b.joinSlots }) }
 	defer release()
 	var err error
 	for attempt := range 5 {
@@ -183,11 +205,10 @@ func (b *bench) run(ctx context.Context, nd *node) {
 		return
 	}
 	nd.registered.Store(true)
-	first := true
+	var first atomic.Bool
 	for ctx.Err() == nil {
 		err := b.stream(ctx, nd, func(d time.Duration) {
-			if first {
-				first = false
+			if first.CompareAndSwap(false, true) {
 				nd.firstMap = d
 				b.firstMaps.Add(1)
 				release()
@@ -209,92 +230,157 @@ func (b *bench) run(ctx context.Context, nd *node) {
 	}
 }
 
-// stream opens one map stream and applies every message until it fails.
+// stream opens one map stream and applies every message (in the connection's reading goroutine)
+// until it fails.
 func (b *bench) stream(ctx context.Context, nd *node, onFirst func(time.Duration)) error {
 	t0 := time.Now()
-	res, err := nd.nc.Post(ctx, "/machine/map", nd.nkPub, b.mapRequest(nd, true))
+	hc, err := b.connect(ctx, nd)
 	if err != nil {
 		return fmt.Errorf("map: %w", err)
 	}
-	defer res.Body.Close()
-	if res.StatusCode != 200 {
-		body, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
-		return fmt.Errorf("map: http %d: %.200s", res.StatusCode, body)
+	body, err := json.Marshal(b.mapRequest(nd, true))
+	if err != nil {
+		return err
 	}
-	nd.streams.Add(1)
-	nd.epoch.Store(b.epoch.Load())
-	nd.streaming.Store(true)
-	var hdr [4]byte
-	// A delta's length and body usually arrive together: one read of the HTTP/2 body for both
-	// (each read of it takes the stream's lock; a large body still goes straight into raw).
-	body := bufio.NewReaderSize(res.Body, 4<<10)
-	deliver := func(size int, msg *mapMsg) {
+	mr := &mapReader{b: b, deliver: func(size int, msg *mapMsg) {
 		nd.msgs.Add(1)
 		nd.wireBytes.Add(int64(size + 4))
 		b.countKinds(msg)
 		b.apply(nd, msg)
 		onFirst(time.Since(t0))
+	}}
+	st, err := hc.request("/machine/map", nd.nkPub, body, mr.feed)
+	if err != nil {
+		return fmt.Errorf("map: %w", err)
 	}
-	for {
-		if _, err := io.ReadFull(body, hdr[:]); err != nil {
-			return fmt.Errorf("map stream: %w", err)
+	select {
+	case <-st.headers:
+	case <-ctx.Done():
+		hc.reset(st)
+		return ctx.Err()
+	}
+	if st.err == nil && st.status != 200 {
+		select {
+		case <-st.done:
+		case <-ctx.Done():
+			hc.reset(st)
 		}
-		size := int(binary.LittleEndian.Uint32(hdr[:]))
-		if size == 0 || size > maxFrame {
-			return fmt.Errorf("map stream: frame of %d bytes", size)
+		return fmt.Errorf("map: http %d: %.200s", st.status, st.body.Bytes())
+	}
+	if st.err == nil {
+		nd.streams.Add(1)
+		nd.epoch.Store(b.epoch.Load())
+		nd.streaming.Store(true)
+		select {
+		case <-st.done:
+		case <-ctx.Done():
+			hc.reset(st)
+			return ctx.Err()
 		}
-		raw := rawPool.Get().(*[]byte)
-		*raw = growTo(*raw, size)
-		if _, err := io.ReadFull(body, *raw); err != nil {
-			rawPool.Put(raw)
-			return fmt.Errorf("map stream: %w", err)
+	}
+	if st.err == nil {
+		return fmt.Errorf("map stream: ended by the server")
+	}
+	return fmt.Errorf("map stream: %w", st.err)
+}
+
+// mapReader splits a map stream's body into messages (a 4-byte little-endian length, then a
+// zstd frame) as DATA arrives. A message whole in one piece is decoded where it lies (in the
+// connection's read buffer); one split across pieces is gathered in a buffer from rawPool.
+type mapReader struct {
+	b       *bench
+	deliver func(size int, msg *mapMsg)
+	hdr     [4]byte
+	hdrN    int
+	size    int // of the message being gathered; 0 while reading a length
+	raw     *[]byte
+	rawN    int
+}
+
+func (m *mapReader) feed(p []byte) error {
+	for len(p) > 0 {
+		if m.size == 0 {
+			if m.hdrN == 0 && len(p) >= 4 {
+				m.size = int(binary.LittleEndian.Uint32(p))
+				p = p[4:]
+			} else {
+				k := copy(m.hdr[m.hdrN:], p)
+				m.hdrN += k
+				p = p[k:]
+				if m.hdrN < 4 {
+					return nil
+				}
+				m.size, m.hdrN = int(binary.LittleEndian.Uint32(m.hdr[:])), 0
+			}
+			if m.size == 0 || m.size > maxFrame {
+				return fmt.Errorf("map stream: frame of %d bytes", m.size)
+			}
+			if len(p) >= m.size {
+				err := m.b.message(p[:m.size], m.deliver)
+				p, m.size = p[m.size:], 0
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			m.raw = rawPool.Get().(*[]byte)
+			*m.raw = growTo(*m.raw, m.size)
+			m.rawN = 0
 		}
-		cached, hash, cacheable := b.frames.lookup(*raw)
-		if cached != nil {
-			rawPool.Put(raw)
-			deliver(size, cached.msg)
-			continue
-		}
-		// One message decoded at a time per core: a goroutine preempted mid-message would otherwise
-		// hold its decoded buffer while thousands of others take theirs (GBs at 2,000 nodes).
-		b.decodeSlots <- struct{}{}
-		dec := decPool.Get().(*[]byte)
-		out, err := zdec.DecodeAll(*raw, (*dec)[:0])
-		var rawCopy []byte
-		if err == nil && cacheable {
-			rawCopy = bytes.Clone(*raw)
-		}
-		rawPool.Put(raw)
-		if err != nil {
-			decPool.Put(dec)
-			<-b.decodeSlots
-			return fmt.Errorf("map stream: zstd: %w", err)
-		}
-		*dec = out
-		// A frame to cache gets memory of its own, sized to it: the pools' buffers and messages
-		// grow to full maps, and a cached small delta must not keep one of those.
-		data, msg := out, (*mapMsg)(nil)
-		if cacheable {
-			data, msg = bytes.Clone(out), new(mapMsg)
-		} else {
-			msg = msgPool.Get().(*mapMsg)
-		}
-		err = scanMap(data, msg)
-		if err == nil {
-			deliver(size, msg)
-			if cacheable {
-				b.frames.store(hash, &decodedFrame{raw: rawCopy, dec: data, msg: msg})
+		k := copy((*m.raw)[m.rawN:], p)
+		m.rawN += k
+		p = p[k:]
+		if m.rawN == m.size {
+			err := m.b.message(*m.raw, m.deliver)
+			rawPool.Put(m.raw)
+			m.raw, m.size = nil, 0
+			if err != nil {
+				return err
 			}
 		}
-		if !cacheable {
-			msgPool.Put(msg)
-		}
-		decPool.Put(dec) // after apply: msg's keys point into it unless the frame was cached
-		<-b.decodeSlots
-		if err != nil {
-			return err
+	}
+	return nil
+}
+
+// message decodes one map message (raw: its zstd frame, not kept) and delivers it.
+func (b *bench) message(raw []byte, deliver func(size int, msg *mapMsg)) error {
+	cached, hash, cacheable := b.frames.lookup(raw)
+	if cached != nil {
+		deliver(len(raw), cached.msg)
+		return nil
+	}
+	// One message decoded at a time per core: a goroutine preempted mid-message would otherwise
+	// hold its decoded buffer while thousands of others take theirs (GBs at 2,000 nodes).
+	b.decodeSlots <- struct{}{}
+	defer func() { <-b.decodeSlots }()
+	dec := decPool.Get().(*[]byte)
+	out, err := zdec.DecodeAll(raw, (*dec)[:0])
+	if err != nil {
+		decPool.Put(dec)
+		return fmt.Errorf("map stream: zstd: %w", err)
+	}
+	*dec = out
+	// A frame to cache gets memory of its own, sized to it: the pools' buffers and messages
+	// grow to full maps, and a cached small delta must not keep one of those.
+	var rawCopy []byte
+	data, msg := out, (*mapMsg)(nil)
+	if cacheable {
+		rawCopy, data, msg = bytes.Clone(raw), bytes.Clone(out), new(mapMsg)
+	} else {
+		msg = msgPool.Get().(*mapMsg)
+	}
+	err = scanMap(data, msg)
+	if err == nil {
+		deliver(len(raw), msg)
+		if cacheable {
+			b.frames.store(hash, &decodedFrame{raw: rawCopy, dec: data, msg: msg})
 		}
 	}
+	if !cacheable {
+		msgPool.Put(msg)
+	}
+	decPool.Put(dec) // after apply: msg's keys point into it unless the frame was cached
+	return err
 }
 
 func growTo(b []byte, n int) []byte {
@@ -381,14 +467,12 @@ func (b *bench) addPeer(nd *node, r *peerRec, marks []uint32) []uint32 {
 // endpoints change.
 func (b *bench) sendEndpoints(ctx context.Context, nd *node, eps []netip.AddrPort) error {
 	nd.eps.Store(&eps)
-	res, err := nd.nc.Post(ctx, "/machine/map", nd.nkPub, b.mapRequest(nd, false))
+	status, _, err := b.post(ctx, nd, "/machine/map", b.mapRequest(nd, false))
 	if err != nil {
 		return err
 	}
-	defer res.Body.Close()
-	io.Copy(io.Discard, io.LimitReader(res.Body, 1<<20))
-	if res.StatusCode != 200 {
-		return fmt.Errorf("endpoint update: http %d", res.StatusCode)
+	if status != 200 {
+		return fmt.Errorf("endpoint update: http %d", status)
 	}
 	return nil
 }

@@ -157,7 +157,11 @@ func (b *bench) runAll(ctx context.Context, res *Results) {
 
 	stopNodes()
 	for _, nd := range b.nodes {
-		nd.nc.Close()
+		nd.connMu.Lock()
+		if nd.conn != nil {
+			nd.conn.Close()
+		}
+		nd.connMu.Unlock()
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
