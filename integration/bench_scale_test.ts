@@ -127,3 +127,21 @@ Deno.test({
     assert.ok(r.expected_peers.p50_ms < 39, "a node sees a subset of the tailnet");
   },
 });
+
+Deno.test({
+  name:
+    "bench-scale: the generator's own Go tests (its HTTP/2 client against Go's server, the map scanner)",
+  ignore: skip !== undefined,
+  sanitizeResources: false,
+  async fn() {
+    const out = await new Deno.Command("go", {
+      args: ["test", "-count=1", "."],
+      cwd: join(root, "scripts", "bench_scale"),
+      env: { GOFLAGS: "-mod=mod", GOTOOLCHAIN: Deno.env.get("TS_GOTOOLCHAIN") ?? "auto" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, `go test failed:\n${text.slice(-4000)}`);
+  },
+});
