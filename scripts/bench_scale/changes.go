@@ -149,8 +149,9 @@ func (l *changeLog) timing(seq uint32) (first, last time.Duration) {
 	return first, last
 }
 
-// summary of the changes with seq in [from, to].
-func (l *changeLog) summary(from, to uint32) (delays []time.Duration, delivered, total int, acks, need int64) {
+// summary of the changes with seq in [from, to]: delays to the last receiver, and for the same
+// changes to the first receiver and from the first to the last.
+func (l *changeLog) summary(from, to uint32) (delays, firsts, spreads []time.Duration, delivered, total int, acks, need int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for s := from; s <= to && int(s) <= len(l.all); s++ {
@@ -161,6 +162,10 @@ func (l *changeLog) summary(from, to uint32) (delays []time.Duration, delivered,
 		if !c.doneAt.IsZero() {
 			delivered++
 			delays = append(delays, c.doneAt.Sub(c.sent))
+			if !c.firstAt.IsZero() {
+				firsts = append(firsts, c.firstAt.Sub(c.sent))
+				spreads = append(spreads, c.doneAt.Sub(c.firstAt))
+			}
 		}
 	}
 	return

@@ -26,3 +26,21 @@ func TestObserveManyMarkersOnce(t *testing.T) {
 		t.Fatalf("a: got %d done %v first %v busy %v", a.got, a.doneAt, a.firstAt, l.busy(1))
 	}
 }
+
+// A delivered change's delay splits into the wait for its first receiver and the spread to its
+// last; an undelivered one counts in neither.
+func TestSummarySplitsDelays(t *testing.T) {
+	l := newChangeLog(10)
+	a := l.start(1, 2)
+	b := l.start(2, 2)
+	l.observe(5, []uint32{a.seq, b.seq}, a.sent.Add(30*time.Millisecond))
+	l.observe(6, []uint32{a.seq}, a.sent.Add(100*time.Millisecond))
+	delays, firsts, spreads, delivered, total, acks, need := l.summary(a.seq, b.seq)
+	if delivered != 1 || total != 2 || acks != 3 || need != 4 {
+		t.Fatalf("delivered %d of %d, acks %d of %d", delivered, total, acks, need)
+	}
+	if len(delays) != 1 || len(firsts) != 1 || len(spreads) != 1 ||
+		delays[0] != 100*time.Millisecond || firsts[0] != 30*time.Millisecond || spreads[0] != 70*time.Millisecond {
+		t.Fatalf("delays %v firsts %v spreads %v", delays, firsts, spreads)
+	}
+}

@@ -274,7 +274,7 @@ func (b *bench) loneChanges(ctx context.Context, res *Results) {
 		sleepCtx(ctx, time.Second)
 	}
 	b.changes.abandon()
-	delays, delivered, total, _, _ := b.changes.summary(first, b.changes.lastSeq())
+	delays, _, _, delivered, total, _, _ := b.changes.summary(first, b.changes.lastSeq())
 	res.Lone = dist(delays)
 	res.LoneLost = total - delivered
 }
@@ -324,9 +324,9 @@ loop:
 	_, gen := m.stop()
 	cr.GeneratorCPUS = round1(gen.Seconds())
 	b.changes.abandon()
-	var delays []time.Duration
-	delays, cr.Delivered, cr.Changes, cr.Receipts, cr.ReceiptsNeed = b.changes.summary(first, b.changes.lastSeq())
-	cr.Delay = dist(delays)
+	delays, firsts, spreads, delivered, changes, receipts, need := b.changes.summary(first, b.changes.lastSeq())
+	cr.Delivered, cr.Changes, cr.Receipts, cr.ReceiptsNeed = delivered, changes, receipts, need
+	cr.Delay, cr.FirstDelay, cr.Spread = dist(delays), dist(firsts), dist(spreads)
 	cr.SendErrors = errs
 	res.Churn = cr
 	log.Printf("churn: %d/%d delivered, p50 %.0f ms, p99 %.0f ms", cr.Delivered, cr.Changes, cr.Delay.P50, cr.Delay.P99)

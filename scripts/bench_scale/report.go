@@ -45,14 +45,18 @@ type CPU struct {
 }
 
 type ChurnResult struct {
-	Rate          float64 `json:"rate_per_s"`
-	DurationS     float64 `json:"duration_s"`
-	Changes       int     `json:"changes"`
-	Delivered     int     `json:"delivered"` // changes every expected receiver saw
-	Receipts      int64   `json:"receipts"`  // (change, receiver) pairs seen
-	ReceiptsNeed  int64   `json:"receipts_expected"`
-	SendErrors    int64   `json:"send_errors"`
-	Delay         Dist    `json:"delay"`
+	Rate         float64 `json:"rate_per_s"`
+	DurationS    float64 `json:"duration_s"`
+	Changes      int     `json:"changes"`
+	Delivered    int     `json:"delivered"` // changes every expected receiver saw
+	Receipts     int64   `json:"receipts"`  // (change, receiver) pairs seen
+	ReceiptsNeed int64   `json:"receipts_expected"`
+	SendErrors   int64   `json:"send_errors"`
+	Delay        Dist    `json:"delay"`
+	// To the first receiver (mostly the wait for the server's next flush), and from the first to
+	// the last (the flush and the stragglers): each change's delay is the sum of the two.
+	FirstDelay    Dist    `json:"first_receiver_delay"`
+	Spread        Dist    `json:"first_to_last"`
 	ServerCPU     CPU     `json:"server_cpu"`
 	GeneratorCPUS float64 `json:"generator_cpu_s"`
 }
@@ -143,6 +147,8 @@ func (r *Results) table(w io.Writer) {
 	row("lone change delay", d(r.Lone)+lostNote(r.LoneLost))
 	if c := r.Churn; c != nil {
 		row(fmt.Sprintf("churn %.0f/s for %.0f s, delay", c.Rate, c.DurationS), d(c.Delay))
+		row("  to the first receiver", d(c.FirstDelay))
+		row("  first to last receiver", d(c.Spread))
 		row("churn delivered", fmt.Sprintf("%d / %d changes, %d / %d receipts, %d send errors",
 			c.Delivered, c.Changes, c.Receipts, c.ReceiptsNeed, c.SendErrors))
 		row("server CPU, churn", cpu(c.ServerCPU))
