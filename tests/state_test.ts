@@ -278,3 +278,26 @@ Deno.test("state: a delete behind an edit in flight removes the node for good", 
   assert.deepEqual(await store.listNodes(), []);
   await store.close();
 });
+
+Deno.test("state: onlineCount follows map streams (two on one node, closes, a delete)", async () => {
+  const { store, state } = await openState();
+  const user = await state.createUser({ name: "olive" });
+  const a = await state.registerNode(registration(1, user.id));
+  const b = await state.registerNode(registration(2, user.id));
+  await state.registerNode(registration(3, user.id));
+  const counted = () => state.listNodes().filter((n) => state.isOnline(n.id)).length;
+  assert.equal(state.onlineCount, 0);
+  state.streamOpened(a.id);
+  state.streamOpened(a.id); // a second stream of the same node (a reconnect before the close)
+  state.streamOpened(b.id);
+  assert.equal(state.onlineCount, 2);
+  state.streamClosed(a.id);
+  assert.equal(state.onlineCount, 2, "a still has a stream");
+  state.streamClosed(a.id);
+  assert.equal(state.onlineCount, 1);
+  assert.equal(state.onlineCount, counted());
+  await state.deleteNode(b.id);
+  assert.equal(state.onlineCount, 0, "a deleted node is not counted");
+  assert.equal(state.nodeCount, 2);
+  await store.close();
+});

@@ -122,7 +122,7 @@ Deno.test("the page shows the figures it was given and escapes DERP region names
       kind: "sqlite",
       checkWritable: () => Promise.reject(new Error("the SQLite database /x is full")),
     },
-    state: { listNodes: () => [{ id: 1 }, { id: 2 }, { id: 3 }], isOnline: (id) => id !== 3 },
+    state: { nodeCount: 3, onlineCount: 2 },
     mapSessions: () => 3,
     sampler,
     now: () => now,

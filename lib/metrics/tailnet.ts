@@ -9,8 +9,8 @@ import { MetricsRegistry } from "./registry.ts";
 export interface TailnetMetricsSources {
   state: {
     listUsers(): readonly unknown[];
-    listNodes(): readonly { id: number }[];
-    isOnline(id: number): boolean;
+    readonly nodeCount: number;
+    readonly onlineCount: number;
   };
   sessions: () => number;
   pendingLogins: () => number;
@@ -42,10 +42,8 @@ export function tailnetMetrics(src: TailnetMetricsSources): MetricsRegistry {
   return new MetricsRegistry()
     .gauge("headscale_users", "users in the tailnet", () => src.state.listUsers().length)
     .gauge("headscale_nodes", "nodes in the tailnet, by whether a map stream is open", () => {
-      let online = 0;
-      const nodes = src.state.listNodes();
-      for (const n of nodes) if (src.state.isOnline(n.id)) online++;
-      return [[{ state: "online" }, online], [{ state: "offline" }, nodes.length - online]];
+      const online = src.state.onlineCount;
+      return [[{ state: "online" }, online], [{ state: "offline" }, src.state.nodeCount - online]];
     })
     .gauge("headscale_map_sessions", "open map streams", src.sessions)
     .gauge("headscale_pending_logins", "interactive logins waiting for an admin", src.pendingLogins)

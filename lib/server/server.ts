@@ -175,7 +175,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   if (config.adminUi.enabled) {
     const uiLog = log.child({ component: "ui" });
     healthSampler = new HealthSampler({
-      nodesOnline: () => state.listNodes().filter((n) => state.isOnline(n.id)).length,
+      nodesOnline: () => state.onlineCount,
       mapSessions: () => notifier.sessionCount,
       changesTotal: () => changesSeen,
     });

@@ -569,6 +569,14 @@ export class State {
     return this.nodes.size;
   }
 
+  /**
+   * Nodes with a map stream open (isOnline), counted without listing them: `streams` holds a
+   * node only while its count is above zero, and a deleted node leaves it.
+   */
+  get onlineCount(): number {
+    return this.streams.size;
+  }
+
   getNode(id: number): NodeRecord | undefined {
     return this.nodes.get(id);
   }

@@ -14,7 +14,7 @@ export interface HealthDeps {
   /** The embedded relay's region id, null when derp.server is off. */
   embeddedRegionId: number | null;
   store: { readonly kind: string; checkWritable(): Promise<void> };
-  state: { listNodes(): readonly { id: number }[]; isOnline(id: number): boolean };
+  state: { readonly nodeCount: number; readonly onlineCount: number };
   mapSessions(): number;
   sampler: HealthSampler;
   now?: () => number;
@@ -69,9 +69,6 @@ export async function collectHealth(deps: HealthDeps): Promise<HealthSnapshot> {
     });
   }
   regions.sort((a, b) => a.id - b.id);
-  const nodes = deps.state.listNodes();
-  let online = 0;
-  for (const n of nodes) if (deps.state.isOnline(n.id)) online++;
   const { relay, stun } = deps.derpStats();
   return {
     now: (deps.now ?? Date.now)(),
@@ -80,7 +77,11 @@ export async function collectHealth(deps: HealthDeps): Promise<HealthSnapshot> {
     regions,
     relay,
     stun,
-    tailnet: { nodes: nodes.length, online, sessions: deps.mapSessions() },
+    tailnet: {
+      nodes: deps.state.nodeCount,
+      online: deps.state.onlineCount,
+      sessions: deps.mapSessions(),
+    },
     series: deps.sampler.series(),
   };
 }
