@@ -167,6 +167,7 @@ type bench struct {
 	// decodeSlots bounds the messages being decoded at once (one per core the generator runs on).
 	decodeSlots chan struct{}
 	frames      *frameCache
+	slices      *frameCache // the zstd frames of big messages (decodeFrames)
 	start       time.Time
 
 	pid              atomic.Int64
@@ -239,7 +240,8 @@ func newBench(ctx context.Context, o *options) (*bench, error) {
 	b := &bench{o: o, serverURL: o.server, model: newModel(o.n, o.policy == "realistic", o.users),
 		byKey: make(map[string]int, o.n), ids: newNodeIDs(o.n), changes: newChangeLog(o.n),
 		joinSlots:   make(chan struct{}, max(1, o.concurrency)),
-		decodeSlots: make(chan struct{}, runtime.GOMAXPROCS(0)), frames: newFrameCache(), control: bufio.NewReader(os.Stdin)}
+		decodeSlots: make(chan struct{}, runtime.GOMAXPROCS(0)), frames: newFrameCache(),
+		slices: newFrameCacheOf(sliceCacheMaxBytes, sliceCacheEntries), control: bufio.NewReader(os.Stdin)}
 	b.pid.Store(int64(o.pid))
 	if b.serverHost, b.httpPort, b.httpsPort, err = dialPorts(o.server); err != nil {
 		return nil, err

@@ -354,7 +354,13 @@ func (b *bench) message(raw []byte, deliver func(size int, msg *mapMsg)) error {
 	b.decodeSlots <- struct{}{}
 	defer func() { <-b.decodeSlots }()
 	dec := decPool.Get().(*[]byte)
-	out, err := zdec.DecodeAll(raw, (*dec)[:0])
+	var out []byte
+	var err error
+	if !cacheable && b.slices != nil {
+		out, err = decodeFrames(b.slices, raw, (*dec)[:0])
+	} else {
+		out, err = zdec.DecodeAll(raw, (*dec)[:0])
+	}
 	if err != nil {
 		decPool.Put(dec)
 		return fmt.Errorf("map stream: zstd: %w", err)

@@ -148,7 +148,8 @@ func (b *bench) runAll(ctx context.Context, res *Results) {
 	b.errMu.Unlock()
 	res.ConvergenceDrops = b.convergenceDrops.Load()
 	res.UnknownPeers = b.unknownPeers.Load()
-	log.Printf("frames decoded once and reused: %d hits, %d decoded", b.frames.hits.Load(), b.frames.misses.Load())
+	log.Printf("frames decoded once and reused: %d hits, %d decoded; slices of big messages: %d hits, %d decoded",
+		b.frames.hits.Load(), b.frames.misses.Load(), b.slices.hits.Load(), b.slices.misses.Load())
 	res.ServerCPUS = round1((serverBefore + sampleTree(int(b.pid.Load())).cpu - server0).Seconds())
 	res.GeneratorCPUS = round1((selfCPU() - gen0).Seconds())
 	res.WallS = round1(time.Since(b.start).Seconds())
