@@ -49,7 +49,6 @@ const (
 	flagPadded     = 0x8
 	flagPriority   = 0x20
 
-	settingHeaderTableSize   = 0x1
 	settingEnablePush        = 0x2
 	settingInitialWindowSize = 0x4
 	settingMaxFrameSize      = 0x5
@@ -181,6 +180,14 @@ func writeFrame(w *bufio.Writer, typ, flags byte, stream uint32, payload []byte)
 	binary.BigEndian.PutUint32(h[5:], stream&0x7fffffff)
 	w.Write(h[:])
 	w.Write(payload)
+}
+
+// sendFrame writes one frame at once (acknowledgements, resets).
+func (hc *h2conn) sendFrame(typ, flags byte, stream uint32, payload []byte) error {
+	hc.wmu.Lock()
+	defer hc.wmu.Unlock()
+	writeFrame(hc.bw, typ, flags, stream, payload)
+	return hc.bw.Flush()
 }
 
 func writeWindowUpdate(w *bufio.Writer, stream, inc uint32) {
@@ -355,12 +362,9 @@ func (hc *h2conn) reset(st *h2stream) {
 	if !open {
 		return
 	}
-	hc.wmu.Lock()
 	var p [4]byte
 	binary.BigEndian.PutUint32(p[:], 0x8) // CANCEL
-	writeFrame(hc.bw, frameRSTStream, 0, st.id, p[:])
-	hc.bw.Flush()
-	hc.wmu.Unlock()
+	hc.sendFrame(frameRSTStream, 0, st.id, p[:])
 	st.finish(errors.New("http2: stream cancelled"))
 }
 
@@ -570,20 +574,12 @@ func (hc *h2conn) handleFrame(typ, flags byte, id uint32, p []byte) error {
 		}
 		hc.cond.Broadcast()
 		hc.mu.Unlock()
-		hc.wmu.Lock()
-		writeFrame(hc.bw, frameSettings, flagAck, 0, nil)
-		err := hc.bw.Flush()
-		hc.wmu.Unlock()
-		return err
+		return hc.sendFrame(frameSettings, flagAck, 0, nil)
 	case framePing:
 		if flags&flagAck != 0 || len(p) != 8 {
 			return nil
 		}
-		hc.wmu.Lock()
-		writeFrame(hc.bw, framePing, flagAck, 0, p)
-		err := hc.bw.Flush()
-		hc.wmu.Unlock()
-		return err
+		return hc.sendFrame(framePing, flagAck, 0, p)
 	case frameGoAway:
 		hc.mu.Lock()
 		hc.goAway = true
@@ -618,7 +614,7 @@ func (hc *h2conn) headersDone(id uint32) error {
 	if st == nil {
 		return nil
 	}
-	if st.status == 0 || st.status < 200 { // else trailers: nothing in them matters here
+	if st.status < 200 { // else trailers: nothing in them matters here
 		for _, f := range fields {
 			if f.Name == ":status" {
 				st.status, _ = strconv.Atoi(f.Value)
