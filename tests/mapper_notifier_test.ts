@@ -2,7 +2,15 @@ import assert from "node:assert/strict";
 import { parseConfigText } from "../lib/config/load.ts";
 import { randomKey, TEST_DERP_MAP } from "./helpers/control.ts";
 import { silentLogger } from "../lib/log/log.ts";
-import { decodeFrames, encodeFrame, splitZstdFrames, STORED_MAX } from "../lib/mapper/framing.ts";
+import {
+  decodeFrames,
+  encodeFrame,
+  SharedMessage,
+  splitZstdFrames,
+  STORED_FIRST_MAX,
+  STORED_MAX,
+  STORED_SENDS,
+} from "../lib/mapper/framing.ts";
 import { zstdDecompressSync } from "node:zlib";
 import { Mapper } from "../lib/mapper/mapper.ts";
 import { Notifier } from "../lib/mapper/notifier.ts";
@@ -346,6 +354,31 @@ Deno.test("framing: a small payload goes as a stored zstd frame that any decoder
   const frame = encodeFrame(big, true);
   assert.ok(frame.byteLength < big.length / 2, "compressed");
   assert.deepEqual(decodeFrames(frame, true).messages, [big]);
+});
+
+Deno.test("framing: a mid-sized message goes stored to its first sessions and compressed to the rest", () => {
+  const json = JSON.stringify({
+    PeersChangedPatch: Array.from({ length: 60 }, (_, i) => ({ NodeID: i, DERPRegion: 1 })),
+  });
+  assert.ok(json.length > STORED_MAX && json.length <= STORED_FIRST_MAX);
+  const msg = new SharedMessage(json);
+  const bytes = (p: Uint8Array | readonly Uint8Array[]) =>
+    p instanceof Uint8Array ? p : Buffer.concat(p as Uint8Array[]);
+  const sends = Array.from({ length: STORED_SENDS + 2 }, () => bytes(msg.framePieces(true)));
+  for (const [i, frame] of sends.entries()) {
+    assert.deepEqual(decodeFrames(frame, true).messages, [json], `send ${i} decodes`);
+    const stored = frame.byteLength === 4 + json.length + 10;
+    assert.equal(stored, i < STORED_SENDS, `send ${i} stored: ${stored}`);
+  }
+  assert.ok(sends[STORED_SENDS].byteLength < json.length / 2, "compressed after the first sends");
+  assert.equal(sends[STORED_SENDS + 1], sends[STORED_SENDS], "compressed once");
+  assert.equal(msg.frame(true), sends[STORED_SENDS]);
+  // Bigger messages are compressed from the first send; asking for the frame compresses too.
+  const big = JSON.stringify({ Peers: Array.from({ length: 400 }, (_, i) => ({ ID: i })) });
+  assert.ok(bytes(new SharedMessage(big).framePieces(true)).byteLength < big.length / 2);
+  const asked = new SharedMessage(json);
+  assert.ok(asked.frame(true).byteLength < json.length / 2);
+  assert.equal(asked.framePieces(true), asked.frame(true));
 });
 
 Deno.test("notifier: a node whose own patch shares a window with a new peer gets the peer and no patch about itself", async () => {
