@@ -17,19 +17,17 @@ const ZSTD_OPTS = { params: { [constants.ZSTD_c_compressionLevel]: 1 } };
 export const STORED_MAX = 1024;
 
 /**
- * A message up to this size goes to its first STORED_SENDS sessions as a stored frame too, and
- * is compressed only when a further session gets it. A flush in churn builds one message for
- * everyone and one for each changed node (all changes but its own, sent to it alone): some 30
- * compressions of ~2 KB (~40 µs each, a fresh zstd context) for messages read once.
+ * A message of more than STORED_MAX and up to this many characters goes to its first
+ * STORED_SENDS sessions as a stored frame too, and is compressed only when a further session
+ * gets it. A flush in churn builds one message for everyone and one for each changed node (all
+ * changes but its own, sent to it alone): some 30 compressions of ~2 KB (~40 µs each, a fresh
+ * zstd context) for messages read once.
  */
 export const STORED_FIRST_MAX = 4096;
 export const STORED_SENDS = 4;
 
 export function encodeFrame(json: string, zstd: boolean): Uint8Array {
-  return framePayload(encoder.encode(json), zstd);
-}
-
-function framePayload(raw: Uint8Array, zstd: boolean): Uint8Array {
+  const raw = encoder.encode(json);
   const payload = !zstd
     ? raw
     : raw.length <= STORED_MAX
@@ -88,9 +86,8 @@ export class SharedMessage {
   /** A prebuilt zstd frame in pieces (frameParts), kept apart until one buffer is asked for. */
   private zstdPieces: readonly Uint8Array[] | null;
   private text: string | (() => string);
-  /** For a message of STORED_MAX..STORED_FIRST_MAX bytes: its first sends' stored frame. */
+  /** A mid-sized message's stored frame, for its first sends (STORED_FIRST_MAX). */
   private storedFrame: Uint8Array | null = null;
-  private raw: Uint8Array | null = null;
   private storedSends = 0;
 
   /** `json` may be computed lazily when a prebuilt zstd frame is given. */
@@ -107,13 +104,9 @@ export class SharedMessage {
 
   frame(zstd: boolean): Uint8Array {
     if (zstd) {
-      if (this.zstdFrame) return this.zstdFrame;
-      this.zstdFrame = this.zstdPieces
+      return this.zstdFrame ??= this.zstdPieces
         ? Buffer.concat(this.zstdPieces)
-        : framePayload(this.raw ?? encoder.encode(this.json), true);
-      this.raw = null;
-      this.storedFrame = null;
-      return this.zstdFrame;
+        : encodeFrame(this.json, true);
     }
     return this.plainFrame ??= encodeFrame(this.json, false);
   }
@@ -123,18 +116,13 @@ export class SharedMessage {
    * not copied; a mid-sized message goes stored to its first few sessions (STORED_FIRST_MAX).
    */
   framePieces(zstd: boolean): Uint8Array | readonly Uint8Array[] {
-    if (zstd && this.zstdPieces && !this.zstdFrame) return this.zstdPieces;
-    if (zstd && !this.zstdFrame && this.storedSends < STORED_SENDS) {
-      this.storedSends++;
-      if (this.storedFrame) return this.storedFrame;
-      const raw = encoder.encode(this.json);
-      if (raw.length <= STORED_MAX) return this.zstdFrame = lengthPrefixed(storedZstdFrame(raw));
-      if (raw.length <= STORED_FIRST_MAX) {
-        this.raw = raw;
-        return this.storedFrame = lengthPrefixed(storedZstdFrame(raw));
+    if (zstd && !this.zstdFrame) {
+      if (this.zstdPieces) return this.zstdPieces;
+      const n = this.json.length;
+      if (this.storedSends < STORED_SENDS && n > STORED_MAX && n <= STORED_FIRST_MAX) {
+        this.storedSends++;
+        return this.storedFrame ??= lengthPrefixed(storedZstdFrame(encoder.encode(this.json)));
       }
-      this.storedSends = STORED_SENDS;
-      return this.zstdFrame = framePayload(raw, true);
     }
     return this.frame(zstd);
   }
