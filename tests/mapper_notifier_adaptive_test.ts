@@ -59,9 +59,10 @@ Deno.test("notifier (adaptive): the pause after a flush keeps the process within
       }
     }
   }
-  // Churn as measured at 10,000 nodes: flushes of 106 ms, 13 % of the core for the rest.
+  // Churn as measured at 10,000 nodes: flushes of 106 ms, 13 % of the core for the rest, a
+  // budget of 48 %: 106 × 0.52 / 0.35 ≈ 157 ms.
   const churn = flushPause(106, 0.13, 800);
-  assert.ok(churn > 170 && churn < 190, `${churn.toFixed(0)} ms`);
+  assert.ok(churn > 150 && churn < 165, `${churn.toFixed(0)} ms`);
   // Other work alone fills the budget: the whole window; and never past it.
   assert.equal(flushPause(106, CPU_BUDGET, 800), 800);
   assert.equal(flushPause(106, 0.9, 800), 800);
