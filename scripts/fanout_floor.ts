@@ -4,7 +4,8 @@
  * SocketWriter, sealing alone, NoiseConn.writePlain (seal + write), and a map stream's HTTP/2
  * response write (a DATA frame of a zstd map message, sealed and written: what the notifier
  * pays per session, less its own loop and MapStream's checks). A change fans out as one such
- * write per session, so N times these numbers is the floor of a flush (docs/scale.md).
+ * write per session, so N times these numbers is the floor of a flush (docs/scale.md); the last
+ * line gives the floors the batched write sets for a lone change and for churn at N sessions.
  *
  * N TCP connections over loopback, like the scale benchmark: this process (the sender) on core
  * SERVER_CPU (default 1), a receiver that reads and discards on GEN_CPU (default 0). On loopback
@@ -20,6 +21,7 @@ import { type H2Response, H2ServerConnection } from "../lib/h2/server.ts";
 import { Flag, frame, FrameType, PREFACE, settingsFrame } from "../lib/h2/frames.ts";
 import { transportOf } from "../lib/control/noise_server.ts";
 import { SharedMessage } from "../lib/mapper/framing.ts";
+import { CPU_BUDGET } from "../lib/mapper/notifier.ts";
 
 const ROUNDS = 20;
 
@@ -181,17 +183,35 @@ async function send(n: number, size: number): Promise<void> {
         perWrite[l].push((performance.now() - t) * 1000 / n);
       }
     }
+    const medians = perWrite.map((w) => w.sort((a, z) => a - z)[Math.floor(ROUNDS / 2)]);
     for (let l = 0; l < layers.length; l++) {
-      const sorted = perWrite[l].sort((a, z) => a - z);
-      const median = sorted[Math.floor(ROUNDS / 2)];
-      console.log(`${layers[l][0].padEnd(40)} ${median.toFixed(2)} (${sorted[0].toFixed(2)})`);
+      const min = perWrite[l][0];
+      console.log(`${layers[l][0].padEnd(40)} ${medians[l].toFixed(2)} (${min.toFixed(2)})`);
     }
+    printFloors(n, medians[medians.length - 1]);
   } finally {
     receiver.kill();
     await receiver.status;
     for (const s of sockets) s.destroy();
     server.close();
   }
+}
+
+/**
+ * What a flush to n sessions at this cost a session means for the scale targets (docs/scale.md):
+ * a lone change reaches its last receiver no sooner than one flush, and in churn a change waits
+ * half a flush interval for the next flush and then the whole flush, with flushes taking at most
+ * CPU_BUDGET of the core: p50 ≥ F + F / (2 · CPU_BUDGET), before any other work.
+ */
+function printFloors(n: number, usPerSession: number): void {
+  const flush = n * usPerSession / 1000;
+  const churn = flush * (1 + 1 / (2 * CPU_BUDGET));
+  console.log(
+    `floors at ${n} sessions: a lone change ${flush.toFixed(0)} ms (target 100 at 10,000), ` +
+      `churn p50 ${churn.toFixed(0)} ms (target 200; flushes within ${
+        CPU_BUDGET * 100
+      } % of the core)`,
+  );
 }
 
 if (Deno.args[0] === "--receive") {
