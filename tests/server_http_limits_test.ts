@@ -98,6 +98,31 @@ Deno.test("http limits: tuning.http_request_timeout and tuning.max_connections",
   );
 });
 
+Deno.test("http limits: an idle keep-alive connection outlives node's 5 s default and serves the next request", async () => {
+  await withServer("tuning:\n  http_request_timeout: 20s\n", async (port) => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const buf = new Uint8Array(65536);
+    const ask = async () => {
+      await conn.write(new TextEncoder().encode("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+      let text = "";
+      while (!/\r\n\r\n[\s\S]*\}/.test(text)) {
+        const n = await conn.read(buf);
+        if (n === null) return `${text}<closed>`;
+        text += new TextDecoder().decode(buf.subarray(0, n));
+      }
+      return text;
+    };
+    try {
+      assert.equal(statusLine(await ask()), "HTTP/1.1 200 OK");
+      await new Promise((r) => setTimeout(r, 6_000));
+      const again = await ask();
+      assert.equal(statusLine(again), "HTTP/1.1 200 OK", again);
+    } finally {
+      conn.close();
+    }
+  });
+});
+
 Deno.test("http limits: a request that never finishes gets 408 and Connection: close", async () => {
   await withServer(FAST, async (port, server) => {
     const { key } = await server.state.createApiKey(null);

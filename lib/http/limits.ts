@@ -5,7 +5,8 @@
  * - a request (headers and body) must arrive within `requestTimeoutMs`, else 408;
  * - headers over node's limit (16 KiB) get 431, anything unparsable 400, each `Connection: close`;
  * - a response the client stops reading is dropped after `requestTimeoutMs` without progress;
- * - at most `maxConnections` connections at once; the listener drops those past it.
+ * - at most `maxConnections` connections at once; the listener drops those past it;
+ * - an idle keep-alive connection is closed after `requestTimeoutMs`.
  *
  * Upgraded connections (/ts2021, /derp) leave the HTTP server at the upgrade, so none of this
  * reaches them, and neither does it the long polls inside Noise.
@@ -25,11 +26,16 @@ export interface HttpLimits {
 /**
  * node:http options for `limits`. Deno's node:http (like node's) enforces requestTimeout only
  * from a periodic check, every connectionsCheckingInterval (30 s by default): make it short.
+ * An idle keep-alive connection stays open as long as a request may take (headscale's idle
+ * timeout is its read timeout too): node's 5 s default closed connections that clients still
+ * held in their pools (Go's and Deno's keep them 90 s), and a request sent as the server closed
+ * one failed with the connection reset.
  */
 export function httpServerOptions(limits: HttpLimits): ServerOptions {
   return {
     requestTimeout: limits.requestTimeoutMs,
     headersTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.requestTimeoutMs,
     connectionsCheckingInterval: Math.min(1_000, limits.requestTimeoutMs),
   };
 }
