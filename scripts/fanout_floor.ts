@@ -183,12 +183,14 @@ async function send(n: number, size: number): Promise<void> {
         perWrite[l].push((performance.now() - t) * 1000 / n);
       }
     }
-    const medians = perWrite.map((w) => w.sort((a, z) => a - z)[Math.floor(ROUNDS / 2)]);
+    const sorted = perWrite.map((w) => [...w].sort((a, z) => a - z));
+    const median = (l: number) => sorted[l][Math.floor(ROUNDS / 2)];
     for (let l = 0; l < layers.length; l++) {
-      const min = perWrite[l][0];
-      console.log(`${layers[l][0].padEnd(40)} ${medians[l].toFixed(2)} (${min.toFixed(2)})`);
+      console.log(
+        `${layers[l][0].padEnd(40)} ${median(l).toFixed(2)} (${sorted[l][0].toFixed(2)})`,
+      );
     }
-    printFloors(n, medians[medians.length - 1]);
+    printFloors(n, median(layers.length - 1));
   } finally {
     receiver.kill();
     await receiver.status;
